@@ -1,0 +1,285 @@
+//! Decoding one file into one row of the data matrix: decode → RGB → square resize → flatten →
+//! scale by 1/255.
+//!
+//! The format is found from the file's content, not its name, so a text file called `x.jpg`
+//! is reported as "not an image". Grayscale, alpha and palette images become RGB (alpha is
+//! dropped, as Pillow's `convert("RGB")` does). EXIF orientation is ignored, like Keras,
+//! Pillow and TensorFlow by default: images are used as stored.
+
+use super::{Dataset, LabelledFile, SkippedFile};
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use ndarray::{Array2, Axis, s};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// RGB: three values per pixel.
+pub const CHANNELS: usize = 3;
+
+/// The filter used to resize images to the network's square input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeFilter {
+    /// Nearest neighbour: the document's loader (Keras `load_img`) default.
+    Nearest,
+    /// Bilinear interpolation.
+    Bilinear,
+    /// Lanczos (a = 3): sharpest, slowest.
+    Lanczos,
+}
+
+impl ResizeFilter {
+    /// The lower-case name used on the command line and in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ResizeFilter::Nearest => "nearest",
+            ResizeFilter::Bilinear => "bilinear",
+            ResizeFilter::Lanczos => "lanczos",
+        }
+    }
+
+    /// Parses a name written by [`name`](ResizeFilter::name).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "nearest" => Some(ResizeFilter::Nearest),
+            "bilinear" => Some(ResizeFilter::Bilinear),
+            "lanczos" => Some(ResizeFilter::Lanczos),
+            _ => None,
+        }
+    }
+
+    fn algorithm(self) -> ResizeAlg {
+        match self {
+            ResizeFilter::Nearest => ResizeAlg::Nearest,
+            ResizeFilter::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+            ResizeFilter::Lanczos => ResizeAlg::Convolution(FilterType::Lanczos3),
+        }
+    }
+}
+
+/// How an image becomes a row of features. A model file records it, so prediction repeats it
+/// exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preprocess {
+    /// Side of the square the image is resized to (the document: 128).
+    pub size: u32,
+    /// The resize filter (the document: nearest).
+    pub filter: ResizeFilter,
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Preprocess {
+            size: 128,
+            filter: ResizeFilter::Nearest,
+        }
+    }
+}
+
+impl Preprocess {
+    /// Values per image: `size × size × 3`, in row, column, channel order (HWC, as the
+    /// document's `reshape` of Keras arrays).
+    pub fn features(&self) -> usize {
+        self.size as usize * self.size as usize * CHANNELS
+    }
+}
+
+/// Why a file could not be used, in words for the user.
+fn decode_rgb(path: &Path, pre: &Preprocess, resizer: &mut Resizer) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.is_empty() {
+        return Err("empty file".into());
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let Some(format) = reader.format() else {
+        return Err("not an image (unrecognised content)".into());
+    };
+    let decoded = reader.decode().map_err(|e| {
+        let name = format.extensions_str().first().copied().unwrap_or("image").to_uppercase();
+        format!("cannot decode {name}: {e}")
+    })?;
+    let rgb = decoded.to_rgb8();
+    let (w, h) = rgb.dimensions();
+    if w == 0 || h == 0 {
+        return Err("image has no pixels".into());
+    }
+    if w == pre.size && h == pre.size {
+        return Ok(rgb.into_raw());
+    }
+    let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3).map_err(|e| format!("cannot resize: {e}"))?;
+    let mut dst = Image::new(pre.size, pre.size, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(pre.filter.algorithm());
+    resizer.resize(&src, &mut dst, &options).map_err(|e| format!("cannot resize: {e}"))?;
+    Ok(dst.into_vec())
+}
+
+/// Decodes `path` into `row` (`features` values in `[0, 1]`).
+///
+/// # Errors
+/// A sentence saying why the file cannot be used (it is then skipped, not fatal).
+pub fn load_into(path: &Path, pre: &Preprocess, resizer: &mut Resizer, row: &mut [f32]) -> Result<(), String> {
+    let pixels = decode_rgb(path, pre, resizer)?;
+    debug_assert_eq!(pixels.len(), row.len());
+    for (out, &p) in row.iter_mut().zip(&pixels) {
+        *out = f32::from(p) / 255.0;
+    }
+    Ok(())
+}
+
+/// One image as a `(features,)` row, for prediction.
+///
+/// # Errors
+/// Why the file cannot be used.
+pub fn load_one(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, String> {
+    let mut row = vec![0.0; pre.features()];
+    load_into(path, pre, &mut Resizer::new(), &mut row)?;
+    Ok(row)
+}
+
+/// Decodes `files` in parallel into a [`Dataset`] of shape `(loaded, features)`. Files that
+/// cannot be used are left out and returned as [`SkippedFile`]s, in input order.
+///
+/// Rows are written in place into one preallocated matrix, so memory peaks at the matrix
+/// itself plus one image per thread.
+pub fn load_dataset(files: &[LabelledFile], pre: &Preprocess) -> (Dataset, Vec<SkippedFile>) {
+    let mut x = Array2::<f32>::zeros((files.len(), pre.features()));
+    let outcomes: Vec<Result<(), String>> = x
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(files.par_iter())
+        .map_init(Resizer::new, |resizer, (mut row, file)| {
+            let row = row.as_slice_mut().expect("rows of a standard-layout matrix are contiguous");
+            load_into(&file.path, pre, resizer, row)
+        })
+        .collect();
+
+    // Move the good rows up over the skipped ones, keeping order.
+    let mut kept = 0;
+    let mut labels = Vec::with_capacity(files.len());
+    let mut paths: Vec<PathBuf> = Vec::with_capacity(files.len());
+    let mut skipped = Vec::new();
+    for (i, (file, outcome)) in files.iter().zip(outcomes).enumerate() {
+        match outcome {
+            Ok(()) => {
+                if kept != i {
+                    let (mut dst, src) = x.multi_slice_mut((s![kept, ..], s![i, ..]));
+                    dst.assign(&src);
+                }
+                kept += 1;
+                labels.push(file.label);
+                paths.push(file.path.clone());
+            }
+            Err(reason) => skipped.push(SkippedFile {
+                path: file.path.clone(),
+                reason,
+            }),
+        }
+    }
+    if kept < files.len() {
+        x = x.slice_move(s![..kept, ..]);
+    }
+    (Dataset { x, labels, paths }, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayAlphaImage, GrayImage, ImageBuffer, Rgb, RgbImage, RgbaImage};
+
+    fn pre(size: u32) -> Preprocess {
+        Preprocess {
+            size,
+            filter: ResizeFilter::Nearest,
+        }
+    }
+
+    #[test]
+    fn gray_and_alpha_images_become_rgb() {
+        let dir = tempfile::tempdir().unwrap();
+        let gray = dir.path().join("gray.png");
+        GrayImage::from_pixel(4, 4, image::Luma([51])).save(&gray).unwrap();
+        let row = load_one(&gray, &pre(4)).unwrap();
+        assert_eq!(row.len(), 48);
+        assert!(row.iter().all(|&v| (v - 0.2).abs() < 1e-6), "gray 51 → 0.2 in all three channels");
+
+        let ga = dir.path().join("ga.png");
+        GrayAlphaImage::from_pixel(4, 4, image::LumaA([255, 0])).save(&ga).unwrap();
+        let row = load_one(&ga, &pre(4)).unwrap();
+        assert!(row.iter().all(|&v| v == 1.0), "alpha is dropped, not blended");
+
+        let rgba = dir.path().join("rgba.png");
+        RgbaImage::from_pixel(4, 4, image::Rgba([255, 0, 51, 10])).save(&rgba).unwrap();
+        let row = load_one(&rgba, &pre(4)).unwrap();
+        assert_eq!(&row[..3], &[1.0, 0.0, 0.2]);
+    }
+
+    #[test]
+    fn flattening_is_row_column_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grid.png");
+        let img: RgbImage = ImageBuffer::from_fn(2, 2, |x, y| Rgb([(10 * x) as u8, (100 * y) as u8, 7]));
+        img.save(&path).unwrap();
+        let row = load_one(&path, &pre(2)).unwrap();
+        let bytes: Vec<u8> = row.iter().map(|v| (v * 255.0).round() as u8).collect();
+        // (y=0,x=0) (y=0,x=1) (y=1,x=0) (y=1,x=1), each R G B.
+        assert_eq!(bytes, vec![0, 0, 7, 10, 0, 7, 0, 100, 7, 10, 100, 7]);
+    }
+
+    #[test]
+    fn nearest_resize_of_a_solid_image_stays_solid_and_sizes_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("solid.jpg");
+        RgbImage::from_pixel(30, 20, Rgb([200, 100, 0])).save(&path).unwrap();
+        for filter in [ResizeFilter::Nearest, ResizeFilter::Bilinear, ResizeFilter::Lanczos] {
+            let row = load_one(&path, &Preprocess { size: 16, filter }).unwrap();
+            assert_eq!(row.len(), 16 * 16 * 3);
+            // JPEG is lossy: allow a few levels.
+            assert!((row[0] - 200.0 / 255.0).abs() < 0.03, "{filter:?}: {}", row[0]);
+        }
+    }
+
+    #[test]
+    fn bad_files_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.jpg");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(load_one(&empty, &pre(8)).unwrap_err(), "empty file");
+        let text = dir.path().join("notes.jpg");
+        std::fs::write(&text, b"these are not pixels").unwrap();
+        assert!(load_one(&text, &pre(8)).unwrap_err().contains("not an image"));
+        let png = dir.path().join("cut.png");
+        RgbImage::from_pixel(64, 64, Rgb([1, 2, 3])).save(&png).unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        std::fs::write(&png, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(load_one(&png, &pre(8)).unwrap_err().contains("cannot decode PNG"));
+        let missing = dir.path().join("missing.png");
+        assert!(load_one(&missing, &pre(8)).unwrap_err().contains("cannot read"));
+    }
+
+    #[test]
+    fn dataset_loading_skips_bad_files_and_keeps_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for i in 0..5u8 {
+            let path = dir.path().join(format!("{i}.png"));
+            if i == 2 {
+                std::fs::write(&path, b"junk").unwrap();
+            } else {
+                RgbImage::from_pixel(3, 3, Rgb([i * 50, 0, 0])).save(&path).unwrap();
+            }
+            files.push(LabelledFile {
+                path,
+                label: usize::from(i % 2),
+            });
+        }
+        let (data, skipped) = load_dataset(&files, &pre(3));
+        assert_eq!(data.x.dim(), (4, 27));
+        assert_eq!(data.labels, vec![0, 1, 1, 0]);
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].path.ends_with("2.png"));
+        let reds: Vec<u8> = data.x.column(0).iter().map(|v| (v * 255.0).round() as u8).collect();
+        assert_eq!(reds, vec![0, 50, 150, 200]);
+    }
+}

@@ -1,0 +1,186 @@
+//! From folders of photos to data matrices: scan class folders, split, decode + resize.
+//!
+//! A [`Dataset`] holds `x (examples, features)`, one image per row, values in `[0, 1]`, and a
+//! class index per row. Files that are not usable images are skipped and reported
+//! ([`SkippedFile`]); only a set-up that cannot work (no folder, one class, a class with no
+//! images) is an error. Augmentation, applied to mini-batches during training, is in
+//! [`augment`].
+
+pub mod augment;
+mod image;
+mod scan;
+mod split;
+
+pub use image::{CHANNELS, Preprocess, ResizeFilter, load_dataset, load_into, load_one};
+pub use scan::{ClassFolders, scan_classes, scan_known_classes};
+pub use split::{held_out_count, split_off};
+
+use crate::{Error, Result, Stream, rng_for};
+use ndarray::Array2;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A file and the class (index) its folder names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelledFile {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// Index into the class list.
+    pub label: usize,
+}
+
+/// A file that was not loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedFile {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// Why it was skipped, e.g. "not an image (unrecognised content)".
+    pub reason: String,
+}
+
+/// Decoded images and their labels.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// `(examples, features)`: one flattened RGB image per row (HWC order), scaled to `[0, 1]`.
+    pub x: Array2<f32>,
+    /// Class index of each row.
+    pub labels: Vec<usize>,
+    /// Source file of each row.
+    pub paths: Vec<PathBuf>,
+}
+
+impl Dataset {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Examples per class, for `classes` classes.
+    pub fn class_counts(&self, classes: usize) -> Vec<usize> {
+        let mut counts = vec![0; classes];
+        for &l in &self.labels {
+            counts[l] += 1;
+        }
+        counts
+    }
+}
+
+/// Where the data comes from and how it is split.
+#[derive(Debug, Clone)]
+pub struct SplitSpec {
+    /// One folder per class.
+    pub data_dir: PathBuf,
+    /// A separate test folder with the same class folders; `None` to split `data_dir`.
+    pub test_dir: Option<PathBuf>,
+    /// Fraction of `data_dir` held out for testing when there is no `test_dir` (0.2).
+    pub test_split: f64,
+    /// Fraction of the training part held out for validation (0 for none).
+    pub val_split: f64,
+    /// How images become rows.
+    pub preprocess: Preprocess,
+    /// Seed of the shuffle.
+    pub seed: u64,
+}
+
+/// The loaded splits.
+#[derive(Debug)]
+pub struct Splits {
+    /// Class names, sorted (label = index).
+    pub classes: Vec<String>,
+    /// The training examples.
+    pub train: Dataset,
+    /// Validation examples (taken from the training part), if asked for.
+    pub val: Option<Dataset>,
+    /// Test examples, unless there are none.
+    pub test: Option<Dataset>,
+    /// Every file that could not be used.
+    pub skipped: Vec<SkippedFile>,
+    /// Wall-clock seconds spent scanning and decoding.
+    pub load_seconds: f64,
+}
+
+/// Scans, splits and decodes: the document's data preparation.
+///
+/// The split is made on file paths, before decoding (as the document does); a file that turns
+/// out not to be an image is then skipped from whichever part it fell in.
+///
+/// # Errors
+/// [`Error::Data`] for an unusable folder, or when a class keeps no usable training image.
+pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
+    let start = Instant::now();
+    let folders = scan_classes(&spec.data_dir)?;
+    let classes = folders.classes;
+    let mut rng = rng_for(spec.seed, Stream::Split);
+    let mut train_files = folders.files;
+    let test_files = match &spec.test_dir {
+        Some(dir) => scan_known_classes(dir, &classes)?,
+        None => split_off(&mut train_files, spec.test_split, &mut rng),
+    };
+    let val_files = if spec.val_split > 0.0 {
+        split_off(&mut train_files, spec.val_split, &mut rng)
+    } else {
+        Vec::new()
+    };
+    if train_files.is_empty() {
+        return Err(Error::Data(format!(
+            "no training files are left in {} after holding out test and validation parts",
+            spec.data_dir.display()
+        )));
+    }
+
+    let (train, mut skipped) = load_dataset(&train_files, &spec.preprocess);
+    let counts = train.class_counts(classes.len());
+    if let Some(empty) = counts.iter().position(|&c| c == 0) {
+        let why = skipped
+            .iter()
+            .find(|s| train_files.iter().any(|f| f.path == s.path && f.label == empty))
+            .map(|s| format!(" (e.g. {}: {})", s.path.display(), s.reason))
+            .unwrap_or_default();
+        return Err(Error::Data(format!(
+            "class {:?} has no usable training images{why}; add images to {} or remove the folder",
+            classes[empty],
+            spec.data_dir.join(&classes[empty]).display()
+        )));
+    }
+    let mut load_part = |files: &[LabelledFile]| {
+        (!files.is_empty()).then(|| {
+            let (data, s) = load_dataset(files, &spec.preprocess);
+            skipped.extend(s);
+            data
+        })
+    };
+    let val = load_part(&val_files);
+    let test = load_part(&test_files);
+    let nonempty = |d: Option<Dataset>| d.filter(|d| !d.is_empty());
+    Ok(Splits {
+        classes,
+        train,
+        val: nonempty(val),
+        test: nonempty(test),
+        skipped,
+        load_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Loads every image under `root`'s class folders (named after `classes`), unsplit: the data a
+/// saved model is evaluated on.
+///
+/// # Errors
+/// [`Error::Data`] if the folder is unusable or no file in it is a usable image.
+pub fn load_labelled(root: &Path, classes: &[String], pre: &Preprocess) -> Result<(Dataset, Vec<SkippedFile>)> {
+    let files = scan_known_classes(root, classes)?;
+    let (data, skipped) = load_dataset(&files, pre);
+    if data.is_empty() {
+        return Err(Error::Data(format!(
+            "none of the {} files under {} is a usable image",
+            files.len(),
+            root.display()
+        )));
+    }
+    Ok((data, skipped))
+}

@@ -1,0 +1,56 @@
+//! The library's one error type.
+//!
+//! Every variant names the file, folder or setting at fault and, where there is one, the way
+//! out. A bad image is *not* an error: loaders report it as a [`SkippedFile`](crate::data::SkippedFile)
+//! and carry on. Errors are for set-ups that cannot be used at all.
+
+use std::path::PathBuf;
+
+/// What can stop deepcat.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is out of range or inconsistent (a flag, in CLI terms).
+    #[error("{0}")]
+    Config(String),
+
+    /// The data folder cannot be used (missing, too few classes, an empty class...).
+    #[error("{0}")]
+    Data(String),
+
+    /// A model file cannot be read or does not describe a model deepcat can run.
+    #[error("cannot use model file {path}: {reason}")]
+    Model { path: PathBuf, reason: String },
+
+    /// Reading or writing a file failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A plot could not be drawn or written.
+    #[error("cannot write plot {path}: {reason}")]
+    Plot { path: PathBuf, reason: String },
+}
+
+impl Error {
+    /// Wraps an I/O error with a sentence saying what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A model-file error for `path`.
+    pub fn model(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Model {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

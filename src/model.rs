@@ -1,0 +1,208 @@
+//! A trained classifier: the network plus everything needed to use it on new photos (class
+//! names, which class the sigmoid means, how images are preprocessed).
+
+use crate::data::{Dataset, Preprocess};
+use crate::loss::Head;
+use crate::nn::Network;
+use crate::{Error, Result};
+use ndarray::{Array2, ArrayView2, s};
+
+/// Class names and how the network's outputs map onto them.
+///
+/// With two classes the network has one sigmoid output, the probability of the `positive`
+/// class (the document's "probability of a cat"). With more, one softmax output per class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classes {
+    /// Class names, sorted; a label is an index here.
+    pub names: Vec<String>,
+    /// With two classes, the index of the class the sigmoid output stands for.
+    pub positive: Option<usize>,
+}
+
+impl Classes {
+    /// Classes from sorted folder names. With two classes the positive one is `requested`, or a
+    /// class named `cat` or `cats` when there is one, else the second.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `requested` is not a class, or is given with more than two classes.
+    pub fn new(names: Vec<String>, requested: Option<&str>) -> Result<Self> {
+        if names.len() < 2 {
+            return Err(Error::Data(format!("a classifier needs at least two classes, got {names:?}")));
+        }
+        if names.len() > 2 {
+            if let Some(r) = requested {
+                return Err(Error::Config(format!(
+                    "--positive {r:?} only applies to two classes; these {} classes get a softmax output",
+                    names.len()
+                )));
+            }
+            return Ok(Classes { names, positive: None });
+        }
+        let positive = match requested {
+            Some(r) => names.iter().position(|n| n == r).ok_or_else(|| {
+                Error::Config(format!("--positive {r:?} is not one of the classes ({})", names.join(", ")))
+            })?,
+            None => names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case("cat") || n.eq_ignore_ascii_case("cats"))
+                .unwrap_or(1),
+        };
+        Ok(Classes {
+            names,
+            positive: Some(positive),
+        })
+    }
+
+    /// Number of classes.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Always false: there are at least two classes.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Network output units: 1 (sigmoid) for two classes, else one per class.
+    pub fn outputs(&self) -> usize {
+        if self.positive.is_some() { 1 } else { self.names.len() }
+    }
+
+    /// The output head that goes with [`outputs`](Classes::outputs).
+    pub fn head(&self) -> Head {
+        if self.positive.is_some() { Head::Sigmoid } else { Head::Softmax }
+    }
+
+    /// Network targets for class labels: `(batch, outputs)`; 1.0 for the positive class with
+    /// the sigmoid head, one-hot rows with softmax.
+    pub fn targets(&self, labels: &[usize]) -> Array2<f32> {
+        match self.positive {
+            Some(pos) => Array2::from_shape_fn((labels.len(), 1), |(i, _)| f32::from(u8::from(labels[i] == pos))),
+            None => Array2::from_shape_fn((labels.len(), self.names.len()), |(i, k)| {
+                f32::from(u8::from(labels[i] == k))
+            }),
+        }
+    }
+
+    /// Network probabilities `(batch, outputs)` → class probabilities `(batch, classes)`.
+    pub fn class_probabilities(&self, p: ArrayView2<'_, f32>) -> Array2<f32> {
+        match self.positive {
+            Some(pos) => Array2::from_shape_fn((p.nrows(), 2), |(i, k)| {
+                if k == pos { p[[i, 0]] } else { 1.0 - p[[i, 0]] }
+            }),
+            None => p.to_owned(),
+        }
+    }
+
+    /// Predicted class index per row of network probabilities `(batch, outputs)`: the positive
+    /// class when its probability is above 0.5 (the document's threshold), else the arg-max.
+    pub fn decide(&self, p: ArrayView2<'_, f32>) -> Vec<usize> {
+        let decisions = self.head().decide(p);
+        match self.positive {
+            Some(pos) => decisions.into_iter().map(|d| if d == 1 { pos } else { 1 - pos }).collect(),
+            None => decisions,
+        }
+    }
+
+    /// The positive class's name, if there is one.
+    pub fn positive_name(&self) -> Option<&str> {
+        self.positive.map(|p| self.names[p].as_str())
+    }
+}
+
+/// A trained network with its classes and preprocessing: what a model file holds.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The layers and weights.
+    pub network: Network,
+    /// Class names and the output mapping.
+    pub classes: Classes,
+    /// How photos become input rows.
+    pub preprocess: Preprocess,
+}
+
+/// Predictions for a batch of rows.
+#[derive(Debug, Clone)]
+pub struct Predictions {
+    /// `(batch, classes)`: probability of each class.
+    pub probabilities: Array2<f32>,
+    /// Predicted class index per row.
+    pub classes: Vec<usize>,
+}
+
+/// Rows per forward pass when predicting, to bound memory on large sets.
+const PREDICT_CHUNK: usize = 4096;
+
+impl Model {
+    /// Class probabilities and decisions for `x (batch, features)`.
+    ///
+    /// # Panics
+    /// If `x` does not have the model's feature count.
+    pub fn predict(&self, x: ArrayView2<'_, f32>) -> Predictions {
+        assert_eq!(x.ncols(), self.network.input_units(), "model expects {} features", self.network.input_units());
+        let mut probabilities = Array2::zeros((x.nrows(), self.classes.len()));
+        let mut classes = Vec::with_capacity(x.nrows());
+        let mut start = 0;
+        while start < x.nrows() {
+            let end = (start + PREDICT_CHUNK).min(x.nrows());
+            let p = self.network.probabilities(x.slice(s![start..end, ..]));
+            classes.extend(self.classes.decide(p.view()));
+            probabilities
+                .slice_mut(s![start..end, ..])
+                .assign(&self.classes.class_probabilities(p.view()));
+            start = end;
+        }
+        Predictions { probabilities, classes }
+    }
+
+    /// Fraction of `data` classified correctly (the document's accuracy).
+    pub fn accuracy(&self, data: &Dataset) -> f64 {
+        accuracy(&self.predict(data.x.view()).classes, &data.labels)
+    }
+}
+
+/// Fraction of positions where `predicted` equals `truth` (0 for empty input).
+pub fn accuracy(predicted: &[usize], truth: &[usize]) -> f64 {
+    if truth.is_empty() {
+        return 0.0;
+    }
+    let correct = predicted.iter().zip(truth).filter(|(p, t)| p == t).count();
+    correct as f64 / truth.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn positive_class_defaults_to_cats_then_to_the_second_class() {
+        assert_eq!(Classes::new(names(&["cats", "random_images"]), None).unwrap().positive, Some(0));
+        assert_eq!(Classes::new(names(&["cat", "non-cat"]), None).unwrap().positive, Some(0));
+        assert_eq!(Classes::new(names(&["bad", "good"]), None).unwrap().positive, Some(1));
+        assert_eq!(Classes::new(names(&["bad", "good"]), Some("bad")).unwrap().positive, Some(0));
+        assert!(Classes::new(names(&["bad", "good"]), Some("ugly")).is_err());
+        assert!(Classes::new(names(&["a", "b", "c"]), Some("a")).is_err());
+        assert_eq!(Classes::new(names(&["a", "b", "c"]), None).unwrap().outputs(), 3);
+    }
+
+    #[test]
+    fn binary_outputs_map_to_class_indices_both_ways_round() {
+        let c = Classes::new(names(&["cats", "random_images"]), None).unwrap();
+        assert_eq!(c.targets(&[0, 1, 0]), array![[1.0], [0.0], [1.0]]);
+        let p = array![[0.9f32], [0.2]];
+        assert_eq!(c.decide(p.view()), vec![0, 1]);
+        let cp = c.class_probabilities(p.view());
+        assert!((cp[[0, 0]] - 0.9).abs() < 1e-6 && (cp[[1, 1]] - 0.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn accuracy_counts_matches() {
+        assert_eq!(accuracy(&[1, 0, 1, 1], &[1, 1, 1, 0]), 0.5);
+        assert_eq!(accuracy(&[], &[]), 0.0);
+    }
+}

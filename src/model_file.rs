@@ -1,0 +1,442 @@
+//! The model file: safetensors weights plus the metadata needed to use them.
+//!
+//! Tensors (little-endian f32), named per dense layer, 1-based as the document's `W1..W4`:
+//! `dense1.weight (units_out, units_in)`, `dense1.bias (units_out,)`, ... Optimiser state, when
+//! saved for `--resume`, sits beside them as `optimizer.<slot>.dense1.weight`, ...
+//!
+//! Metadata (`__metadata__`, all values strings):
+//!
+//! | key | example | meaning |
+//! |---|---|---|
+//! | `format` | `deepcat` | always |
+//! | `format_version` | `1` | bumped on incompatible change |
+//! | `classes` | `["cats","random_images"]` | class names; label = index |
+//! | `positive` | `cats` | class the sigmoid output stands for (empty with softmax) |
+//! | `image_size` | `128` | images are resized to this square |
+//! | `resize` | `nearest` | `nearest`, `bilinear` or `lanczos` |
+//! | `pixel_layout` | `hwc_rgb` | rows are row, column, channel; RGB |
+//! | `normalisation` | `divide_by_255` | pixel values scaled to `[0, 1]` |
+//! | `layer_sizes` | `[49152,20,7,5,1]` | the document's `layers_dimensions` |
+//! | `activations` | `["relu","relu","relu","sigmoid"]` | one per dense layer |
+//! | `optimizer` | `{"kind":"adam",...,"step":420}` | only with optimiser state |
+//! | `training` | `{...}` | how it was trained (informational) |
+//!
+//! Files are written to a temporary file in the same folder and renamed into place, so an
+//! interrupted save never leaves a half-written model where a good one was.
+
+use crate::data::{Preprocess, ResizeFilter};
+use crate::model::{Classes, Model};
+use crate::nn::{Dense, Network};
+use crate::optim::{OptimizerConfig, OptimizerState};
+use crate::{Error, Result};
+use ndarray::{Array1, Array2, ArrayD, ArrayViewD, IxDyn};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+/// The format identifier in every file.
+pub const FORMAT: &str = "deepcat";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+const PIXEL_LAYOUT: &str = "hwc_rgb";
+const NORMALISATION: &str = "divide_by_255";
+/// Largest image side a model may declare (a sanity bound for corrupt files).
+const MAX_IMAGE_SIZE: u32 = 4096;
+
+/// An optimiser's settings and memory, saved so training can resume where it stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedOptimizer {
+    /// Which optimiser and its settings.
+    pub config: OptimizerConfig,
+    /// Its memory, aligned with [`Network::named_params`].
+    pub state: OptimizerState,
+    /// Its slot names (see [`Optimizer::slot_names`](crate::optim::Optimizer::slot_names)).
+    pub slot_names: Vec<String>,
+}
+
+/// Everything a model file holds.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    /// The classifier.
+    pub model: Model,
+    /// Optimiser state, when it was saved.
+    pub optimizer: Option<SavedOptimizer>,
+    /// How the model was trained, as written (informational).
+    pub training: Option<serde_json::Value>,
+}
+
+fn f32_bytes(a: &ArrayViewD<'_, f32>) -> Vec<u8> {
+    a.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Writes `model` (and optionally optimiser state and a training summary) to `path`
+/// atomically.
+///
+/// # Errors
+/// [`Error::Io`] if the folder does not exist or cannot be written.
+pub fn save(
+    path: &Path,
+    model: &Model,
+    optimizer: Option<&SavedOptimizer>,
+    training: Option<&serde_json::Value>,
+) -> Result<()> {
+    let net = &model.network;
+    let mut meta: HashMap<String, String> = HashMap::new();
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("format_version".into(), FORMAT_VERSION.to_string());
+    meta.insert("classes".into(), serde_json::to_string(&model.classes.names).expect("strings serialise"));
+    meta.insert("positive".into(), model.classes.positive_name().unwrap_or("").into());
+    meta.insert("image_size".into(), model.preprocess.size.to_string());
+    meta.insert("resize".into(), model.preprocess.filter.name().into());
+    meta.insert("pixel_layout".into(), PIXEL_LAYOUT.into());
+    meta.insert("normalisation".into(), NORMALISATION.into());
+    meta.insert("layer_sizes".into(), serde_json::to_string(&net.sizes()).expect("numbers serialise"));
+    let dense_count = net.sizes().len() - 1;
+    let activations: Vec<&str> = (0..dense_count)
+        .map(|l| if l + 1 < dense_count { "relu" } else { net.head().name() })
+        .collect();
+    meta.insert("activations".into(), serde_json::to_string(&activations).expect("strings serialise"));
+    if let Some(t) = training {
+        meta.insert("training".into(), t.to_string());
+    }
+
+    let named = net.named_params();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .iter()
+        .map(|(name, p)| (name.clone(), p.shape().to_vec(), f32_bytes(p)))
+        .collect();
+    if let Some(opt) = optimizer {
+        let mut value = serde_json::to_value(opt.config).expect("optimiser config serialises");
+        value["step"] = opt.state.step.into();
+        meta.insert("optimizer".into(), value.to_string());
+        for (slots, (name, _)) in opt.state.slots.iter().zip(&named) {
+            for (slot, slot_name) in slots.iter().zip(&opt.slot_names) {
+                tensors.push((format!("optimizer.{slot_name}.{name}"), slot.shape().to_vec(), f32_bytes(&slot.view())));
+            }
+        }
+    }
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape and byte count agree");
+            (name.clone(), view)
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::model(path, format!("cannot encode: {e}")))?;
+    write_atomically(path, &bytes)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it over
+/// `path`: readers see the old file or the new one, never a mix.
+///
+/// # Errors
+/// [`Error::Io`] naming the path.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let context = || format!("cannot write {}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".deepcat-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(context(), e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(context(), e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(context(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(context(), e.error))?;
+    Ok(())
+}
+
+struct Reader<'a> {
+    path: &'a Path,
+    meta: HashMap<String, String>,
+}
+
+impl Reader<'_> {
+    fn bad(&self, reason: impl Into<String>) -> Error {
+        Error::model(self.path, reason)
+    }
+
+    fn get(&self, key: &str) -> Result<&str> {
+        self.meta
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| self.bad(format!("metadata has no {key:?} entry")))
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let text = self.get(key)?;
+        serde_json::from_str(text).map_err(|e| self.bad(format!("metadata {key:?} = {text:?} is not valid: {e}")))
+    }
+}
+
+fn read_tensor(st: &SafeTensors<'_>, reader: &Reader<'_>, name: &str, shape: &[usize]) -> Result<ArrayD<f32>> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| reader.bad(format!("tensor {name} is missing")))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(reader.bad(format!("tensor {name} is {:?}, expected F32", view.dtype())));
+    }
+    if view.shape() != shape {
+        return Err(reader.bad(format!("tensor {name} has shape {:?}, expected {shape:?}", view.shape())));
+    }
+    let values: Vec<f32> = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(reader.bad(format!("tensor {name} contains NaN or infinite values")));
+    }
+    Ok(ArrayD::from_shape_vec(IxDyn(shape), values).expect("length checked by safetensors"))
+}
+
+/// Reads and checks a model file.
+///
+/// # Errors
+/// [`Error::Model`] saying what is wrong: not a safetensors file, truncated, not written by
+/// deepcat, a newer format version, inconsistent metadata, or missing / misshapen tensors.
+pub fn load(path: &Path) -> Result<ModelFile> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("cannot read model file {}", path.display()), e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::model(path, format!("not a readable safetensors file (truncated or corrupt?): {e}"))
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::model(path, format!("cannot read safetensors header: {e}")))?;
+    let meta = header
+        .metadata()
+        .clone()
+        .ok_or_else(|| Error::model(path, "no deepcat metadata (was it written by deepcat?)"))?;
+    let r = Reader { path, meta };
+
+    if r.get("format").ok() != Some(FORMAT) {
+        return Err(r.bad("not a deepcat model (metadata \"format\" is not \"deepcat\")"));
+    }
+    let version: u32 = r
+        .get("format_version")?
+        .parse()
+        .map_err(|_| r.bad("format_version is not a number"))?;
+    if version != FORMAT_VERSION {
+        return Err(r.bad(format!(
+            "format version {version}, but this deepcat reads version {FORMAT_VERSION}; use a matching deepcat"
+        )));
+    }
+
+    let names: Vec<String> = r.json("classes")?;
+    let unique: std::collections::HashSet<&String> = names.iter().collect();
+    if names.len() < 2 || unique.len() != names.len() {
+        return Err(r.bad(format!("classes {names:?} must be at least two distinct names")));
+    }
+    let positive = r.get("positive")?;
+    let classes = Classes::new(names.clone(), (!positive.is_empty()).then_some(positive))
+        .map_err(|e| r.bad(format!("classes and positive class disagree: {e}")))?;
+
+    let size: u32 = r.get("image_size")?.parse().map_err(|_| r.bad("image_size is not a number"))?;
+    if size == 0 || size > MAX_IMAGE_SIZE {
+        return Err(r.bad(format!("image_size {size} is outside 1..={MAX_IMAGE_SIZE}")));
+    }
+    let resize = r.get("resize")?;
+    let filter = ResizeFilter::from_name(resize).ok_or_else(|| r.bad(format!("unknown resize filter {resize:?}")))?;
+    for (key, expected) in [("pixel_layout", PIXEL_LAYOUT), ("normalisation", NORMALISATION)] {
+        let got = r.get(key)?;
+        if got != expected {
+            return Err(r.bad(format!("{key} {got:?} is not supported (expected {expected:?})")));
+        }
+    }
+    let preprocess = Preprocess { size, filter };
+
+    let sizes: Vec<usize> = r.json("layer_sizes")?;
+    if sizes.len() < 2 || sizes.contains(&0) {
+        return Err(r.bad(format!("layer_sizes {sizes:?} must list at least input and output, all positive")));
+    }
+    if sizes[0] != preprocess.features() {
+        return Err(r.bad(format!(
+            "layer_sizes starts with {} inputs, but {size}×{size} RGB images have {}",
+            sizes[0],
+            preprocess.features()
+        )));
+    }
+    if *sizes.last().expect("checked non-empty") != classes.outputs() {
+        return Err(r.bad(format!(
+            "the output layer has {} units, but {} classes need {}",
+            sizes.last().expect("checked non-empty"),
+            classes.len(),
+            classes.outputs()
+        )));
+    }
+    let activations: Vec<String> = r.json("activations")?;
+    let head = classes.head();
+    let expected: Vec<&str> = (0..sizes.len() - 1)
+        .map(|l| if l + 2 < sizes.len() { "relu" } else { head.name() })
+        .collect();
+    if activations != expected {
+        return Err(r.bad(format!("activations {activations:?} are not supported here (expected {expected:?})")));
+    }
+
+    let mut dense = Vec::new();
+    for l in 1..sizes.len() {
+        let w = read_tensor(&st, &r, &format!("dense{l}.weight"), &[sizes[l], sizes[l - 1]])?;
+        let b = read_tensor(&st, &r, &format!("dense{l}.bias"), &[sizes[l]])?;
+        let w: Array2<f32> = w.into_dimensionality().expect("shape checked");
+        let b: Array1<f32> = b.into_dimensionality().expect("shape checked");
+        dense.push(Dense::with_bias(w, b));
+    }
+    let network = Network::from_dense(dense, head);
+
+    let optimizer = match r.meta.get("optimizer") {
+        None => None,
+        Some(text) => {
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| r.bad(format!("optimizer metadata is not valid JSON: {e}")))?;
+            let step = value.get("step").and_then(|s| s.as_u64()).unwrap_or(0);
+            let config: OptimizerConfig = serde_json::from_value(value)
+                .map_err(|e| r.bad(format!("optimizer metadata is not understood: {e}")))?;
+            let slot_names: Vec<String> = config.build().slot_names().iter().map(|s| s.to_string()).collect();
+            let mut slots = Vec::new();
+            if !slot_names.is_empty() {
+                for (name, p) in network.named_params() {
+                    let mut per_param = Vec::new();
+                    for slot in &slot_names {
+                        per_param.push(read_tensor(&st, &r, &format!("optimizer.{slot}.{name}"), p.shape())?);
+                    }
+                    slots.push(per_param);
+                }
+            }
+            Some(SavedOptimizer {
+                config,
+                state: OptimizerState { step, slots },
+                slot_names,
+            })
+        }
+    };
+    let training = r.meta.get("training").and_then(|t| serde_json::from_str(t).ok());
+
+    Ok(ModelFile {
+        model: Model {
+            network,
+            classes,
+            preprocess,
+        },
+        optimizer,
+        training,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{Architecture, Init};
+    use crate::Rng;
+    use rand::SeedableRng;
+
+    fn small_model(classes: &[&str]) -> Model {
+        let classes = Classes::new(classes.iter().map(|s| s.to_string()).collect(), None).unwrap();
+        let preprocess = Preprocess {
+            size: 4,
+            filter: ResizeFilter::Bilinear,
+        };
+        let arch = Architecture {
+            inputs: preprocess.features(),
+            hidden: vec![5, 3],
+            outputs: classes.outputs(),
+            dropout: 0.0,
+        };
+        let mut rng = Rng::seed_from_u64(9);
+        Model {
+            network: Network::new(&arch, Init::Document, &mut rng),
+            classes,
+            preprocess,
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips_weights_and_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        for classes in [&["cats", "dogs"][..], &["a", "b", "c"][..]] {
+            let model = small_model(classes);
+            let path = dir.path().join("m.safetensors");
+            save(&path, &model, None, Some(&serde_json::json!({"seed": 1}))).unwrap();
+            let back = load(&path).unwrap();
+            assert_eq!(back.model.classes, model.classes);
+            assert_eq!(back.model.preprocess, model.preprocess);
+            assert_eq!(back.model.network.sizes(), model.network.sizes());
+            assert_eq!(back.model.network.head(), model.network.head());
+            for ((n1, p1), (n2, p2)) in back.model.network.named_params().iter().zip(model.network.named_params()) {
+                assert_eq!(n1, &n2);
+                assert_eq!(p1, &p2);
+            }
+            assert_eq!(back.training.unwrap()["seed"], 1);
+            assert!(back.optimizer.is_none());
+        }
+    }
+
+    #[test]
+    fn optimiser_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut model = small_model(&["cats", "dogs"]);
+        let config = OptimizerConfig::Adam { beta1: 0.9, beta2: 0.99, epsilon: 1e-7 };
+        let mut opt = config.build();
+        let grads: Vec<ArrayD<f32>> = model.network.named_params().iter().map(|(_, p)| p.mapv(|v| v * 0.1)).collect();
+        opt.step(&mut model.network.params_mut(), &grads, 0.01);
+        let saved = SavedOptimizer {
+            config,
+            state: opt.state().clone(),
+            slot_names: opt.slot_names().iter().map(|s| s.to_string()).collect(),
+        };
+        let path = dir.path().join("m.safetensors");
+        save(&path, &model, Some(&saved), None).unwrap();
+        let back = load(&path).unwrap().optimizer.unwrap();
+        assert_eq!(back, saved);
+    }
+
+    #[test]
+    fn refuses_truncated_foreign_and_inconsistent_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = small_model(&["cats", "dogs"]);
+        let path = dir.path().join("m.safetensors");
+        save(&path, &model, None, None).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+
+        let cut = dir.path().join("cut.safetensors");
+        std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+        let err = load(&cut).unwrap_err().to_string();
+        assert!(err.contains("cut.safetensors") && err.contains("truncated"), "{err}");
+
+        let text = dir.path().join("text.safetensors");
+        std::fs::write(&text, b"hello").unwrap();
+        assert!(load(&text).is_err());
+
+        // A valid safetensors file without our metadata.
+        let foreign = dir.path().join("foreign.safetensors");
+        let data = vec![0u8; 8];
+        let view = TensorView::new(Dtype::F32, vec![2], &data).unwrap();
+        std::fs::write(&foreign, safetensors::serialize([("w", view)], None).unwrap()).unwrap();
+        assert!(load(&foreign).unwrap_err().to_string().contains("metadata"));
+
+        // Rewrite the metadata with a size that does not match the weights.
+        let mut meta = SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap();
+        meta.insert("image_size".into(), "5".into());
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let tensors: Vec<(String, TensorView<'_>)> = st.tensors();
+        let bad = dir.path().join("bad.safetensors");
+        std::fs::write(&bad, safetensors::serialize(tensors, Some(meta)).unwrap()).unwrap();
+        let err = load(&bad).unwrap_err().to_string();
+        assert!(err.contains("layer_sizes"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        write_atomically(&path, b"old").unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let missing = dir.path().join("no/such/folder/m.safetensors");
+        assert!(write_atomically(&missing, b"x").unwrap_err().to_string().contains("cannot write"));
+    }
+}

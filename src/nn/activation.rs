@@ -1,0 +1,73 @@
+//! Hidden-layer activation: ReLU. (The output non-linearities, sigmoid and softmax, live with
+//! the cost in [`crate::loss`], where they are fused for stability.)
+
+use super::{Backward, Layer, Mode, Saved};
+use ndarray::{Array2, ArrayView2, Zip};
+
+/// `relu(z) = max(0, z)`, elementwise. No exponentials, so it is cheap; it is exactly zero for
+/// negative inputs, which makes hidden activations sparse.
+pub fn relu(z: ArrayView2<'_, f32>) -> Array2<f32> {
+    z.mapv(|v| v.max(0.0))
+}
+
+/// `dz = da` where the unit was active (`a > 0`, equivalently `z > 0`), else 0. The document
+/// zeroes `dz` where `z <= 0`; testing the output instead lets us keep no copy of `z`.
+pub fn relu_backward(a: ArrayView2<'_, f32>, mut da: Array2<f32>) -> Array2<f32> {
+    Zip::from(&mut da).and(&a).for_each(|d, &a| {
+        if a <= 0.0 {
+            *d = 0.0;
+        }
+    });
+    da
+}
+
+/// The ReLU layer: `(batch, units)` → `(batch, units)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Relu;
+
+impl Layer for Relu {
+    fn kind(&self) -> &'static str {
+        "relu"
+    }
+
+    fn units_out(&self, units_in: usize) -> usize {
+        units_in
+    }
+
+    fn forward(&self, z: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+        (relu(z), None)
+    }
+
+    fn backward(
+        &self,
+        _z: ArrayView2<'_, f32>,
+        a: ArrayView2<'_, f32>,
+        _saved: &Saved,
+        da: Array2<f32>,
+        _need_dx: bool,
+    ) -> Backward {
+        Backward {
+            dx: Some(relu_backward(a, da)),
+            grads: Vec::new(),
+        }
+    }
+
+    fn clone_box(&self) -> Box<dyn Layer> {
+        Box::new(*self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn relu_and_its_gradient_follow_the_sign() {
+        let z = array![[-1.0f32, 0.0, 2.5]];
+        let a = relu(z.view());
+        assert_eq!(a, array![[0.0, 0.0, 2.5]]);
+        let dz = relu_backward(a.view(), array![[7.0, 7.0, 7.0]]);
+        assert_eq!(dz, array![[0.0, 0.0, 7.0]]);
+    }
+}

@@ -1,0 +1,93 @@
+//! The dense (fully connected) layer: the document's `linear_forward` / `linear_backward`.
+
+use super::{Backward, Layer, Mode, Saved};
+use crate::linalg::{matmul, matmul_into};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis};
+
+/// `z = x · Wᵀ + b`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    /// `(units_out, units_in)`.
+    pub weight: Array2<f32>,
+    /// `(units_out,)`.
+    pub bias: Array1<f32>,
+}
+
+impl Dense {
+    /// A layer with the given weight `(units_out, units_in)` and zero bias.
+    pub fn new(weight: Array2<f32>) -> Self {
+        let bias = Array1::zeros(weight.nrows());
+        Dense { weight, bias }
+    }
+
+    /// A layer from a weight `(units_out, units_in)` and a bias `(units_out,)`.
+    ///
+    /// # Panics
+    /// If the bias length differs from the weight's row count.
+    pub fn with_bias(weight: Array2<f32>, bias: Array1<f32>) -> Self {
+        assert_eq!(weight.nrows(), bias.len(), "dense weight {:?} and bias {:?} disagree", weight.dim(), bias.dim());
+        Dense { weight, bias }
+    }
+
+    /// `x (batch, units_in)` → `z (batch, units_out)`.
+    pub fn apply(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut z = matmul(x, self.weight.t());
+        z += &self.bias;
+        z
+    }
+}
+
+impl Layer for Dense {
+    fn kind(&self) -> &'static str {
+        "dense"
+    }
+
+    fn units_out(&self, _units_in: usize) -> usize {
+        self.weight.nrows()
+    }
+
+    /// `x (batch, units_in)` → `z = x · Wᵀ + b (batch, units_out)`. Saves nothing: backward
+    /// needs only `x`, which the pass keeps.
+    fn forward(&self, x: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+        (self.apply(x), None)
+    }
+
+    /// `dz (batch, units_out)` → `dW = dzᵀ · x (units_out, units_in)`, `db = Σ_batch dz`,
+    /// and `dx = dz · W (batch, units_in)` only if asked.
+    ///
+    /// The document divides by `m` here; we fold `1/m` into the cost gradient instead
+    /// ([`Head::cost_gradient`](crate::loss::Head::cost_gradient)), which is the same maths.
+    fn backward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        _z: ArrayView2<'_, f32>,
+        _saved: &Saved,
+        dz: Array2<f32>,
+        need_dx: bool,
+    ) -> Backward {
+        let mut dw = Array2::<f32>::zeros(self.weight.dim());
+        matmul_into(dw.view_mut(), dz.t(), x, 1.0, false);
+        let db = dz.sum_axis(Axis(0));
+        let dx = need_dx.then(|| matmul(dz.view(), self.weight.view()));
+        Backward {
+            dx,
+            grads: vec![dw.into_dyn(), db.into_dyn()],
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+        vec![("weight", self.weight.view().into_dyn()), ("bias", self.bias.view().into_dyn())]
+    }
+
+    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        vec![self.weight.view_mut().into_dyn(), self.bias.view_mut().into_dyn()]
+    }
+
+    fn is_weight(&self, index: usize) -> bool {
+        index == 0
+    }
+
+    fn clone_box(&self) -> Box<dyn Layer> {
+        Box::new(self.clone())
+    }
+}

@@ -1,0 +1,40 @@
+//! Plain gradient descent, the document's `update_parameters`: `w ← w − lr·g`.
+
+use super::{Optimizer, OptimizerConfig, OptimizerState, check_lengths};
+use ndarray::{ArrayD, ArrayViewMutD, Zip};
+
+/// Gradient descent. Keeps no memory beyond the step count.
+#[derive(Debug, Default)]
+pub struct GradientDescent {
+    state: OptimizerState,
+}
+
+impl Optimizer for GradientDescent {
+    fn config(&self) -> OptimizerConfig {
+        OptimizerConfig::Gd
+    }
+
+    fn slot_names(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn step(&mut self, params: &mut [ArrayViewMutD<'_, f32>], grads: &[ArrayD<f32>], lr: f32) {
+        check_lengths(params, grads);
+        for (p, g) in params.iter_mut().zip(grads) {
+            Zip::from(p).and(g).for_each(|w, &g| *w -= lr * g);
+        }
+        self.state.step += 1;
+    }
+
+    fn is_linear(&self) -> bool {
+        true
+    }
+
+    fn state(&self) -> &OptimizerState {
+        &self.state
+    }
+
+    fn state_mut(&mut self) -> &mut OptimizerState {
+        &mut self.state
+    }
+}
