@@ -307,6 +307,11 @@ impl Network {
         self.head.probabilities(pass.logits())
     }
 
+    /// Every trainable parameter of layers `start..`, in order, read-only.
+    pub fn params_from(&self, start: usize) -> Vec<ArrayViewD<'_, f32>> {
+        self.layers[start..].iter().flat_map(|l| l.params().into_iter().map(|(_, p)| p)).collect()
+    }
+
     /// Every trainable parameter of layers `start..`, in order.
     pub fn params_mut_from(&mut self, start: usize) -> Vec<ArrayViewMutD<'_, f32>> {
         self.layers[start..].iter_mut().flat_map(|l| l.params_mut()).collect()
@@ -358,8 +363,16 @@ impl Network {
     }
 
     /// The first layer, when it is dense (the exact Gram path needs it).
-    pub fn first_dense_mut(&mut self) -> Option<&mut Dense> {
-        let first = self.layers.first_mut()?;
-        (first.as_mut() as &mut dyn Any).downcast_mut::<Dense>()
+    pub fn first_dense(&self) -> Option<&Dense> {
+        let first = self.layers.first()?;
+        (first.as_ref() as &dyn Any).downcast_ref::<Dense>()
+    }
+
+    /// The first layer, when it is dense, and every parameter of the layers after it, mutable
+    /// together (the exact Gram path updates them side by side).
+    pub fn split_first_dense_mut(&mut self) -> Option<(&mut Dense, Vec<ArrayViewMutD<'_, f32>>)> {
+        let (first, rest) = self.layers.split_first_mut()?;
+        let dense = (first.as_mut() as &mut dyn Any).downcast_mut::<Dense>()?;
+        Some((dense, rest.iter_mut().flat_map(|l| l.params_mut()).collect()))
     }
 }

@@ -8,9 +8,10 @@ use crate::{Error, Result};
 pub enum Schedule {
     /// The same rate throughout (the document).
     Constant,
-    /// Multiply the rate by `factor` every `every` steps.
+    /// Multiply the rate by `factor` every `every` units of training (iterations, or epochs
+    /// when training by epochs).
     Step {
-        /// Steps between drops.
+        /// Units between drops.
         every: usize,
         /// Multiplier at each drop (e.g. 0.5).
         factor: f32,
@@ -23,25 +24,25 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// The rate at step `step` (0-based) of `total`, for base rate `base`.
-    pub fn rate(&self, base: f32, step: usize, total: usize) -> f32 {
+    /// The rate for base rate `base` after `done` of `total` units of training (iterations, or
+    /// epochs, possibly fractional, when training by epochs).
+    pub fn rate(&self, base: f32, done: f64, total: f64) -> f32 {
         match *self {
             Schedule::Constant => base,
-            Schedule::Step { every, factor } => base * factor.powi((step / every.max(1)) as i32),
+            Schedule::Step { every, factor } => base * factor.powi((done / every.max(1) as f64).floor() as i32),
             Schedule::Cosine { min_factor } => {
-                let progress = step as f64 / total.max(1) as f64;
+                let progress = (done / total.max(1e-12)).min(1.0);
                 let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
                 base * (min_factor as f64 + (1.0 - min_factor as f64) * cos) as f32
             }
         }
     }
 
-    /// Parses `constant`, `step:EVERY:FACTOR` or `cosine[:MIN_FACTOR]`; `EVERY` is counted in
-    /// `unit_steps` (1 for iterations, steps per epoch when training by epochs).
+    /// Parses `constant`, `step:EVERY:FACTOR` or `cosine[:MIN_FACTOR]`.
     ///
     /// # Errors
     /// [`Error::Config`] for anything else.
-    pub fn parse(text: &str, unit_steps: usize) -> Result<Self> {
+    pub fn parse(text: &str) -> Result<Self> {
         let bad = || {
             Error::Config(format!(
                 "--schedule: cannot read {text:?}; use constant, step:EVERY:FACTOR (e.g. step:10:0.5) \
@@ -57,10 +58,7 @@ impl Schedule {
                 if every == 0 || !(factor > 0.0 && factor <= 1.0) {
                     return Err(bad());
                 }
-                Ok(Schedule::Step {
-                    every: every * unit_steps.max(1),
-                    factor,
-                })
+                Ok(Schedule::Step { every, factor })
             }
             ["cosine"] => Ok(Schedule::Cosine { min_factor: 0.0 }),
             ["cosine", min] => {
@@ -81,17 +79,18 @@ mod tests {
 
     #[test]
     fn schedules_give_the_expected_rates() {
-        assert_eq!(Schedule::Constant.rate(0.1, 500, 1000), 0.1);
-        let step = Schedule::parse("step:10:0.5", 3).unwrap();
-        assert_eq!(step, Schedule::Step { every: 30, factor: 0.5 });
-        assert_eq!(step.rate(1.0, 29, 100), 1.0);
-        assert_eq!(step.rate(1.0, 30, 100), 0.5);
-        assert_eq!(step.rate(1.0, 65, 100), 0.25);
-        let cos = Schedule::parse("cosine", 1).unwrap();
-        assert_eq!(cos.rate(1.0, 0, 100), 1.0);
-        assert!((cos.rate(1.0, 50, 100) - 0.5).abs() < 1e-6);
-        assert!(cos.rate(1.0, 100, 100).abs() < 1e-6);
-        assert!(Schedule::parse("step:0:0.5", 1).is_err());
-        assert!(Schedule::parse("linear", 1).is_err());
+        assert_eq!(Schedule::Constant.rate(0.1, 500.0, 1000.0), 0.1);
+        let step = Schedule::parse("step:10:0.5").unwrap();
+        assert_eq!(step, Schedule::Step { every: 10, factor: 0.5 });
+        assert_eq!(step.rate(1.0, 9.99, 100.0), 1.0);
+        assert_eq!(step.rate(1.0, 10.0, 100.0), 0.5);
+        assert_eq!(step.rate(1.0, 25.0, 100.0), 0.25);
+        let cos = Schedule::parse("cosine").unwrap();
+        assert_eq!(cos.rate(1.0, 0.0, 100.0), 1.0);
+        assert!((cos.rate(1.0, 50.0, 100.0) - 0.5).abs() < 1e-6);
+        assert!(cos.rate(1.0, 100.0, 100.0).abs() < 1e-6);
+        assert_eq!(Schedule::parse("cosine:0.1").unwrap(), Schedule::Cosine { min_factor: 0.1 });
+        assert!(Schedule::parse("step:0:0.5").is_err());
+        assert!(Schedule::parse("linear").is_err());
     }
 }

@@ -1,0 +1,109 @@
+//! The direct step: forward through every layer, backward through every layer, update. The
+//! document's loop body, for any optimiser, batch size and augmentation.
+
+use super::engine::{Engine, StepOutcome};
+use super::{Labelled, add_l2, score};
+use crate::Rng;
+use crate::data::augment::Augment;
+use crate::nn::{Mode, Network};
+use crate::optim::{Optimizer, OptimizerState};
+use crate::model::Classes;
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, CowArray, Ix2};
+
+/// The direct engine, borrowing the training (and validation) data.
+pub struct DirectEngine<'a> {
+    train: Labelled<'a>,
+    val: Option<Labelled<'a>>,
+    augment: Augment,
+    image_size: usize,
+}
+
+impl<'a> DirectEngine<'a> {
+    /// An engine for `train`, validating on `val`, augmenting `image_size`-square images.
+    pub fn new(train: Labelled<'a>, val: Option<Labelled<'a>>, augment: Augment, image_size: usize) -> Self {
+        DirectEngine {
+            train,
+            val,
+            augment,
+            image_size,
+        }
+    }
+}
+
+/// Rows `batch` of `a`, borrowed when the batch is every row in order.
+fn rows<'x>(a: ArrayView2<'x, f32>, batch: &[usize]) -> CowArray<'x, f32, Ix2> {
+    let in_order = batch.len() == a.nrows() && batch.iter().enumerate().all(|(i, &b)| i == b);
+    if in_order {
+        CowArray::from(a)
+    } else {
+        CowArray::from(a.select(Axis(0), batch))
+    }
+}
+
+/// One batch's outcome and every parameter's gradient (with `l2·W` added to the weights),
+/// before any update: the heart of a direct step.
+pub(crate) fn forward_backward(
+    net: &Network,
+    x: ArrayView2<'_, f32>,
+    targets: ArrayView2<'_, f32>,
+    labels: &[usize],
+    classes: &Classes,
+    l2: f32,
+    rng: &mut Rng,
+) -> (StepOutcome, Vec<ArrayD<f32>>) {
+    let pass = net.forward(x, &mut Mode::Train(rng));
+    let (cost, correct) = score(classes, pass.logits(), targets, labels);
+    let dlogits = net.head().cost_gradient(pass.logits(), targets);
+    // No gradient for the input images: nothing uses it.
+    let (mut grads, _) = net.backward(x, &pass, dlogits, false);
+    if l2 > 0.0 {
+        add_l2(&mut grads, &net.params_from(0), &net.weight_mask_from(0), l2);
+    }
+    (StepOutcome { cost, correct }, grads)
+}
+
+impl Engine for DirectEngine<'_> {
+    fn step(
+        &mut self,
+        net: &mut Network,
+        optimizer: &mut dyn Optimizer,
+        batch: &[usize],
+        learning_rate: f32,
+        l2: f32,
+        rng: &mut Rng,
+    ) -> StepOutcome {
+        let mut x = rows(self.train.x, batch);
+        if self.augment.is_on() {
+            let mut owned: Array2<f32> = x.into_owned();
+            self.augment.apply(&mut owned, self.image_size, rng);
+            x = CowArray::from(owned);
+        }
+        let targets = rows(self.train.targets.view(), batch);
+        let labels: Vec<usize> = batch.iter().map(|&i| self.train.labels[i]).collect();
+
+        let (outcome, grads) = forward_backward(net, x.view(), targets.view(), &labels, self.train.classes, l2, rng);
+        optimizer.step(&mut net.params_mut(), &grads, learning_rate);
+        outcome
+    }
+
+    fn weight_norm_sq(&self, net: &Network) -> f64 {
+        net.weight_norm_sq_from(0)
+    }
+
+    fn validate(&self, net: &Network) -> Option<(f64, f64)> {
+        let val = self.val.as_ref()?;
+        let pass = net.forward(val.x, &mut Mode::Infer);
+        let (cost, correct) = score(val.classes, pass.logits(), val.targets.view(), val.labels);
+        Some((cost, correct as f64 / val.labels.len().max(1) as f64))
+    }
+
+    fn network(&self, net: &Network) -> Network {
+        net.clone()
+    }
+
+    fn optimizer_state(&self, _net: &Network, optimizer: &dyn Optimizer) -> OptimizerState {
+        optimizer.state().clone()
+    }
+
+    fn finish(self: Box<Self>, _net: &mut Network) {}
+}

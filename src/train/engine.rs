@@ -1,0 +1,50 @@
+//! The interface between the training loop and the two ways of computing a step: the direct
+//! way ([`super::direct`]) and the exact Gram reformulation ([`super::gram`]).
+
+use crate::Rng;
+use crate::nn::Network;
+use crate::optim::{Optimizer, OptimizerState};
+
+/// What one optimiser step reports back.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutcome {
+    /// Mean cross-entropy over the batch, before the update, without the L2 term.
+    pub cost: f64,
+    /// How many examples of the batch were classified correctly, before the update.
+    pub correct: usize,
+}
+
+/// Computes training steps for one network on one training set.
+///
+/// Between [`step`](Engine::step)s the network's layers may not hold the current weights (the
+/// Gram engine keeps the first layer's in another form); [`network`](Engine::network) gives a
+/// materialised copy and [`finish`](Engine::finish) writes them back.
+pub trait Engine {
+    /// One optimiser step on the training rows `batch` (indices into the training set; all of
+    /// them, in order, for full-batch training). Adds the L2 gradient `l2·W` to every weight.
+    fn step(
+        &mut self,
+        net: &mut Network,
+        optimizer: &mut dyn Optimizer,
+        batch: &[usize],
+        learning_rate: f32,
+        l2: f32,
+        rng: &mut Rng,
+    ) -> StepOutcome;
+
+    /// `Σ‖W‖²` over every weight (not biases), for the L2 term of the cost.
+    fn weight_norm_sq(&self, net: &Network) -> f64;
+
+    /// Cost and accuracy on the validation set, if the engine was given one.
+    fn validate(&self, net: &Network) -> Option<(f64, f64)>;
+
+    /// A copy of the network with its current weights.
+    fn network(&self, net: &Network) -> Network;
+
+    /// The optimiser's memory in the network's own parameter order and shapes (what a model
+    /// file stores).
+    fn optimizer_state(&self, net: &Network, optimizer: &dyn Optimizer) -> OptimizerState;
+
+    /// Writes the current weights into `net`; the engine is done.
+    fn finish(self: Box<Self>, net: &mut Network);
+}
