@@ -8,6 +8,7 @@ pub mod model;
 pub mod model_file;
 pub mod nn;
 pub mod optim;
+pub mod plot;
 pub mod train;
 
 pub use error::{Error, Result};
