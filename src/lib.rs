@@ -4,6 +4,7 @@ pub mod data;
 pub mod error;
 pub mod linalg;
 pub mod loss;
+pub mod metrics;
 pub mod model;
 pub mod model_file;
 pub mod nn;

@@ -75,7 +75,14 @@ pub fn matmul_into(
         return;
     }
     if threads < 2 || m * n * k < PARALLEL_MIN_WORK || m.max(n) < 2 * threads {
-        faer::linalg::matmul::matmul(as_faer_mut(c), accum, as_faer(a), as_faer(b), alpha, Par::Seq);
+        faer::linalg::matmul::matmul(
+            as_faer_mut(c),
+            accum,
+            as_faer(a),
+            as_faer(b),
+            alpha,
+            Par::Seq,
+        );
         return;
     }
     // One block of the output per thread, along its longer side: rows of `c` pair with rows of
@@ -86,7 +93,14 @@ pub fn matmul_into(
             .into_par_iter()
             .zip(a.axis_chunks_iter(Axis(0), chunk).into_par_iter())
             .for_each(|(c, a)| {
-                faer::linalg::matmul::matmul(as_faer_mut(c), accum, as_faer(a), as_faer(b), alpha, Par::Seq)
+                faer::linalg::matmul::matmul(
+                    as_faer_mut(c),
+                    accum,
+                    as_faer(a),
+                    as_faer(b),
+                    alpha,
+                    Par::Seq,
+                )
             });
     } else {
         let chunk = n.div_ceil(threads);
@@ -94,7 +108,14 @@ pub fn matmul_into(
             .into_par_iter()
             .zip(b.axis_chunks_iter(Axis(1), chunk).into_par_iter())
             .for_each(|(c, b)| {
-                faer::linalg::matmul::matmul(as_faer_mut(c), accum, as_faer(a), as_faer(b), alpha, Par::Seq)
+                faer::linalg::matmul::matmul(
+                    as_faer_mut(c),
+                    accum,
+                    as_faer(a),
+                    as_faer(b),
+                    alpha,
+                    Par::Seq,
+                )
             });
     }
 }
@@ -160,7 +181,13 @@ mod tests {
     #[test]
     fn matmul_matches_reference_for_every_layout() {
         // Large enough to take the parallel split, in both directions, with transposed operands.
-        for &(m, k, n) in &[(300, 500, 20), (20, 300, 700), (3, 5, 4), (1, 1, 1), (129, 257, 131)] {
+        for &(m, k, n) in &[
+            (300, 500, 20),
+            (20, 300, 700),
+            (3, 5, 4),
+            (1, 1, 1),
+            (129, 257, 131),
+        ] {
             let a = sample(m, k, 1);
             let b = sample(k, n, 2);
             let at = a.t().to_owned(); // (k, m) standard layout; at.t() is a transposed view
@@ -183,7 +210,13 @@ mod tests {
         let a = sample(200, 3000, 3);
         let b = sample(3000, 40, 4);
         let mut big = Array2::<f32>::ones((210, 50));
-        matmul_into(big.slice_mut(s![5..205, 3..43]), a.view(), b.view(), 0.5, true);
+        matmul_into(
+            big.slice_mut(s![5..205, 3..43]),
+            a.view(),
+            b.view(),
+            0.5,
+            true,
+        );
         let expected = matmul_reference(a.view(), b.view()) * 0.5 + 1.0;
         assert_abs_diff_eq!(big.slice(s![5..205, 3..43]), expected, epsilon = 1e-2);
         // Nothing outside the block was touched.

@@ -39,13 +39,11 @@ pub fn binary_cross_entropy_with_logit(z: f32, y: f32) -> f64 {
 pub fn binary_cross_entropy(a: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> f64 {
     const EPS: f64 = 1e-12;
     let m = a.len().max(1) as f64;
-    let sum: f64 = Zip::from(&a)
-        .and(&y)
-        .fold(0.0, |acc, &a, &y| {
-            let a = f64::from(a).clamp(EPS, 1.0 - EPS);
-            let y = f64::from(y);
-            acc - (y * a.ln() + (1.0 - y) * (1.0 - a).ln())
-        });
+    let sum: f64 = Zip::from(&a).and(&y).fold(0.0, |acc, &a, &y| {
+        let a = f64::from(a).clamp(EPS, 1.0 - EPS);
+        let y = f64::from(y);
+        acc - (y * a.ln() + (1.0 - y) * (1.0 - a).ln())
+    });
     sum / m
 }
 
@@ -102,10 +100,9 @@ impl Head {
         let m = z.nrows().max(1) as f64;
         match self {
             Head::Sigmoid => {
-                Zip::from(&z)
-                    .and(&y)
-                    .fold(0.0, |acc, &z, &y| acc + binary_cross_entropy_with_logit(z, y))
-                    / m
+                Zip::from(&z).and(&y).fold(0.0, |acc, &z, &y| {
+                    acc + binary_cross_entropy_with_logit(z, y)
+                }) / m
             }
             Head::Softmax => {
                 // −Σ y·log softmax(z) = Σ y · (logsumexp(z) − z) per row.
@@ -113,7 +110,10 @@ impl Head {
                 for (zr, yr) in z.rows().into_iter().zip(y.rows()) {
                     let max = zr.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                     let lse = f64::from(max)
-                        + zr.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln();
+                        + zr.iter()
+                            .map(|&v| f64::from(v - max).exp())
+                            .sum::<f64>()
+                            .ln();
                     total += zr
                         .iter()
                         .zip(yr)
@@ -131,7 +131,9 @@ impl Head {
     pub fn cost_gradient(self, z: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Array2<f32> {
         let inv_m = 1.0 / z.nrows().max(1) as f32;
         let mut p = self.probabilities(z);
-        Zip::from(&mut p).and(&y).for_each(|p, &y| *p = (*p - y) * inv_m);
+        Zip::from(&mut p)
+            .and(&y)
+            .for_each(|p, &y| *p = (*p - y) * inv_m);
         p
     }
 
@@ -145,7 +147,9 @@ impl Head {
                 .map(|row| {
                     row.iter()
                         .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                            if v > best.1 { (i, v) } else { best }
+                        })
                         .0
                 })
                 .collect(),
@@ -190,14 +194,20 @@ mod tests {
         let zs = array![[1000.0f32, -1000.0, 0.0]];
         let ys = array![[0.0f32, 1.0, 0.0]];
         assert!(Head::Softmax.cost(zs.view(), ys.view()).is_finite());
-        assert!(Head::Softmax.cost_gradient(zs.view(), ys.view()).iter().all(|v| v.is_finite()));
+        assert!(
+            Head::Softmax
+                .cost_gradient(zs.view(), ys.view())
+                .iter()
+                .all(|v| v.is_finite())
+        );
     }
 
     #[test]
     fn fused_sigmoid_gradient_equals_the_document_chain_rule() {
         for &z in &[-3.0f32, -0.2, 0.0, 0.7, 4.0] {
             for &y in &[0.0f32, 1.0] {
-                let fused = Head::Sigmoid.cost_gradient(array![[z]].view(), array![[y]].view())[[0, 0]];
+                let fused =
+                    Head::Sigmoid.cost_gradient(array![[z]].view(), array![[y]].view())[[0, 0]];
                 assert_abs_diff_eq!(fused, document_sigmoid_dz(z, y), epsilon = 1e-5);
             }
         }
@@ -212,7 +222,11 @@ mod tests {
         }
         let y = array![[0.0f32, 0.0, 1.0], [1.0, 0.0, 0.0]];
         let expected = (-(p[[0, 2]] as f64).ln() + 3f64.ln()) / 2.0;
-        assert_abs_diff_eq!(Head::Softmax.cost(z.view(), y.view()), expected, epsilon = 1e-6);
+        assert_abs_diff_eq!(
+            Head::Softmax.cost(z.view(), y.view()),
+            expected,
+            epsilon = 1e-6
+        );
         assert_eq!(Head::Softmax.decide(p.view()), vec![2, 0]);
     }
 

@@ -27,7 +27,9 @@ impl Classes {
     /// [`Error::Config`] if `requested` is not a class, or is given with more than two classes.
     pub fn new(names: Vec<String>, requested: Option<&str>) -> Result<Self> {
         if names.len() < 2 {
-            return Err(Error::Data(format!("a classifier needs at least two classes, got {names:?}")));
+            return Err(Error::Data(format!(
+                "a classifier needs at least two classes, got {names:?}"
+            )));
         }
         if names.len() > 2 {
             if let Some(r) = requested {
@@ -36,11 +38,17 @@ impl Classes {
                     names.len()
                 )));
             }
-            return Ok(Classes { names, positive: None });
+            return Ok(Classes {
+                names,
+                positive: None,
+            });
         }
         let positive = match requested {
             Some(r) => names.iter().position(|n| n == r).ok_or_else(|| {
-                Error::Config(format!("--positive {r:?} is not one of the classes ({})", names.join(", ")))
+                Error::Config(format!(
+                    "--positive {r:?} is not one of the classes ({})",
+                    names.join(", ")
+                ))
             })?,
             None => names
                 .iter()
@@ -65,19 +73,29 @@ impl Classes {
 
     /// Network output units: 1 (sigmoid) for two classes, else one per class.
     pub fn outputs(&self) -> usize {
-        if self.positive.is_some() { 1 } else { self.names.len() }
+        if self.positive.is_some() {
+            1
+        } else {
+            self.names.len()
+        }
     }
 
     /// The output head that goes with [`outputs`](Classes::outputs).
     pub fn head(&self) -> Head {
-        if self.positive.is_some() { Head::Sigmoid } else { Head::Softmax }
+        if self.positive.is_some() {
+            Head::Sigmoid
+        } else {
+            Head::Softmax
+        }
     }
 
     /// Network targets for class labels: `(batch, outputs)`; 1.0 for the positive class with
     /// the sigmoid head, one-hot rows with softmax.
     pub fn targets(&self, labels: &[usize]) -> Array2<f32> {
         match self.positive {
-            Some(pos) => Array2::from_shape_fn((labels.len(), 1), |(i, _)| f32::from(u8::from(labels[i] == pos))),
+            Some(pos) => Array2::from_shape_fn((labels.len(), 1), |(i, _)| {
+                f32::from(u8::from(labels[i] == pos))
+            }),
             None => Array2::from_shape_fn((labels.len(), self.names.len()), |(i, k)| {
                 f32::from(u8::from(labels[i] == k))
             }),
@@ -99,7 +117,10 @@ impl Classes {
     pub fn decide(&self, p: ArrayView2<'_, f32>) -> Vec<usize> {
         let decisions = self.head().decide(p);
         match self.positive {
-            Some(pos) => decisions.into_iter().map(|d| if d == 1 { pos } else { 1 - pos }).collect(),
+            Some(pos) => decisions
+                .into_iter()
+                .map(|d| if d == 1 { pos } else { 1 - pos })
+                .collect(),
             None => decisions,
         }
     }
@@ -139,7 +160,12 @@ impl Model {
     /// # Panics
     /// If `x` does not have the model's feature count.
     pub fn predict(&self, x: ArrayView2<'_, f32>) -> Predictions {
-        assert_eq!(x.ncols(), self.network.input_units(), "model expects {} features", self.network.input_units());
+        assert_eq!(
+            x.ncols(),
+            self.network.input_units(),
+            "model expects {} features",
+            self.network.input_units()
+        );
         let mut probabilities = Array2::zeros((x.nrows(), self.classes.len()));
         let mut classes = Vec::with_capacity(x.nrows());
         let mut start = 0;
@@ -152,7 +178,10 @@ impl Model {
                 .assign(&self.classes.class_probabilities(p.view()));
             start = end;
         }
-        Predictions { probabilities, classes }
+        Predictions {
+            probabilities,
+            classes,
+        }
     }
 
     /// Fraction of `data` classified correctly (the document's accuracy).
@@ -181,13 +210,38 @@ mod tests {
 
     #[test]
     fn positive_class_defaults_to_cats_then_to_the_second_class() {
-        assert_eq!(Classes::new(names(&["cats", "random_images"]), None).unwrap().positive, Some(0));
-        assert_eq!(Classes::new(names(&["cat", "non-cat"]), None).unwrap().positive, Some(0));
-        assert_eq!(Classes::new(names(&["bad", "good"]), None).unwrap().positive, Some(1));
-        assert_eq!(Classes::new(names(&["bad", "good"]), Some("bad")).unwrap().positive, Some(0));
+        assert_eq!(
+            Classes::new(names(&["cats", "random_images"]), None)
+                .unwrap()
+                .positive,
+            Some(0)
+        );
+        assert_eq!(
+            Classes::new(names(&["cat", "non-cat"]), None)
+                .unwrap()
+                .positive,
+            Some(0)
+        );
+        assert_eq!(
+            Classes::new(names(&["bad", "good"]), None)
+                .unwrap()
+                .positive,
+            Some(1)
+        );
+        assert_eq!(
+            Classes::new(names(&["bad", "good"]), Some("bad"))
+                .unwrap()
+                .positive,
+            Some(0)
+        );
         assert!(Classes::new(names(&["bad", "good"]), Some("ugly")).is_err());
         assert!(Classes::new(names(&["a", "b", "c"]), Some("a")).is_err());
-        assert_eq!(Classes::new(names(&["a", "b", "c"]), None).unwrap().outputs(), 3);
+        assert_eq!(
+            Classes::new(names(&["a", "b", "c"]), None)
+                .unwrap()
+                .outputs(),
+            3
+        );
     }
 
     #[test]

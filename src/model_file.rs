@@ -85,18 +85,36 @@ pub fn save(
     let mut meta: HashMap<String, String> = HashMap::new();
     meta.insert("format".into(), FORMAT.into());
     meta.insert("format_version".into(), FORMAT_VERSION.to_string());
-    meta.insert("classes".into(), serde_json::to_string(&model.classes.names).expect("strings serialise"));
-    meta.insert("positive".into(), model.classes.positive_name().unwrap_or("").into());
+    meta.insert(
+        "classes".into(),
+        serde_json::to_string(&model.classes.names).expect("strings serialise"),
+    );
+    meta.insert(
+        "positive".into(),
+        model.classes.positive_name().unwrap_or("").into(),
+    );
     meta.insert("image_size".into(), model.preprocess.size.to_string());
     meta.insert("resize".into(), model.preprocess.filter.name().into());
     meta.insert("pixel_layout".into(), PIXEL_LAYOUT.into());
     meta.insert("normalisation".into(), NORMALISATION.into());
-    meta.insert("layer_sizes".into(), serde_json::to_string(&net.sizes()).expect("numbers serialise"));
+    meta.insert(
+        "layer_sizes".into(),
+        serde_json::to_string(&net.sizes()).expect("numbers serialise"),
+    );
     let dense_count = net.sizes().len() - 1;
     let activations: Vec<&str> = (0..dense_count)
-        .map(|l| if l + 1 < dense_count { "relu" } else { net.head().name() })
+        .map(|l| {
+            if l + 1 < dense_count {
+                "relu"
+            } else {
+                net.head().name()
+            }
+        })
         .collect();
-    meta.insert("activations".into(), serde_json::to_string(&activations).expect("strings serialise"));
+    meta.insert(
+        "activations".into(),
+        serde_json::to_string(&activations).expect("strings serialise"),
+    );
     if let Some(t) = training {
         meta.insert("training".into(), t.to_string());
     }
@@ -112,14 +130,19 @@ pub fn save(
         meta.insert("optimizer".into(), value.to_string());
         for (slots, (name, _)) in opt.state.slots.iter().zip(&named) {
             for (slot, slot_name) in slots.iter().zip(&opt.slot_names) {
-                tensors.push((format!("optimizer.{slot_name}.{name}"), slot.shape().to_vec(), f32_bytes(&slot.view())));
+                tensors.push((
+                    format!("optimizer.{slot_name}.{name}"),
+                    slot.shape().to_vec(),
+                    f32_bytes(&slot.view()),
+                ));
             }
         }
     }
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, shape, bytes)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), bytes).expect("shape and byte count agree");
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .expect("shape and byte count agree");
             (name.clone(), view)
         })
         .collect();
@@ -145,8 +168,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io(context(), e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(context(), e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(context(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(context(), e.error))?;
+    // Temporary files are created private (0600); a model or plot is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o777);
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(context(), e))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(context(), e))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io(context(), e.error))?;
     Ok(())
 }
 
@@ -169,11 +204,17 @@ impl Reader<'_> {
 
     fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
         let text = self.get(key)?;
-        serde_json::from_str(text).map_err(|e| self.bad(format!("metadata {key:?} = {text:?} is not valid: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| self.bad(format!("metadata {key:?} = {text:?} is not valid: {e}")))
     }
 }
 
-fn read_tensor(st: &SafeTensors<'_>, reader: &Reader<'_>, name: &str, shape: &[usize]) -> Result<ArrayD<f32>> {
+fn read_tensor(
+    st: &SafeTensors<'_>,
+    reader: &Reader<'_>,
+    name: &str,
+    shape: &[usize],
+) -> Result<ArrayD<f32>> {
     let view = st
         .tensor(name)
         .map_err(|_| reader.bad(format!("tensor {name} is missing")))?;
@@ -181,7 +222,10 @@ fn read_tensor(st: &SafeTensors<'_>, reader: &Reader<'_>, name: &str, shape: &[u
         return Err(reader.bad(format!("tensor {name} is {:?}, expected F32", view.dtype())));
     }
     if view.shape() != shape {
-        return Err(reader.bad(format!("tensor {name} has shape {:?}, expected {shape:?}", view.shape())));
+        return Err(reader.bad(format!(
+            "tensor {name} has shape {:?}, expected {shape:?}",
+            view.shape()
+        )));
     }
     let values: Vec<f32> = view
         .data()
@@ -200,9 +244,13 @@ fn read_tensor(st: &SafeTensors<'_>, reader: &Reader<'_>, name: &str, shape: &[u
 /// [`Error::Model`] saying what is wrong: not a safetensors file, truncated, not written by
 /// deepcat, a newer format version, inconsistent metadata, or missing / misshapen tensors.
 pub fn load(path: &Path) -> Result<ModelFile> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("cannot read model file {}", path.display()), e))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::io(format!("cannot read model file {}", path.display()), e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::model(path, format!("not a readable safetensors file (truncated or corrupt?): {e}"))
+        Error::model(
+            path,
+            format!("not a readable safetensors file (truncated or corrupt?): {e}"),
+        )
     })?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::model(path, format!("cannot read safetensors header: {e}")))?;
@@ -228,29 +276,42 @@ pub fn load(path: &Path) -> Result<ModelFile> {
     let names: Vec<String> = r.json("classes")?;
     let unique: std::collections::HashSet<&String> = names.iter().collect();
     if names.len() < 2 || unique.len() != names.len() {
-        return Err(r.bad(format!("classes {names:?} must be at least two distinct names")));
+        return Err(r.bad(format!(
+            "classes {names:?} must be at least two distinct names"
+        )));
     }
     let positive = r.get("positive")?;
     let classes = Classes::new(names.clone(), (!positive.is_empty()).then_some(positive))
         .map_err(|e| r.bad(format!("classes and positive class disagree: {e}")))?;
 
-    let size: u32 = r.get("image_size")?.parse().map_err(|_| r.bad("image_size is not a number"))?;
+    let size: u32 = r
+        .get("image_size")?
+        .parse()
+        .map_err(|_| r.bad("image_size is not a number"))?;
     if size == 0 || size > MAX_IMAGE_SIZE {
         return Err(r.bad(format!("image_size {size} is outside 1..={MAX_IMAGE_SIZE}")));
     }
     let resize = r.get("resize")?;
-    let filter = ResizeFilter::from_name(resize).ok_or_else(|| r.bad(format!("unknown resize filter {resize:?}")))?;
-    for (key, expected) in [("pixel_layout", PIXEL_LAYOUT), ("normalisation", NORMALISATION)] {
+    let filter = ResizeFilter::from_name(resize)
+        .ok_or_else(|| r.bad(format!("unknown resize filter {resize:?}")))?;
+    for (key, expected) in [
+        ("pixel_layout", PIXEL_LAYOUT),
+        ("normalisation", NORMALISATION),
+    ] {
         let got = r.get(key)?;
         if got != expected {
-            return Err(r.bad(format!("{key} {got:?} is not supported (expected {expected:?})")));
+            return Err(r.bad(format!(
+                "{key} {got:?} is not supported (expected {expected:?})"
+            )));
         }
     }
     let preprocess = Preprocess { size, filter };
 
     let sizes: Vec<usize> = r.json("layer_sizes")?;
     if sizes.len() < 2 || sizes.contains(&0) {
-        return Err(r.bad(format!("layer_sizes {sizes:?} must list at least input and output, all positive")));
+        return Err(r.bad(format!(
+            "layer_sizes {sizes:?} must list at least input and output, all positive"
+        )));
     }
     if sizes[0] != preprocess.features() {
         return Err(r.bad(format!(
@@ -270,15 +331,28 @@ pub fn load(path: &Path) -> Result<ModelFile> {
     let activations: Vec<String> = r.json("activations")?;
     let head = classes.head();
     let expected: Vec<&str> = (0..sizes.len() - 1)
-        .map(|l| if l + 2 < sizes.len() { "relu" } else { head.name() })
+        .map(|l| {
+            if l + 2 < sizes.len() {
+                "relu"
+            } else {
+                head.name()
+            }
+        })
         .collect();
     if activations != expected {
-        return Err(r.bad(format!("activations {activations:?} are not supported here (expected {expected:?})")));
+        return Err(r.bad(format!(
+            "activations {activations:?} are not supported here (expected {expected:?})"
+        )));
     }
 
     let mut dense = Vec::new();
     for l in 1..sizes.len() {
-        let w = read_tensor(&st, &r, &format!("dense{l}.weight"), &[sizes[l], sizes[l - 1]])?;
+        let w = read_tensor(
+            &st,
+            &r,
+            &format!("dense{l}.weight"),
+            &[sizes[l], sizes[l - 1]],
+        )?;
         let b = read_tensor(&st, &r, &format!("dense{l}.bias"), &[sizes[l]])?;
         let w: Array2<f32> = w.into_dimensionality().expect("shape checked");
         let b: Array1<f32> = b.into_dimensionality().expect("shape checked");
@@ -289,18 +363,28 @@ pub fn load(path: &Path) -> Result<ModelFile> {
     let optimizer = match r.meta.get("optimizer") {
         None => None,
         Some(text) => {
-            let value: serde_json::Value =
-                serde_json::from_str(text).map_err(|e| r.bad(format!("optimizer metadata is not valid JSON: {e}")))?;
+            let value: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| r.bad(format!("optimizer metadata is not valid JSON: {e}")))?;
             let step = value.get("step").and_then(|s| s.as_u64()).unwrap_or(0);
             let config: OptimizerConfig = serde_json::from_value(value)
                 .map_err(|e| r.bad(format!("optimizer metadata is not understood: {e}")))?;
-            let slot_names: Vec<String> = config.build().slot_names().iter().map(|s| s.to_string()).collect();
+            let slot_names: Vec<String> = config
+                .build()
+                .slot_names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             let mut slots = Vec::new();
             if !slot_names.is_empty() {
                 for (name, p) in network.named_params() {
                     let mut per_param = Vec::new();
                     for slot in &slot_names {
-                        per_param.push(read_tensor(&st, &r, &format!("optimizer.{slot}.{name}"), p.shape())?);
+                        per_param.push(read_tensor(
+                            &st,
+                            &r,
+                            &format!("optimizer.{slot}.{name}"),
+                            p.shape(),
+                        )?);
                     }
                     slots.push(per_param);
                 }
@@ -312,7 +396,10 @@ pub fn load(path: &Path) -> Result<ModelFile> {
             })
         }
     };
-    let training = r.meta.get("training").and_then(|t| serde_json::from_str(t).ok());
+    let training = r
+        .meta
+        .get("training")
+        .and_then(|t| serde_json::from_str(t).ok());
 
     Ok(ModelFile {
         model: Model {
@@ -328,8 +415,8 @@ pub fn load(path: &Path) -> Result<ModelFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::{Architecture, Init};
     use crate::Rng;
+    use crate::nn::{Architecture, Init};
     use rand::SeedableRng;
 
     fn small_model(classes: &[&str]) -> Model {
@@ -364,7 +451,13 @@ mod tests {
             assert_eq!(back.model.preprocess, model.preprocess);
             assert_eq!(back.model.network.sizes(), model.network.sizes());
             assert_eq!(back.model.network.head(), model.network.head());
-            for ((n1, p1), (n2, p2)) in back.model.network.named_params().iter().zip(model.network.named_params()) {
+            for ((n1, p1), (n2, p2)) in back
+                .model
+                .network
+                .named_params()
+                .iter()
+                .zip(model.network.named_params())
+            {
                 assert_eq!(n1, &n2);
                 assert_eq!(p1, &p2);
             }
@@ -377,9 +470,18 @@ mod tests {
     fn optimiser_state_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         let mut model = small_model(&["cats", "dogs"]);
-        let config = OptimizerConfig::Adam { beta1: 0.9, beta2: 0.99, epsilon: 1e-7 };
+        let config = OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.99,
+            epsilon: 1e-7,
+        };
         let mut opt = config.build();
-        let grads: Vec<ArrayD<f32>> = model.network.named_params().iter().map(|(_, p)| p.mapv(|v| v * 0.1)).collect();
+        let grads: Vec<ArrayD<f32>> = model
+            .network
+            .named_params()
+            .iter()
+            .map(|(_, p)| p.mapv(|v| v * 0.1))
+            .collect();
         opt.step(&mut model.network.params_mut(), &grads, 0.01);
         let saved = SavedOptimizer {
             config,
@@ -403,7 +505,10 @@ mod tests {
         let cut = dir.path().join("cut.safetensors");
         std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
         let err = load(&cut).unwrap_err().to_string();
-        assert!(err.contains("cut.safetensors") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("cut.safetensors") && err.contains("truncated"),
+            "{err}"
+        );
 
         let text = dir.path().join("text.safetensors");
         std::fs::write(&text, b"hello").unwrap();
@@ -413,11 +518,20 @@ mod tests {
         let foreign = dir.path().join("foreign.safetensors");
         let data = vec![0u8; 8];
         let view = TensorView::new(Dtype::F32, vec![2], &data).unwrap();
-        std::fs::write(&foreign, safetensors::serialize([("w", view)], None).unwrap()).unwrap();
+        std::fs::write(
+            &foreign,
+            safetensors::serialize([("w", view)], None).unwrap(),
+        )
+        .unwrap();
         assert!(load(&foreign).unwrap_err().to_string().contains("metadata"));
 
         // Rewrite the metadata with a size that does not match the weights.
-        let mut meta = SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap();
+        let mut meta = SafeTensors::read_metadata(&bytes)
+            .unwrap()
+            .1
+            .metadata()
+            .clone()
+            .unwrap();
         meta.insert("image_size".into(), "5".into());
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let tensors: Vec<(String, TensorView<'_>)> = st.tensors();
@@ -434,9 +548,17 @@ mod tests {
         write_atomically(&path, b"old").unwrap();
         write_atomically(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 1, "{names:?}");
         let missing = dir.path().join("no/such/folder/m.safetensors");
-        assert!(write_atomically(&missing, b"x").unwrap_err().to_string().contains("cannot write"));
+        assert!(
+            write_atomically(&missing, b"x")
+                .unwrap_err()
+                .to_string()
+                .contains("cannot write")
+        );
     }
 }

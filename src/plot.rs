@@ -1,15 +1,402 @@
-//! Training curves as PNG and SVG (being written).
+//! Training curves as PNG and SVG: the document's "plot the cost" step, drawn from a
+//! [`History`] after training.
+//!
+//! One figure, two panels sharing the x axis (cost above, accuracy below), written twice: a
+//! PNG to look at and an SVG to scale. The font is bundled (`assets/DejaVuSans.ttf`, licence
+//! beside it) because deepcat must not depend on a system font library. This module only
+//! draws; it records nothing and decides nothing about training.
 
-use crate::Result;
 use crate::train::History;
+use crate::{Error, Result};
+use plotters::coord::Shift;
+use plotters::data::float::pretty_print_float;
+use plotters::prelude::*;
+use plotters::style::register_font;
+use std::ffi::OsString;
+use std::io::Cursor;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// DejaVu Sans, embedded so that plots need no fonts installed on the machine.
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+/// The family name the font is registered under; every text style asks for it.
+const FONT_FAMILY: &str = "sans-serif";
+
+/// Figure size in pixels (width, height).
+const SIZE: (u32, u32) = (900, 700);
+/// Bytes per pixel in the RGB buffer the bitmap backend draws into.
+const RGB_CHANNELS: usize = 3;
+const TITLE: &str = "deepcat training";
+const TITLE_PX: u32 = 26;
+const AXIS_DESC_PX: u32 = 18;
+const TICK_PX: u32 = 14;
+const LEGEND_PX: u32 = 15;
+/// Space around each panel, in pixels.
+const PANEL_MARGIN: u32 = 12;
+/// Wider on the right, where the last x tick label hangs half outside the plot.
+const RIGHT_MARGIN: u32 = 30;
+/// Height of the area under a panel for tick labels (and, below, the axis name).
+const X_LABEL_AREA: u32 = 45;
+/// Width of the area left of a panel for tick labels and the axis name.
+const Y_LABEL_AREA: u32 = 70;
+const LINE_WIDTH: u32 = 2;
+/// Radius of the dot drawn for a series of one point.
+const MARKER_RADIUS: u32 = 4;
+/// Length of the line sample drawn beside each legend entry.
+const LEGEND_SAMPLE: i32 = 20;
+/// The legend box is slightly see-through so a curve passing under it stays visible.
+const LEGEND_OPACITY: f64 = 0.85;
+/// Empty space added above and below the data on a y axis, as a fraction of its span, so
+/// that curves do not run along the frame.
+const Y_MARGIN: f64 = 0.05;
+/// Half-width of the axis drawn around a single value, as a fraction of that value (or of 1
+/// for values below 1), since plotters cannot draw an axis of zero length.
+const DEGENERATE_PAD: f64 = 0.1;
+
+const TRAIN_COLOUR: RGBColor = RGBColor(31, 119, 180);
+const VAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
 
 /// Writes the cost and accuracy curves of `history` next to `path` as `<stem>.png` and
-/// `<stem>.svg`, returning the two paths.
+/// `<stem>.svg`, returning the two paths, PNG first.
+///
+/// A `.png` or `.svg` extension on `path` is replaced; any other name gets both extensions
+/// appended (`curves` → `curves.png`, `curves.svg`). The x axis is the epoch when every
+/// record has one, the iteration (optimiser step) otherwise. Validation curves appear when
+/// the history has validation figures.
 ///
 /// # Errors
-/// [`crate::Error::Plot`] or [`crate::Error::Io`] if a file cannot be drawn or written.
+/// [`Error::Plot`] if the history is empty or a figure cannot be drawn or encoded;
+/// [`Error::Io`] if a file cannot be written.
 pub fn write_curves(history: &History, path: &Path) -> Result<Vec<PathBuf>> {
-    let _ = (history, path);
-    Ok(Vec::new())
+    let [png_path, svg_path] = output_paths(path);
+    if history.records.is_empty() {
+        return Err(plot_error(
+            &png_path,
+            "the training history is empty: nothing to plot",
+        ));
+    }
+    if !font_registered() {
+        return Err(plot_error(
+            &png_path,
+            "the bundled font could not be loaded",
+        ));
+    }
+    let curves = Curves::from_history(history);
+
+    let png = render_png(&curves).map_err(|reason| plot_error(&png_path, reason))?;
+    crate::model_file::write_atomically(&png_path, &png)?;
+    let svg = render_svg(&curves).map_err(|reason| plot_error(&svg_path, reason))?;
+    crate::model_file::write_atomically(&svg_path, svg.as_bytes())?;
+    Ok(vec![png_path, svg_path])
+}
+
+/// `<stem>.png` and `<stem>.svg` for the path the user gave.
+fn output_paths(path: &Path) -> [PathBuf; 2] {
+    let is_ours =
+        |ext: &std::ffi::OsStr| ["png", "svg"].iter().any(|e| ext.eq_ignore_ascii_case(e));
+    let stem = match path.extension() {
+        Some(ext) if is_ours(ext) => path.with_extension(""),
+        _ => path.to_path_buf(),
+    };
+    // Appending rather than `with_extension`, which would eat a dot in `run.v2`.
+    let with = |ext: &str| {
+        let mut name = OsString::from(stem.as_os_str());
+        name.push(ext);
+        PathBuf::from(name)
+    };
+    [with(".png"), with(".svg")]
+}
+
+fn plot_error(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Plot {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Registers the bundled font once per process and says whether that worked.
+fn font_registered() -> bool {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    *REGISTERED.get_or_init(|| register_font(FONT_FAMILY, FontStyle::Normal, FONT).is_ok())
+}
+
+/// The series to draw, as (x, y) points, with non-finite values left out so that a diverged
+/// run still plots what it can.
+struct Curves {
+    x_desc: &'static str,
+    cost: Vec<(f64, f64)>,
+    val_cost: Vec<(f64, f64)>,
+    accuracy: Vec<(f64, f64)>,
+    val_accuracy: Vec<(f64, f64)>,
+}
+
+impl Curves {
+    fn from_history(history: &History) -> Self {
+        let by_epoch = history.records.iter().all(|r| r.epoch.is_some());
+        let x = |r: &crate::train::Record| match r.epoch {
+            Some(epoch) if by_epoch => epoch as f64,
+            _ => r.step as f64,
+        };
+        let series = |y: fn(&crate::train::Record) -> Option<f64>| -> Vec<(f64, f64)> {
+            let points = history.records.iter().filter_map(|r| Some((x(r), y(r)?)));
+            points.filter(|(_, y)| y.is_finite()).collect()
+        };
+        Curves {
+            x_desc: if by_epoch { "epoch" } else { "iteration" },
+            cost: series(|r| Some(r.cost)),
+            val_cost: series(|r| r.val_cost),
+            accuracy: series(|r| Some(r.train_accuracy)),
+            val_accuracy: series(|r| r.val_accuracy),
+        }
+    }
+
+    fn x_range(&self) -> Range<f64> {
+        let xs = self.cost.iter().chain(&self.accuracy).map(|p| p.0);
+        axis_range(xs, 0.0)
+    }
+}
+
+/// The span of the finite `values`, widened by `margin` of it on each side; a single value
+/// gets a small axis around it, no values the unit axis.
+fn axis_range(values: impl Iterator<Item = f64>, margin: f64) -> Range<f64> {
+    let bounds = values
+        .filter(|v| v.is_finite())
+        .fold(None, |acc, v| match acc {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
+        });
+    let Some((lo, hi)) = bounds else {
+        return 0.0..1.0;
+    };
+    let span = hi - lo;
+    let pad = if span > f64::EPSILON * lo.abs().max(1.0) {
+        span * margin
+    } else {
+        lo.abs().max(1.0) * DEGENERATE_PAD
+    };
+    (lo - pad)..(hi + pad)
+}
+
+fn render_png(curves: &Curves) -> Result<Vec<u8>, String> {
+    let (width, height) = SIZE;
+    let mut pixels = vec![0u8; width as usize * height as usize * RGB_CHANNELS];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
+        draw(&root, curves).map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    let image = image::RgbImage::from_raw(width, height, pixels)
+        .ok_or("the pixel buffer does not match the figure size")?;
+    let mut png = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| format!("cannot encode PNG: {e}"))?;
+    Ok(png)
+}
+
+fn render_svg(curves: &Curves) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        draw(&root, curves).map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(svg)
+}
+
+type DrawResult<DB> =
+    std::result::Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// Draws the titled two-panel figure on any backend, so PNG and SVG are the same picture.
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curves) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let body = root.titled(TITLE, (FONT_FAMILY, TITLE_PX))?;
+    let (top, bottom) = body.split_vertically(body.dim_in_pixel().1 / 2);
+    let x = curves.x_range();
+    // Only the bottom panel names the shared x axis; the top one keeps its ticks for reading.
+    // Legends go where the curves usually are not: cost falls, accuracy rises.
+    let cost = [curves.cost.as_slice(), &curves.val_cost];
+    panel(
+        &top,
+        x.clone(),
+        ("", "cost"),
+        cost,
+        SeriesLabelPosition::UpperRight,
+    )?;
+    let accuracy = [curves.accuracy.as_slice(), &curves.val_accuracy];
+    let descs = (curves.x_desc, "accuracy");
+    panel(&bottom, x, descs, accuracy, SeriesLabelPosition::LowerRight)
+}
+
+/// One panel: a training series and, when not empty, a validation series, with a legend.
+fn panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    x: Range<f64>,
+    (x_desc, y_desc): (&str, &str),
+    [train, val]: [&[(f64, f64)]; 2],
+    legend_at: SeriesLabelPosition,
+) -> DrawResult<DB> {
+    let y = axis_range(train.iter().chain(val).map(|p| p.1), Y_MARGIN);
+    let mut chart = ChartBuilder::on(area)
+        .margin(PANEL_MARGIN)
+        .margin_right(RIGHT_MARGIN)
+        .x_label_area_size(X_LABEL_AREA)
+        .y_label_area_size(Y_LABEL_AREA)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .axis_desc_style((FONT_FAMILY, AXIS_DESC_PX))
+        // Only the labelled grid lines: the fine ones between them made the panels hard to read.
+        .light_line_style(TRANSPARENT)
+        .label_style((FONT_FAMILY, TICK_PX))
+        // Plotters' default keeps one decimal (`2500.0`); iterations and epochs read better bare.
+        .x_label_formatter(&|v| pretty_print_float(*v, false))
+        .y_label_formatter(&|v| pretty_print_float(*v, false))
+        .draw()?;
+    for (points, colour, name) in [
+        (train, TRAIN_COLOUR, "training"),
+        (val, VAL_COLOUR, "validation"),
+    ] {
+        if points.is_empty() {
+            continue;
+        }
+        let style = colour.stroke_width(LINE_WIDTH);
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style))?
+            .label(format!("{name} {y_desc}"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + LEGEND_SAMPLE, y)], style));
+        // A line through one point draws nothing; mark a lone point so the run is visible.
+        if let [point] = points {
+            chart.draw_series([Circle::new(*point, MARKER_RADIUS, colour.filled())])?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(legend_at)
+        .label_font((FONT_FAMILY, LEGEND_PX))
+        .background_style(WHITE.mix(LEGEND_OPACITY))
+        .border_style(BLACK)
+        .draw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Record;
+
+    /// `n` records every 100 iterations, cost falling and accuracy rising, optionally by
+    /// epoch and with validation figures.
+    fn history(n: usize, by_epoch: bool, validation: bool) -> History {
+        let records = (0..n)
+            .map(|i| {
+                let t = i as f64 / n.max(2) as f64;
+                Record {
+                    step: i * 100,
+                    epoch: by_epoch.then_some(i + 1),
+                    cost: 0.69 * (-2.0 * t).exp(),
+                    train_accuracy: 0.5 + 0.45 * t,
+                    val_cost: validation.then_some(0.7 * (-1.5 * t).exp() + 0.05),
+                    val_accuracy: validation.then_some(0.5 + 0.35 * t),
+                    learning_rate: 0.0075,
+                }
+            })
+            .collect();
+        History { records }
+    }
+
+    /// Writes the curves into a fresh folder; returns the folder (kept alive), the paths, and
+    /// the SVG text after checking the PNG decodes to the figure size and is not blank.
+    fn write_and_check(history: &History) -> (tempfile::TempDir, Vec<PathBuf>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_curves(history, &dir.path().join("curves")).unwrap();
+        assert_eq!(
+            paths,
+            [dir.path().join("curves.png"), dir.path().join("curves.svg")]
+        );
+        let png = image::open(&paths[0]).unwrap().to_rgb8();
+        assert_eq!(png.dimensions(), SIZE);
+        let first = png.get_pixel(0, 0);
+        assert!(
+            png.pixels().any(|p| p != first),
+            "the PNG is one flat colour"
+        );
+        let svg = std::fs::read_to_string(&paths[1]).unwrap();
+        assert!(svg.contains("<svg"), "{}", &svg[..svg.len().min(200)]);
+        (dir, paths, svg)
+    }
+
+    #[test]
+    fn writes_png_and_svg_by_iteration_with_validation() {
+        let (_dir, _paths, svg) = write_and_check(&history(25, false, true));
+        // The SVG backend puts each text on a line of its own.
+        let texts: Vec<&str> = svg.lines().collect();
+        for text in [
+            TITLE,
+            "iteration",
+            "cost",
+            "accuracy",
+            "training cost",
+            "validation accuracy",
+        ] {
+            assert!(texts.contains(&text), "the SVG lacks the text {text:?}");
+        }
+    }
+
+    #[test]
+    fn writes_curves_by_epoch_without_validation() {
+        let (_dir, _paths, svg) = write_and_check(&history(25, true, false));
+        let texts: Vec<&str> = svg.lines().collect();
+        assert!(texts.contains(&"epoch") && texts.contains(&"training accuracy"));
+        assert!(!svg.contains("iteration") && !svg.contains("validation"));
+    }
+
+    #[test]
+    fn plots_a_single_record() {
+        write_and_check(&history(1, false, true));
+        write_and_check(&history(1, true, false));
+    }
+
+    #[test]
+    fn replaces_png_or_svg_extension_and_appends_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = write_curves(&history(25, false, false), &dir.path().join("run.png")).unwrap();
+        assert_eq!(
+            paths,
+            [dir.path().join("run.png"), dir.path().join("run.svg")]
+        );
+        assert!(paths.iter().all(|p| p.is_file()));
+        let [png, svg] = output_paths(Path::new("out/run.v2.SVG"));
+        assert_eq!(
+            (png, svg),
+            ("out/run.v2.png".into(), "out/run.v2.svg".into())
+        );
+        let [png, svg] = output_paths(Path::new("run.v2"));
+        assert_eq!((png, svg), ("run.v2.png".into(), "run.v2.svg".into()));
+    }
+
+    #[test]
+    fn empty_history_is_a_plot_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_curves(&History::default(), &dir.path().join("curves")).unwrap_err();
+        assert!(matches!(err, Error::Plot { .. }), "{err:?}");
+        assert!(err.to_string().contains("nothing to plot"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn axis_range_pads_single_values_and_skips_non_finite() {
+        assert_eq!(axis_range([0.2, 0.6].into_iter(), 0.0), 0.2..0.6);
+        let r = axis_range([0.0, f64::NAN, 1.0, f64::INFINITY].into_iter(), Y_MARGIN);
+        assert!(
+            (r.start + 0.05).abs() < 1e-12 && (r.end - 1.05).abs() < 1e-12,
+            "{r:?}"
+        );
+        let r = axis_range(std::iter::once(5.0), 0.0);
+        assert!(r.start < 5.0 && r.end > 5.0, "{r:?}");
+        assert!(!axis_range(std::iter::once(0.0), 0.0).is_empty());
+        assert_eq!(axis_range(std::iter::empty(), Y_MARGIN), 0.0..1.0);
+    }
 }

@@ -68,7 +68,11 @@ impl Augment {
         if self.jitter {
             items.push("jitter");
         }
-        if items.is_empty() { "none".into() } else { items.join(",") }
+        if items.is_empty() {
+            "none".into()
+        } else {
+            items.join(",")
+        }
     }
 
     /// Augments every row of `batch (examples, size·size·3)` in place.
@@ -76,7 +80,11 @@ impl Augment {
     /// # Panics
     /// If the row width is not `size·size·3`.
     pub fn apply(&self, batch: &mut Array2<f32>, size: usize, rng: &mut Rng) {
-        assert_eq!(batch.ncols(), size * size * CHANNELS, "augment: rows are not {size}×{size} RGB images");
+        assert_eq!(
+            batch.ncols(),
+            size * size * CHANNELS,
+            "augment: rows are not {size}×{size} RGB images"
+        );
         let mut scratch = vec![0.0f32; batch.ncols()];
         for mut row in batch.rows_mut() {
             if self.flip && rng.random::<bool>() {
@@ -142,7 +150,9 @@ mod tests {
     use rand::SeedableRng;
 
     fn image(size: usize) -> Array2<f32> {
-        Array2::from_shape_fn((1, size * size * CHANNELS), |(_, i)| i as f32 / (size * size * CHANNELS) as f32)
+        Array2::from_shape_fn((1, size * size * CHANNELS), |(_, i)| {
+            i as f32 / (size * size * CHANNELS) as f32
+        })
     }
 
     #[test]
@@ -179,9 +189,16 @@ mod tests {
         let a = Augment::parse("flip,crop,jitter").unwrap();
         assert!(a.flip && a.crop && a.jitter);
         assert_eq!(a.describe(), "flip,crop,jitter");
-        assert!(Augment::parse("rotate").unwrap_err().to_string().contains("rotate"));
+        assert!(
+            Augment::parse("rotate")
+                .unwrap_err()
+                .to_string()
+                .contains("rotate")
+        );
         assert!(!Augment::parse("none").unwrap().is_on());
-        let mut batch = Array2::from_shape_fn((8, 8 * 8 * 3), |(r, i)| ((r * 31 + i * 7) % 100) as f32 / 99.0);
+        let mut batch = Array2::from_shape_fn((8, 8 * 8 * 3), |(r, i)| {
+            ((r * 31 + i * 7) % 100) as f32 / 99.0
+        });
         let before = batch.clone();
         a.apply(&mut batch, 8, &mut Rng::seed_from_u64(1));
         assert!(batch.iter().all(|v| (0.0..=1.0).contains(v)));

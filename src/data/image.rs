@@ -97,7 +97,12 @@ fn decode_rgb(path: &Path, pre: &Preprocess, resizer: &mut Resizer) -> Result<Ve
         return Err("not an image (unrecognised content)".into());
     };
     let decoded = reader.decode().map_err(|e| {
-        let name = format.extensions_str().first().copied().unwrap_or("image").to_uppercase();
+        let name = format
+            .extensions_str()
+            .first()
+            .copied()
+            .unwrap_or("image")
+            .to_uppercase();
         format!("cannot decode {name}: {e}")
     })?;
     let rgb = decoded.to_rgb8();
@@ -108,10 +113,13 @@ fn decode_rgb(path: &Path, pre: &Preprocess, resizer: &mut Resizer) -> Result<Ve
     if w == pre.size && h == pre.size {
         return Ok(rgb.into_raw());
     }
-    let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3).map_err(|e| format!("cannot resize: {e}"))?;
+    let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3)
+        .map_err(|e| format!("cannot resize: {e}"))?;
     let mut dst = Image::new(pre.size, pre.size, PixelType::U8x3);
     let options = ResizeOptions::new().resize_alg(pre.filter.algorithm());
-    resizer.resize(&src, &mut dst, &options).map_err(|e| format!("cannot resize: {e}"))?;
+    resizer
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| format!("cannot resize: {e}"))?;
     Ok(dst.into_vec())
 }
 
@@ -119,7 +127,12 @@ fn decode_rgb(path: &Path, pre: &Preprocess, resizer: &mut Resizer) -> Result<Ve
 ///
 /// # Errors
 /// A sentence saying why the file cannot be used (it is then skipped, not fatal).
-pub fn load_into(path: &Path, pre: &Preprocess, resizer: &mut Resizer, row: &mut [f32]) -> Result<(), String> {
+pub fn load_into(
+    path: &Path,
+    pre: &Preprocess,
+    resizer: &mut Resizer,
+    row: &mut [f32],
+) -> Result<(), String> {
     let pixels = decode_rgb(path, pre, resizer)?;
     debug_assert_eq!(pixels.len(), row.len());
     for (out, &p) in row.iter_mut().zip(&pixels) {
@@ -150,7 +163,9 @@ pub fn load_dataset(files: &[LabelledFile], pre: &Preprocess) -> (Dataset, Vec<S
         .into_par_iter()
         .zip(files.par_iter())
         .map_init(Resizer::new, |resizer, (mut row, file)| {
-            let row = row.as_slice_mut().expect("rows of a standard-layout matrix are contiguous");
+            let row = row
+                .as_slice_mut()
+                .expect("rows of a standard-layout matrix are contiguous");
             load_into(&file.path, pre, resizer, row)
         })
         .collect();
@@ -199,18 +214,30 @@ mod tests {
     fn gray_and_alpha_images_become_rgb() {
         let dir = tempfile::tempdir().unwrap();
         let gray = dir.path().join("gray.png");
-        GrayImage::from_pixel(4, 4, image::Luma([51])).save(&gray).unwrap();
+        GrayImage::from_pixel(4, 4, image::Luma([51]))
+            .save(&gray)
+            .unwrap();
         let row = load_one(&gray, &pre(4)).unwrap();
         assert_eq!(row.len(), 48);
-        assert!(row.iter().all(|&v| (v - 0.2).abs() < 1e-6), "gray 51 → 0.2 in all three channels");
+        assert!(
+            row.iter().all(|&v| (v - 0.2).abs() < 1e-6),
+            "gray 51 → 0.2 in all three channels"
+        );
 
         let ga = dir.path().join("ga.png");
-        GrayAlphaImage::from_pixel(4, 4, image::LumaA([255, 0])).save(&ga).unwrap();
+        GrayAlphaImage::from_pixel(4, 4, image::LumaA([255, 0]))
+            .save(&ga)
+            .unwrap();
         let row = load_one(&ga, &pre(4)).unwrap();
-        assert!(row.iter().all(|&v| v == 1.0), "alpha is dropped, not blended");
+        assert!(
+            row.iter().all(|&v| v == 1.0),
+            "alpha is dropped, not blended"
+        );
 
         let rgba = dir.path().join("rgba.png");
-        RgbaImage::from_pixel(4, 4, image::Rgba([255, 0, 51, 10])).save(&rgba).unwrap();
+        RgbaImage::from_pixel(4, 4, image::Rgba([255, 0, 51, 10]))
+            .save(&rgba)
+            .unwrap();
         let row = load_one(&rgba, &pre(4)).unwrap();
         assert_eq!(&row[..3], &[1.0, 0.0, 0.2]);
     }
@@ -219,7 +246,8 @@ mod tests {
     fn flattening_is_row_column_channel() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("grid.png");
-        let img: RgbImage = ImageBuffer::from_fn(2, 2, |x, y| Rgb([(10 * x) as u8, (100 * y) as u8, 7]));
+        let img: RgbImage =
+            ImageBuffer::from_fn(2, 2, |x, y| Rgb([(10 * x) as u8, (100 * y) as u8, 7]));
         img.save(&path).unwrap();
         let row = load_one(&path, &pre(2)).unwrap();
         let bytes: Vec<u8> = row.iter().map(|v| (v * 255.0).round() as u8).collect();
@@ -231,12 +259,22 @@ mod tests {
     fn nearest_resize_of_a_solid_image_stays_solid_and_sizes_match() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("solid.jpg");
-        RgbImage::from_pixel(30, 20, Rgb([200, 100, 0])).save(&path).unwrap();
-        for filter in [ResizeFilter::Nearest, ResizeFilter::Bilinear, ResizeFilter::Lanczos] {
+        RgbImage::from_pixel(30, 20, Rgb([200, 100, 0]))
+            .save(&path)
+            .unwrap();
+        for filter in [
+            ResizeFilter::Nearest,
+            ResizeFilter::Bilinear,
+            ResizeFilter::Lanczos,
+        ] {
             let row = load_one(&path, &Preprocess { size: 16, filter }).unwrap();
             assert_eq!(row.len(), 16 * 16 * 3);
             // JPEG is lossy: allow a few levels.
-            assert!((row[0] - 200.0 / 255.0).abs() < 0.03, "{filter:?}: {}", row[0]);
+            assert!(
+                (row[0] - 200.0 / 255.0).abs() < 0.03,
+                "{filter:?}: {}",
+                row[0]
+            );
         }
     }
 
@@ -248,14 +286,28 @@ mod tests {
         assert_eq!(load_one(&empty, &pre(8)).unwrap_err(), "empty file");
         let text = dir.path().join("notes.jpg");
         std::fs::write(&text, b"these are not pixels").unwrap();
-        assert!(load_one(&text, &pre(8)).unwrap_err().contains("not an image"));
+        assert!(
+            load_one(&text, &pre(8))
+                .unwrap_err()
+                .contains("not an image")
+        );
         let png = dir.path().join("cut.png");
-        RgbImage::from_pixel(64, 64, Rgb([1, 2, 3])).save(&png).unwrap();
+        RgbImage::from_pixel(64, 64, Rgb([1, 2, 3]))
+            .save(&png)
+            .unwrap();
         let bytes = std::fs::read(&png).unwrap();
         std::fs::write(&png, &bytes[..bytes.len() / 2]).unwrap();
-        assert!(load_one(&png, &pre(8)).unwrap_err().contains("cannot decode PNG"));
+        assert!(
+            load_one(&png, &pre(8))
+                .unwrap_err()
+                .contains("cannot decode PNG")
+        );
         let missing = dir.path().join("missing.png");
-        assert!(load_one(&missing, &pre(8)).unwrap_err().contains("cannot read"));
+        assert!(
+            load_one(&missing, &pre(8))
+                .unwrap_err()
+                .contains("cannot read")
+        );
     }
 
     #[test]
@@ -267,7 +319,9 @@ mod tests {
             if i == 2 {
                 std::fs::write(&path, b"junk").unwrap();
             } else {
-                RgbImage::from_pixel(3, 3, Rgb([i * 50, 0, 0])).save(&path).unwrap();
+                RgbImage::from_pixel(3, 3, Rgb([i * 50, 0, 0]))
+                    .save(&path)
+                    .unwrap();
             }
             files.push(LabelledFile {
                 path,
@@ -279,7 +333,12 @@ mod tests {
         assert_eq!(data.labels, vec![0, 1, 1, 0]);
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].path.ends_with("2.png"));
-        let reds: Vec<u8> = data.x.column(0).iter().map(|v| (v * 255.0).round() as u8).collect();
+        let reds: Vec<u8> = data
+            .x
+            .column(0)
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect();
         assert_eq!(reds, vec![0, 50, 150, 200]);
     }
 }

@@ -138,7 +138,11 @@ pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
     if let Some(empty) = counts.iter().position(|&c| c == 0) {
         let why = skipped
             .iter()
-            .find(|s| train_files.iter().any(|f| f.path == s.path && f.label == empty))
+            .find(|s| {
+                train_files
+                    .iter()
+                    .any(|f| f.path == s.path && f.label == empty)
+            })
             .map(|s| format!(" (e.g. {}: {})", s.path.display(), s.reason))
             .unwrap_or_default();
         return Err(Error::Data(format!(
@@ -172,7 +176,11 @@ pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
 ///
 /// # Errors
 /// [`Error::Data`] if the folder is unusable or no file in it is a usable image.
-pub fn load_labelled(root: &Path, classes: &[String], pre: &Preprocess) -> Result<(Dataset, Vec<SkippedFile>)> {
+pub fn load_labelled(
+    root: &Path,
+    classes: &[String],
+    pre: &Preprocess,
+) -> Result<(Dataset, Vec<SkippedFile>)> {
     let files = scan_known_classes(root, classes)?;
     let (data, skipped) = load_dataset(&files, pre);
     if data.is_empty() {

@@ -38,7 +38,12 @@ fn class_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>> {
                 root.display()
             )));
         }
-        Err(e) => return Err(Error::io(format!("cannot read data folder {}", root.display()), e)),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot read data folder {}", root.display()),
+                e,
+            ));
+        }
         Ok(m) if !m.is_dir() => {
             return Err(Error::Data(format!(
                 "{} is not a folder (give a folder holding one folder of images per class)",
@@ -51,7 +56,8 @@ fn class_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>> {
         .map_err(|e| Error::io(format!("cannot list data folder {}", root.display()), e))?;
     let mut dirs = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("cannot list data folder {}", root.display()), e))?;
+        let entry = entry
+            .map_err(|e| Error::io(format!("cannot list data folder {}", root.display()), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_hidden(&name) {
             continue;
@@ -72,7 +78,8 @@ fn files_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         .map_err(|e| Error::io(format!("cannot list class folder {}", dir.display()), e))?;
     let mut paths: Vec<(PathBuf, bool)> = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("cannot list class folder {}", dir.display()), e))?;
+        let entry = entry
+            .map_err(|e| Error::io(format!("cannot list class folder {}", dir.display()), e))?;
         let is_real_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         paths.push((entry.path(), is_real_dir));
     }

@@ -25,7 +25,13 @@ impl Dense {
     /// # Panics
     /// If the bias length differs from the weight's row count.
     pub fn with_bias(weight: Array2<f32>, bias: Array1<f32>) -> Self {
-        assert_eq!(weight.nrows(), bias.len(), "dense weight {:?} and bias {:?} disagree", weight.dim(), bias.dim());
+        assert_eq!(
+            weight.nrows(),
+            bias.len(),
+            "dense weight {:?} and bias {:?} disagree",
+            weight.dim(),
+            bias.dim()
+        );
         Dense { weight, bias }
     }
 
@@ -76,11 +82,17 @@ impl Layer for Dense {
     }
 
     fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
-        vec![("weight", self.weight.view().into_dyn()), ("bias", self.bias.view().into_dyn())]
+        vec![
+            ("weight", self.weight.view().into_dyn()),
+            ("bias", self.bias.view().into_dyn()),
+        ]
     }
 
     fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
-        vec![self.weight.view_mut().into_dyn(), self.bias.view_mut().into_dyn()]
+        vec![
+            self.weight.view_mut().into_dyn(),
+            self.bias.view_mut().into_dyn(),
+        ]
     }
 
     fn is_weight(&self, index: usize) -> bool {

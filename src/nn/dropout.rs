@@ -17,7 +17,10 @@ impl Dropout {
     /// # Panics
     /// Unless `0 <= p < 1` (configurations are checked before this is called).
     pub fn new(p: f32) -> Self {
-        assert!((0.0..1.0).contains(&p), "dropout probability must be in [0, 1), got {p}");
+        assert!(
+            (0.0..1.0).contains(&p),
+            "dropout probability must be in [0, 1), got {p}"
+        );
         Dropout { p }
     }
 
@@ -44,7 +47,11 @@ impl Layer for Dropout {
             Mode::Train(rng) => {
                 let keep = 1.0 / (1.0 - self.p);
                 let mask = Array2::from_shape_simple_fn(x.dim(), || {
-                    if rng.random::<f32>() < self.p { 0.0 } else { keep }
+                    if rng.random::<f32>() < self.p {
+                        0.0
+                    } else {
+                        keep
+                    }
                 });
                 (&x * &mask, Some(mask))
             }

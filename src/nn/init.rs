@@ -63,10 +63,18 @@ mod tests {
         let w = Init::Document.weights(50, 400, &mut rng);
         let var = w.mapv(|v| f64::from(v) * f64::from(v)).mean().unwrap();
         // Expected variance 1/400.
-        assert!((var * 400.0 - 1.0).abs() < 0.05, "variance × fan_in = {}", var * 400.0);
+        assert!(
+            (var * 400.0 - 1.0).abs() < 0.05,
+            "variance × fan_in = {}",
+            var * 400.0
+        );
         let he = Init::He.weights(50, 400, &mut rng);
         let var = he.mapv(|v| f64::from(v) * f64::from(v)).mean().unwrap();
-        assert!((var * 200.0 - 1.0).abs() < 0.05, "He variance × fan_in/2 = {}", var * 200.0);
+        assert!(
+            (var * 200.0 - 1.0).abs() < 0.05,
+            "He variance × fan_in/2 = {}",
+            var * 200.0
+        );
         let x = Init::Xavier.weights(50, 400, &mut rng);
         let limit = (6.0f32 / 450.0).sqrt();
         assert!(x.iter().all(|v| v.abs() <= limit));

@@ -116,7 +116,10 @@ pub struct Pass {
 impl Pass {
     /// The logits `(batch, outputs)`: the last layer's output.
     pub fn logits(&self) -> ArrayView2<'_, f32> {
-        self.outputs.last().expect("a pass runs at least one layer").view()
+        self.outputs
+            .last()
+            .expect("a pass runs at least one layer")
+            .view()
     }
 }
 
@@ -167,7 +170,10 @@ impl Network {
     /// If any size is zero (configurations are checked before this is called).
     pub fn new(arch: &Architecture, init: Init, rng: &mut Rng) -> Self {
         let sizes = arch.sizes();
-        assert!(sizes.iter().all(|&s| s > 0), "layer sizes must be positive: {sizes:?}");
+        assert!(
+            sizes.iter().all(|&s| s > 0),
+            "layer sizes must be positive: {sizes:?}"
+        );
         let mut layers: Vec<Box<dyn Layer>> = Vec::new();
         for (l, pair) in sizes.windows(2).enumerate() {
             layers.push(Box::new(Dense::new(init.weights(pair[1], pair[0], rng))));
@@ -196,7 +202,13 @@ impl Network {
         let mut layers: Vec<Box<dyn Layer>> = Vec::new();
         let mut units = input_units;
         for (l, d) in dense.into_iter().enumerate() {
-            assert_eq!(d.weight.ncols(), units, "dense layer {} expects {} inputs, gets {units}", l + 1, d.weight.ncols());
+            assert_eq!(
+                d.weight.ncols(),
+                units,
+                "dense layer {} expects {} inputs, gets {units}",
+                l + 1,
+                d.weight.ncols()
+            );
             units = d.weight.nrows();
             layers.push(Box::new(d));
             if l + 1 < count {
@@ -284,7 +296,11 @@ impl Network {
         let mut grads_rev: Vec<Vec<ArrayD<f32>>> = Vec::with_capacity(pass.outputs.len());
         let mut dy = dlogits;
         for (i, layer) in self.layers[pass.start..].iter().enumerate().rev() {
-            let input = if i == 0 { x } else { pass.outputs[i - 1].view() };
+            let input = if i == 0 {
+                x
+            } else {
+                pass.outputs[i - 1].view()
+            };
             let want_dx = i > 0 || need_dx;
             let back = layer.backward(input, pass.outputs[i].view(), &pass.saved[i], dy, want_dx);
             grads_rev.push(back.grads);
@@ -309,12 +325,18 @@ impl Network {
 
     /// Every trainable parameter of layers `start..`, in order, read-only.
     pub fn params_from(&self, start: usize) -> Vec<ArrayViewD<'_, f32>> {
-        self.layers[start..].iter().flat_map(|l| l.params().into_iter().map(|(_, p)| p)).collect()
+        self.layers[start..]
+            .iter()
+            .flat_map(|l| l.params().into_iter().map(|(_, p)| p))
+            .collect()
     }
 
     /// Every trainable parameter of layers `start..`, in order.
     pub fn params_mut_from(&mut self, start: usize) -> Vec<ArrayViewMutD<'_, f32>> {
-        self.layers[start..].iter_mut().flat_map(|l| l.params_mut()).collect()
+        self.layers[start..]
+            .iter_mut()
+            .flat_map(|l| l.params_mut())
+            .collect()
     }
 
     /// Every trainable parameter, in order.
@@ -373,6 +395,9 @@ impl Network {
     pub fn split_first_dense_mut(&mut self) -> Option<(&mut Dense, Vec<ArrayViewMutD<'_, f32>>)> {
         let (first, rest) = self.layers.split_first_mut()?;
         let dense = (first.as_mut() as &mut dyn Any).downcast_mut::<Dense>()?;
-        Some((dense, rest.iter_mut().flat_map(|l| l.params_mut()).collect()))
+        Some((
+            dense,
+            rest.iter_mut().flat_map(|l| l.params_mut()).collect(),
+        ))
     }
 }

@@ -50,13 +50,17 @@ impl Optimizer for Adam {
         let c2 = (1.0 - f64::from(b2).powf(t)) as f32;
         for ((p, g), slots) in params.iter_mut().zip(grads).zip(&mut self.state.slots) {
             let (ms, vs) = slots.split_at_mut(1);
-            Zip::from(p).and(g).and(&mut ms[0]).and(&mut vs[0]).for_each(|w, &g, m, v| {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                let m_hat = *m / c1;
-                let v_hat = *v / c2;
-                *w -= lr * m_hat / (v_hat.sqrt() + eps);
-            });
+            Zip::from(p)
+                .and(g)
+                .and(&mut ms[0])
+                .and(&mut vs[0])
+                .for_each(|w, &g, m, v| {
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    let m_hat = *m / c1;
+                    let v_hat = *v / c2;
+                    *w -= lr * m_hat / (v_hat.sqrt() + eps);
+                });
         }
     }
 

@@ -37,7 +37,11 @@ impl OptimizerState {
         if self.slots.len() != params.len() {
             self.slots = params
                 .iter()
-                .map(|p| (0..slots_per_param).map(|_| ArrayD::zeros(p.raw_dim())).collect())
+                .map(|p| {
+                    (0..slots_per_param)
+                        .map(|_| ArrayD::zeros(p.raw_dim()))
+                        .collect()
+                })
                 .collect();
         }
     }
@@ -112,13 +116,19 @@ impl OptimizerConfig {
         match *self {
             OptimizerConfig::Gd => Ok(()),
             OptimizerConfig::Momentum { beta } => beta_ok(beta, "--beta1 (momentum)"),
-            OptimizerConfig::Adam { beta1, beta2, epsilon } => {
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            } => {
                 beta_ok(beta1, "--beta1")?;
                 beta_ok(beta2, "--beta2")?;
                 if epsilon > 0.0 && epsilon.is_finite() {
                     Ok(())
                 } else {
-                    Err(Error::Config(format!("--epsilon must be positive, got {epsilon}")))
+                    Err(Error::Config(format!(
+                        "--epsilon must be positive, got {epsilon}"
+                    )))
                 }
             }
         }
@@ -129,13 +139,23 @@ impl OptimizerConfig {
         match *self {
             OptimizerConfig::Gd => Box::new(GradientDescent::default()),
             OptimizerConfig::Momentum { beta } => Box::new(Momentum::new(beta)),
-            OptimizerConfig::Adam { beta1, beta2, epsilon } => Box::new(Adam::new(beta1, beta2, epsilon)),
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            } => Box::new(Adam::new(beta1, beta2, epsilon)),
         }
     }
 }
 
 fn check_lengths(params: &[ArrayViewMutD<'_, f32>], grads: &[ArrayD<f32>]) {
-    assert_eq!(params.len(), grads.len(), "optimiser got {} parameters and {} gradients", params.len(), grads.len());
+    assert_eq!(
+        params.len(),
+        grads.len(),
+        "optimiser got {} parameters and {} gradients",
+        params.len(),
+        grads.len()
+    );
     for (p, g) in params.iter().zip(grads) {
         assert_eq!(p.shape(), g.shape(), "parameter and gradient shapes differ");
     }
@@ -161,7 +181,11 @@ mod tests {
     fn every_optimiser_converges_on_a_quadratic() {
         assert!((minimise(OptimizerConfig::Gd, 0.1, 200) - 3.0).abs() < 1e-3);
         assert!((minimise(OptimizerConfig::Momentum { beta: 0.9 }, 0.05, 400) - 3.0).abs() < 1e-3);
-        let adam = OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 };
+        let adam = OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        };
         assert!((minimise(adam, 0.05, 2000) - 3.0).abs() < 1e-2);
     }
 
@@ -177,11 +201,19 @@ mod tests {
     #[test]
     fn adam_first_step_moves_by_the_learning_rate() {
         // With bias correction the first update is lr · g/|g| (up to ε).
-        let mut opt = OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }.build();
+        let mut opt = OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        }
+        .build();
         let mut w = ArrayD::<f32>::zeros(IxDyn(&[2]));
         let g = ArrayD::from_shape_vec(IxDyn(&[2]), vec![0.5f32, -20.0]).unwrap();
         opt.step(&mut [w.view_mut()], &[g], 0.01);
-        assert!((w[0] + 0.01).abs() < 1e-6 && (w[1] - 0.01).abs() < 1e-6, "{w:?}");
+        assert!(
+            (w[0] + 0.01).abs() < 1e-6 && (w[1] - 0.01).abs() < 1e-6,
+            "{w:?}"
+        );
         assert_eq!(opt.state().step, 1);
         assert_eq!(opt.state().slots[0].len(), 2);
     }
@@ -189,7 +221,15 @@ mod tests {
     #[test]
     fn configs_are_checked() {
         assert!(OptimizerConfig::Momentum { beta: 1.0 }.check().is_err());
-        assert!(OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 0.0 }.check().is_err());
+        assert!(
+            OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 0.0
+            }
+            .check()
+            .is_err()
+        );
         assert!(OptimizerConfig::Gd.check().is_ok());
     }
 }

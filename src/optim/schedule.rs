@@ -29,7 +29,9 @@ impl Schedule {
     pub fn rate(&self, base: f32, done: f64, total: f64) -> f32 {
         match *self {
             Schedule::Constant => base,
-            Schedule::Step { every, factor } => base * factor.powi((done / every.max(1) as f64).floor() as i32),
+            Schedule::Step { every, factor } => {
+                base * factor.powi((done / every.max(1) as f64).floor() as i32)
+            }
             Schedule::Cosine { min_factor } => {
                 let progress = (done / total.max(1e-12)).min(1.0);
                 let cos = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
@@ -81,7 +83,13 @@ mod tests {
     fn schedules_give_the_expected_rates() {
         assert_eq!(Schedule::Constant.rate(0.1, 500.0, 1000.0), 0.1);
         let step = Schedule::parse("step:10:0.5").unwrap();
-        assert_eq!(step, Schedule::Step { every: 10, factor: 0.5 });
+        assert_eq!(
+            step,
+            Schedule::Step {
+                every: 10,
+                factor: 0.5
+            }
+        );
         assert_eq!(step.rate(1.0, 9.99, 100.0), 1.0);
         assert_eq!(step.rate(1.0, 10.0, 100.0), 0.5);
         assert_eq!(step.rate(1.0, 25.0, 100.0), 0.25);
@@ -89,7 +97,10 @@ mod tests {
         assert_eq!(cos.rate(1.0, 0.0, 100.0), 1.0);
         assert!((cos.rate(1.0, 50.0, 100.0) - 0.5).abs() < 1e-6);
         assert!(cos.rate(1.0, 100.0, 100.0).abs() < 1e-6);
-        assert_eq!(Schedule::parse("cosine:0.1").unwrap(), Schedule::Cosine { min_factor: 0.1 });
+        assert_eq!(
+            Schedule::parse("cosine:0.1").unwrap(),
+            Schedule::Cosine { min_factor: 0.1 }
+        );
         assert!(Schedule::parse("step:0:0.5").is_err());
         assert!(Schedule::parse("linear").is_err());
     }

@@ -5,9 +5,9 @@ use super::engine::{Engine, StepOutcome};
 use super::{Labelled, add_l2, score};
 use crate::Rng;
 use crate::data::augment::Augment;
+use crate::model::Classes;
 use crate::nn::{Mode, Network};
 use crate::optim::{Optimizer, OptimizerState};
-use crate::model::Classes;
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, CowArray, Ix2};
 
 /// The direct engine, borrowing the training (and validation) data.
@@ -20,7 +20,12 @@ pub struct DirectEngine<'a> {
 
 impl<'a> DirectEngine<'a> {
     /// An engine for `train`, validating on `val`, augmenting `image_size`-square images.
-    pub fn new(train: Labelled<'a>, val: Option<Labelled<'a>>, augment: Augment, image_size: usize) -> Self {
+    pub fn new(
+        train: Labelled<'a>,
+        val: Option<Labelled<'a>>,
+        augment: Augment,
+        image_size: usize,
+    ) -> Self {
         DirectEngine {
             train,
             val,
@@ -57,7 +62,12 @@ pub(crate) fn forward_backward(
     // No gradient for the input images: nothing uses it.
     let (mut grads, _) = net.backward(x, &pass, dlogits, false);
     if l2 > 0.0 {
-        add_l2(&mut grads, &net.params_from(0), &net.weight_mask_from(0), l2);
+        add_l2(
+            &mut grads,
+            &net.params_from(0),
+            &net.weight_mask_from(0),
+            l2,
+        );
     }
     (StepOutcome { cost, correct }, grads)
 }
@@ -81,7 +91,15 @@ impl Engine for DirectEngine<'_> {
         let targets = rows(self.train.targets.view(), batch);
         let labels: Vec<usize> = batch.iter().map(|&i| self.train.labels[i]).collect();
 
-        let (outcome, grads) = forward_backward(net, x.view(), targets.view(), &labels, self.train.classes, l2, rng);
+        let (outcome, grads) = forward_backward(
+            net,
+            x.view(),
+            targets.view(),
+            &labels,
+            self.train.classes,
+            l2,
+            rng,
+        );
         optimizer.step(&mut net.params_mut(), &grads, learning_rate);
         outcome
     }

@@ -35,7 +35,12 @@ impl EarlyStopping {
 
     /// Takes one record's validation cost; `snapshot` is called (and the weights kept) only on
     /// improvement. Returns whether to stop.
-    pub fn observe(&mut self, record: &Record, val_cost: f64, snapshot: impl FnOnce() -> Network) -> bool {
+    pub fn observe(
+        &mut self,
+        record: &Record,
+        val_cost: f64,
+        snapshot: impl FnOnce() -> Network,
+    ) -> bool {
         if val_cost < self.best_cost {
             self.best_cost = val_cost;
             self.since_best = 0;

@@ -54,8 +54,14 @@ impl<'a> GramEngine<'a> {
     /// # Panics
     /// If the network's first layer is not dense or it has no layer after it.
     pub fn new(net: &Network, train: Labelled<'a>, val: Option<Labelled<'a>>) -> Self {
-        let w0 = &net.first_dense().expect("the Gram path needs a dense first layer").weight;
-        assert!(net.layers().len() > 1, "the Gram path needs a layer after the first");
+        let w0 = &net
+            .first_dense()
+            .expect("the Gram path needs a dense first layer")
+            .weight;
+        assert!(
+            net.layers().len() > 1,
+            "the Gram path needs a layer after the first"
+        );
         let g = gram(train.x);
         let p0 = matmul(train.x, w0.t());
         let val = val.map(|set| GramVal {
@@ -77,11 +83,19 @@ impl<'a> GramEngine<'a> {
     }
 
     fn c2(&self) -> ArrayView2<'_, f32> {
-        self.c.view().into_dimensionality::<Ix2>().expect("C is (m, h)")
+        self.c
+            .view()
+            .into_dimensionality::<Ix2>()
+            .expect("C is (m, h)")
     }
 
     /// `Z1 = a·P + K·C + b1` for the rows whose products with `X` and `W1(0)` are `K` and `P`.
-    fn first_layer(&self, k: ArrayView2<'_, f32>, p: ArrayView2<'_, f32>, bias: &Array1<f32>) -> Array2<f32> {
+    fn first_layer(
+        &self,
+        k: ArrayView2<'_, f32>,
+        p: ArrayView2<'_, f32>,
+        bias: &Array1<f32>,
+    ) -> Array2<f32> {
         let a = self.a[[0]];
         let mut z = p.mapv(|v| a * v);
         matmul_into(z.view_mut(), k, self.c2(), 1.0, true);
@@ -152,14 +166,27 @@ impl Engine for GramEngine<'_> {
         if l2 > 0.0 {
             // l2·W1 = l2·(a·W1(0) + Cᵀ·X): coefficients (l2·a, l2·C).
             ga[[0]] = l2 * self.a[[0]];
-            Zip::from(&mut gc).and(&self.c).for_each(|g, &c| *g += l2 * c);
-            add_l2(&mut grads, &net.params_from(1), &net.weight_mask_from(1), l2);
+            Zip::from(&mut gc)
+                .and(&self.c)
+                .for_each(|g, &c| *g += l2 * c);
+            add_l2(
+                &mut grads,
+                &net.params_from(1),
+                &net.weight_mask_from(1),
+                l2,
+            );
         }
         let mut all_grads = vec![ga, gc, db1];
         all_grads.extend(grads);
 
-        let (dense1, rest) = net.split_first_dense_mut().expect("checked at construction");
-        let mut params = vec![self.a.view_mut(), self.c.view_mut(), dense1.bias.view_mut().into_dyn()];
+        let (dense1, rest) = net
+            .split_first_dense_mut()
+            .expect("checked at construction");
+        let mut params = vec![
+            self.a.view_mut(),
+            self.c.view_mut(),
+            dense1.bias.view_mut().into_dyn(),
+        ];
         params.extend(rest);
         optimizer.step(&mut params, &all_grads, learning_rate);
         StepOutcome { cost, correct }
@@ -171,16 +198,26 @@ impl Engine for GramEngine<'_> {
         let c = self.c2();
         let gc = matmul(self.g.view(), c);
         let dot = |x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>| {
-            Zip::from(x).and(y).fold(0.0f64, |s, &x, &y| s + f64::from(x) * f64::from(y))
+            Zip::from(x)
+                .and(y)
+                .fold(0.0f64, |s, &x, &y| s + f64::from(x) * f64::from(y))
         };
-        a * a * self.w0_norm_sq + 2.0 * a * dot(self.p0.view(), c) + dot(c, gc.view()) + net.weight_norm_sq_from(1)
+        a * a * self.w0_norm_sq
+            + 2.0 * a * dot(self.p0.view(), c)
+            + dot(c, gc.view())
+            + net.weight_norm_sq_from(1)
     }
 
     fn validate(&self, net: &Network) -> Option<(f64, f64)> {
         let val = self.val.as_ref()?;
         let z1 = self.first_layer(val.kv.view(), val.pv.view(), first_bias(net));
         let pass = net.forward_from(1, z1.view(), &mut Mode::Infer);
-        let (cost, correct) = score(val.set.classes, pass.logits(), val.set.targets.view(), val.set.labels);
+        let (cost, correct) = score(
+            val.set.classes,
+            pass.logits(),
+            val.set.targets.view(),
+            val.set.labels,
+        );
         Some((cost, correct as f64 / val.set.labels.len().max(1) as f64))
     }
 
@@ -205,7 +242,10 @@ impl Engine for GramEngine<'_> {
             .iter()
             .zip(&c_slots)
             .map(|(a, c)| {
-                let c = c.view().into_dimensionality::<Ix2>().expect("C slots are (m, h)");
+                let c = c
+                    .view()
+                    .into_dimensionality::<Ix2>()
+                    .expect("C slots are (m, h)");
                 self.to_weight_space(&w0, a[[0]], c).into_dyn()
             })
             .collect();
@@ -224,9 +264,15 @@ impl Engine for GramEngine<'_> {
 }
 
 fn first_weight(net: &Network) -> Array2<f32> {
-    net.first_dense().expect("checked at construction").weight.clone()
+    net.first_dense()
+        .expect("checked at construction")
+        .weight
+        .clone()
 }
 
 fn set_first_weight(net: &mut Network, w: Array2<f32>) {
-    net.split_first_dense_mut().expect("checked at construction").0.weight = w;
+    net.split_first_dense_mut()
+        .expect("checked at construction")
+        .0
+        .weight = w;
 }

@@ -129,10 +129,16 @@ impl TrainConfig {
     pub fn check(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
         if self.hidden.contains(&0) {
-            return bad(format!("--layers: every hidden layer needs at least one unit, got {:?}", self.hidden));
+            return bad(format!(
+                "--layers: every hidden layer needs at least one unit, got {:?}",
+                self.hidden
+            ));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad(format!("--lr must be a positive number, got {}", self.learning_rate));
+            return bad(format!(
+                "--lr must be a positive number, got {}",
+                self.learning_rate
+            ));
         }
         match self.length {
             Length::Iterations(0) => return bad("--iterations must be at least 1".into()),
@@ -186,7 +192,12 @@ impl<'a> Labelled<'a> {
 }
 
 /// Mean cost and number of correct decisions for a batch, from its logits.
-fn score(classes: &Classes, logits: ArrayView2<'_, f32>, targets: ArrayView2<'_, f32>, labels: &[usize]) -> (f64, usize) {
+fn score(
+    classes: &Classes,
+    logits: ArrayView2<'_, f32>,
+    targets: ArrayView2<'_, f32>,
+    labels: &[usize],
+) -> (f64, usize) {
     let head: Head = classes.head();
     let cost = head.cost(logits, targets);
     let decisions = classes.decide(head.probabilities(logits).view());
@@ -247,7 +258,10 @@ fn choose_path(
     let h = net.sizes()[1] as f64;
     let (mf, bf, sf, vf) = (m as f64, batch as f64, steps as f64, val_m as f64);
     let why_not = if !optimizer.is_linear() {
-        Some(format!("the {} optimiser is not linear", optimizer.config().name()))
+        Some(format!(
+            "the {} optimiser is not linear",
+            optimizer.config().name()
+        ))
     } else if config.augment.is_on() {
         Some("augmentation changes the images every epoch".to_string())
     } else if config.hidden.is_empty() {
@@ -255,7 +269,10 @@ fn choose_path(
     } else if !optimizer.state().slots.is_empty() {
         Some("resumed optimiser state lives in weight space".to_string())
     } else if mf * mf * 4.0 > GRAM_MAX_BYTES {
-        Some(format!("the {m}×{m} Gram matrix would need more than {} GiB", GRAM_MAX_BYTES / (1u64 << 30) as f64))
+        Some(format!(
+            "the {m}×{m} Gram matrix would need more than {} GiB",
+            GRAM_MAX_BYTES / (1u64 << 30) as f64
+        ))
     } else {
         None
     };
@@ -263,10 +280,16 @@ fn choose_path(
     let direct_cost = sf * 2.0 * bf * n * h;
     match (config.exact_path, why_not) {
         (ExactPath::Direct, _) => Ok("direct"),
-        (ExactPath::Gram, Some(reason)) => Err(Error::Config(format!("--exact-path gram cannot apply: {reason}"))),
+        (ExactPath::Gram, Some(reason)) => Err(Error::Config(format!(
+            "--exact-path gram cannot apply: {reason}"
+        ))),
         (ExactPath::Gram, None) => Ok("gram"),
         (ExactPath::Auto, Some(_)) => Ok("direct"),
-        (ExactPath::Auto, None) => Ok(if gram_cost < direct_cost { "gram" } else { "direct" }),
+        (ExactPath::Auto, None) => Ok(if gram_cost < direct_cost {
+            "gram"
+        } else {
+            "direct"
+        }),
     }
 }
 
@@ -288,7 +311,12 @@ impl TrainingView for View<'_> {
         SavedOptimizer {
             config: self.optimizer.config(),
             state: self.engine.optimizer_state(self.net, self.optimizer),
-            slot_names: self.optimizer.slot_names().iter().map(|s| s.to_string()).collect(),
+            slot_names: self
+                .optimizer
+                .slot_names()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }
@@ -312,7 +340,9 @@ pub fn train(
 ) -> Result<Trained> {
     config.check()?;
     if config.patience.is_some() && val.is_none() {
-        return Err(Error::Config("--patience needs a validation set (--val-split)".into()));
+        return Err(Error::Config(
+            "--patience needs a validation set (--val-split)".into(),
+        ));
     }
     if train.is_empty() {
         return Err(Error::Data("there are no training images".into()));
@@ -347,7 +377,8 @@ pub fn train(
                 *optimizer.state_mut() = saved.state;
             }
             // Rebuild with this run's dropout, keeping the trained weights.
-            let mut fresh = Network::new(&arch, config.init, &mut rng_for(config.seed, Stream::Init));
+            let mut fresh =
+                Network::new(&arch, config.init, &mut rng_for(config.seed, Stream::Init));
             for (dst, src) in fresh.params_mut().into_iter().zip(s.network.params_from(0)) {
                 let mut dst = dst;
                 dst.assign(&src);
@@ -357,12 +388,25 @@ pub fn train(
     };
 
     let val_m = val.map_or(0, Dataset::len);
-    let path = choose_path(config, optimizer.as_ref(), &net, m, val_m, batch, total_steps)?;
+    let path = choose_path(
+        config,
+        optimizer.as_ref(),
+        &net,
+        m,
+        val_m,
+        batch,
+        total_steps,
+    )?;
     let train_set = Labelled::new(train, classes);
     let val_set = val.map(|v| Labelled::new(v, classes));
     let mut engine: Box<dyn Engine + '_> = match path {
         "gram" => Box::new(gram::GramEngine::new(&net, train_set, val_set)),
-        _ => Box::new(direct::DirectEngine::new(train_set, val_set, config.augment, image_size)),
+        _ => Box::new(direct::DirectEngine::new(
+            train_set,
+            val_set,
+            config.augment,
+            image_size,
+        )),
     };
 
     let info = RunInfo {
@@ -392,8 +436,14 @@ pub fn train(
             order.shuffle(&mut rng);
         }
         let rows = &order[pos * batch..((pos + 1) * batch).min(m)];
-        let done = if by_epochs { step as f64 / steps_per_epoch as f64 } else { step as f64 };
-        let lr = config.schedule.rate(config.learning_rate, done, total_units);
+        let done = if by_epochs {
+            step as f64 / steps_per_epoch as f64
+        } else {
+            step as f64
+        };
+        let lr = config
+            .schedule
+            .rate(config.learning_rate, done, total_units);
         let outcome = engine.step(&mut net, optimizer.as_mut(), rows, lr, config.l2, &mut rng);
         steps += 1;
         epoch_cost += outcome.cost * rows.len() as f64;
@@ -401,17 +451,30 @@ pub fn train(
         epoch_seen += rows.len();
 
         let epoch_end = by_epochs && pos == steps_per_epoch - 1;
-        let record_now = if by_epochs { epoch_end } else { step % config.record_every == 0 };
-        let log_now = if by_epochs {
-            epoch_end && ((step / steps_per_epoch + 1) % config.log_every == 0 || step == last)
+        let record_now = if by_epochs {
+            epoch_end
         } else {
-            step % config.log_every == 0 || step == last
+            step.is_multiple_of(config.record_every)
+        };
+        let log_now = if by_epochs {
+            epoch_end
+                && ((step / steps_per_epoch + 1).is_multiple_of(config.log_every) || step == last)
+        } else {
+            step.is_multiple_of(config.log_every) || step == last
         };
         let l2_term = |engine: &dyn Engine, net: &Network| {
-            if config.l2 > 0.0 { 0.5 * f64::from(config.l2) * engine.weight_norm_sq(net) } else { 0.0 }
+            if config.l2 > 0.0 {
+                0.5 * f64::from(config.l2) * engine.weight_norm_sq(net)
+            } else {
+                0.0
+            }
         };
         let cost = (record_now || log_now).then(|| {
-            let data_cost = if by_epochs { epoch_cost / epoch_seen.max(1) as f64 } else { outcome.cost };
+            let data_cost = if by_epochs {
+                epoch_cost / epoch_seen.max(1) as f64
+            } else {
+                outcome.cost
+            };
             data_cost + l2_term(engine.as_ref(), &net)
         });
 
@@ -451,7 +514,9 @@ pub fn train(
                 cb.on_record(&record, &view)?;
             }
             let stop = match (&mut early, record.val_cost) {
-                (Some(early), Some(val_cost)) => early.observe(&record, val_cost, || view.network()),
+                (Some(early), Some(val_cost)) => {
+                    early.observe(&record, val_cost, || view.network())
+                }
                 _ => false,
             };
             history.records.push(record);

@@ -22,7 +22,12 @@ fn problem(m: usize, n: usize, classes: usize, seed: u64) -> Dataset {
     let labels = scores
         .rows()
         .into_iter()
-        .map(|r| r.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+                .0
+        })
         .collect();
     Dataset {
         x,
@@ -32,7 +37,13 @@ fn problem(m: usize, n: usize, classes: usize, seed: u64) -> Dataset {
 }
 
 /// Cost with the L2 term, evaluated with a fixed dropout mask (the generator is re-seeded).
-fn full_cost(net: &Network, x: ArrayView2<'_, f32>, targets: ArrayView2<'_, f32>, l2: f32, mask_seed: u64) -> f64 {
+fn full_cost(
+    net: &Network,
+    x: ArrayView2<'_, f32>,
+    targets: ArrayView2<'_, f32>,
+    l2: f32,
+    mask_seed: u64,
+) -> f64 {
     let mut rng = Rng::seed_from_u64(mask_seed);
     let pass = net.forward(x, &mut Mode::Train(&mut rng));
     net.head().cost(pass.logits(), targets) + 0.5 * f64::from(l2) * net.weight_norm_sq_from(0)
@@ -69,8 +80,7 @@ fn gradient_check(classes: usize, l2: f32, dropout: f32) {
 
     let eps = 3e-3f32;
     let mut worst = 0.0f64;
-    let count = net.params_mut().len();
-    for p in 0..count {
+    for (p, grad) in grads.iter().enumerate() {
         let len = net.params_mut()[p].len();
         for i in 0..len {
             let original = net.params_mut()[p].as_slice_mut().unwrap()[i];
@@ -80,7 +90,7 @@ fn gradient_check(classes: usize, l2: f32, dropout: f32) {
             let minus = full_cost(&net, data.x.view(), targets.view(), l2, mask_seed);
             net.params_mut()[p].as_slice_mut().unwrap()[i] = original;
             let numeric = (plus - minus) / (2.0 * f64::from(eps));
-            let analytic = f64::from(grads[p].as_slice().unwrap()[i]);
+            let analytic = f64::from(grad.as_slice().unwrap()[i]);
             let err = (numeric - analytic).abs() / (1e-2 + numeric.abs() + analytic.abs());
             worst = worst.max(err);
             assert!(
@@ -114,11 +124,23 @@ fn the_gradient_check_catches_a_wrong_gradient() {
     let result = std::panic::catch_unwind(|| {
         let data = problem(8, 5, 2, 1);
         let cls = Classes::new(names(2), None).unwrap();
-        let arch = Architecture { inputs: 5, hidden: vec![4], outputs: 1, dropout: 0.0 };
+        let arch = Architecture {
+            inputs: 5,
+            hidden: vec![4],
+            outputs: 1,
+            dropout: 0.0,
+        };
         let mut net = Network::new(&arch, Init::He, &mut Rng::seed_from_u64(2));
         let targets = cls.targets(&data.labels);
-        let (_, mut grads) =
-            forward_backward(&net, data.x.view(), targets.view(), &data.labels, &cls, 0.0, &mut Rng::seed_from_u64(0));
+        let (_, mut grads) = forward_backward(
+            &net,
+            data.x.view(),
+            targets.view(),
+            &data.labels,
+            &cls,
+            0.0,
+            &mut Rng::seed_from_u64(0),
+        );
         grads[0].mapv_inplace(|g| g * 0.5);
         let eps = 1e-3;
         for i in 0..grads[0].len() {
@@ -146,7 +168,12 @@ fn config(iterations: usize) -> TrainConfig {
     }
 }
 
-fn run(config: &TrainConfig, train_set: &Dataset, val: Option<&Dataset>, classes: &Classes) -> Trained {
+fn run(
+    config: &TrainConfig,
+    train_set: &Dataset,
+    val: Option<&Dataset>,
+    classes: &Classes,
+) -> Trained {
     train(config, train_set, val, classes, 0, None, &mut []).unwrap()
 }
 
@@ -154,17 +181,38 @@ fn assert_same_training(a: &Trained, b: &Trained) {
     assert_eq!(a.history.records.len(), b.history.records.len());
     for (ra, rb) in a.history.records.iter().zip(&b.history.records) {
         let rel = (ra.cost - rb.cost).abs() / ra.cost.abs().max(1e-12);
-        assert!(rel < 1e-4, "step {}: costs {} and {} differ by {rel:e} relative", ra.step, ra.cost, rb.cost);
+        assert!(
+            rel < 1e-4,
+            "step {}: costs {} and {} differ by {rel:e} relative",
+            ra.step,
+            ra.cost,
+            rb.cost
+        );
         assert_eq!(ra.train_accuracy, rb.train_accuracy, "step {}", ra.step);
         if let (Some(va), Some(vb)) = (ra.val_cost, rb.val_cost) {
-            assert!((va - vb).abs() / va < 1e-4, "step {}: val costs {va} and {vb}", ra.step);
+            assert!(
+                (va - vb).abs() / va < 1e-4,
+                "step {}: val costs {va} and {vb}",
+                ra.step
+            );
         }
     }
-    for ((na, pa), (nb, pb)) in a.network.named_params().iter().zip(b.network.named_params()) {
+    for ((na, pa), (nb, pb)) in a
+        .network
+        .named_params()
+        .iter()
+        .zip(b.network.named_params())
+    {
         assert_eq!(na, &nb);
         let scale = pa.iter().fold(0.0f32, |s, v| s.max(v.abs()));
-        let diff = pa.iter().zip(pb.iter()).fold(0.0f32, |s, (x, y)| s.max((x - y).abs()));
-        assert!(diff <= 1e-3 * scale.max(1.0), "{na}: weights differ by {diff} (scale {scale})");
+        let diff = pa
+            .iter()
+            .zip(pb.iter())
+            .fold(0.0f32, |s, (x, y)| s.max((x - y).abs()));
+        assert!(
+            diff <= 1e-3 * scale.max(1.0),
+            "{na}: weights differ by {diff} (scale {scale})"
+        );
     }
 }
 
@@ -172,8 +220,24 @@ fn assert_same_training(a: &Trained, b: &Trained) {
 fn gram_path_trains_exactly_like_the_direct_path() {
     let data = problem(40, 300, 2, 5);
     let cls = Classes::new(names(2), None).unwrap();
-    let gram = run(&TrainConfig { exact_path: ExactPath::Gram, ..config(300) }, &data, None, &cls);
-    let direct = run(&TrainConfig { exact_path: ExactPath::Direct, ..config(300) }, &data, None, &cls);
+    let gram = run(
+        &TrainConfig {
+            exact_path: ExactPath::Gram,
+            ..config(300)
+        },
+        &data,
+        None,
+        &cls,
+    );
+    let direct = run(
+        &TrainConfig {
+            exact_path: ExactPath::Direct,
+            ..config(300)
+        },
+        &data,
+        None,
+        &cls,
+    );
     assert_eq!((gram.path, direct.path), ("gram", "direct"));
     assert!(gram.history.records.last().unwrap().cost < 0.5 * gram.history.records[0].cost);
     assert_same_training(&gram, &direct);
@@ -193,8 +257,24 @@ fn gram_path_matches_with_momentum_l2_minibatches_validation_and_softmax() {
         schedule: Schedule::Cosine { min_factor: 0.1 },
         ..config(0)
     };
-    let gram = run(&TrainConfig { exact_path: ExactPath::Gram, ..base.clone() }, &data, Some(&val), &cls);
-    let direct = run(&TrainConfig { exact_path: ExactPath::Direct, ..base }, &data, Some(&val), &cls);
+    let gram = run(
+        &TrainConfig {
+            exact_path: ExactPath::Gram,
+            ..base.clone()
+        },
+        &data,
+        Some(&val),
+        &cls,
+    );
+    let direct = run(
+        &TrainConfig {
+            exact_path: ExactPath::Direct,
+            ..base
+        },
+        &data,
+        Some(&val),
+        &cls,
+    );
     assert_eq!(gram.history.records.len(), 20);
     assert!(gram.history.records[0].val_cost.is_some());
     assert_same_training(&gram, &direct);
@@ -203,7 +283,10 @@ fn gram_path_matches_with_momentum_l2_minibatches_validation_and_softmax() {
     assert_eq!(sg.step, sd.step);
     for (a, b) in sg.slots.iter().flatten().zip(sd.slots.iter().flatten()) {
         let scale = b.iter().fold(0.0f32, |s, v| s.max(v.abs())).max(1.0);
-        let diff = a.iter().zip(b.iter()).fold(0.0f32, |s, (x, y)| s.max((x - y).abs()));
+        let diff = a
+            .iter()
+            .zip(b.iter())
+            .fold(0.0f32, |s, (x, y)| s.max((x - y).abs()));
         assert!(diff < 1e-3 * scale, "velocity differs by {diff}");
     }
 }
@@ -213,12 +296,24 @@ fn auto_chooses_gram_for_few_wide_examples_and_direct_otherwise() {
     let wide = problem(30, 2000, 2, 1);
     let cls = Classes::new(names(2), None).unwrap();
     assert_eq!(run(&config(20), &wide, None, &cls).path, "gram");
-    let adam = TrainConfig { optimizer: OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }, ..config(20) };
+    let adam = TrainConfig {
+        optimizer: OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        },
+        ..config(20)
+    };
     assert_eq!(run(&adam, &wide, None, &cls).path, "direct");
     let narrow = problem(300, 10, 2, 1);
     assert_eq!(run(&config(20), &narrow, None, &cls).path, "direct");
-    let forced = TrainConfig { exact_path: ExactPath::Gram, ..adam };
-    let err = train(&forced, &wide, None, &cls, 0, None, &mut []).err().unwrap();
+    let forced = TrainConfig {
+        exact_path: ExactPath::Gram,
+        ..adam
+    };
+    let err = train(&forced, &wide, None, &cls, 0, None, &mut [])
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("not linear"), "{err}");
 }
 
@@ -227,7 +322,11 @@ fn training_is_reproducible_for_a_seed_and_learns() {
     let data = problem(200, 20, 2, 8);
     let cls = Classes::new(names(2), None).unwrap();
     let cfg = TrainConfig {
-        optimizer: OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 },
+        optimizer: OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        },
         learning_rate: 0.01,
         batch_size: Some(32),
         length: Length::Epochs(30),
@@ -237,7 +336,11 @@ fn training_is_reproducible_for_a_seed_and_learns() {
     let a = run(&cfg, &data, None, &cls);
     let b = run(&cfg, &data, None, &cls);
     assert_eq!(a.history, b.history);
-    assert!(a.history.records.last().unwrap().train_accuracy > 0.9, "{:?}", a.history.records.last());
+    assert!(
+        a.history.records.last().unwrap().train_accuracy > 0.9,
+        "{:?}",
+        a.history.records.last()
+    );
     let c = run(&TrainConfig { seed: 2, ..cfg }, &data, None, &cls);
     assert_ne!(a.history, c.history);
 }
@@ -253,7 +356,11 @@ fn early_stopping_restores_the_best_validation_weights() {
     let cls = Classes::new(names(2), None).unwrap();
     let cfg = TrainConfig {
         hidden: vec![64, 64],
-        optimizer: OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 },
+        optimizer: OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        },
         learning_rate: 0.01,
         length: Length::Epochs(400),
         patience: Some(10),
@@ -261,17 +368,34 @@ fn early_stopping_restores_the_best_validation_weights() {
         ..config(0)
     };
     let out = run(&cfg, &data, Some(&val), &cls);
-    assert!(out.stopped_early, "the run should overfit and stop before 400 epochs");
+    assert!(
+        out.stopped_early,
+        "the run should overfit and stop before 400 epochs"
+    );
     let best = out.restored.clone().expect("best weights restored");
-    let min = out.history.records.iter().filter_map(|r| r.val_cost).fold(f64::INFINITY, f64::min);
+    let min = out
+        .history
+        .records
+        .iter()
+        .filter_map(|r| r.val_cost)
+        .fold(f64::INFINITY, f64::min);
     assert_eq!(best.val_cost, Some(min));
     let last = out.history.records.last().unwrap();
-    assert!(last.val_cost.unwrap() > min, "the last record is worse than the best");
+    assert!(
+        last.val_cost.unwrap() > min,
+        "the last record is worse than the best"
+    );
     assert_eq!(out.history.records.len(), best.epoch.unwrap() + 10);
     // The returned network really is the best one: its validation cost is the best record's.
     let pass = out.network.forward(val.x.view(), &mut Mode::Infer);
-    let cost = out.network.head().cost(pass.logits(), cls.targets(&val.labels).view());
-    assert!((cost - min).abs() < 1e-3 * min, "restored network's val cost {cost}, best {min}");
+    let cost = out
+        .network
+        .head()
+        .cost(pass.logits(), cls.targets(&val.labels).view());
+    assert!(
+        (cost - min).abs() < 1e-3 * min,
+        "restored network's val cost {cost}, best {min}"
+    );
 }
 
 #[test]
@@ -279,21 +403,36 @@ fn resuming_with_optimiser_state_continues_the_same_run() {
     let data = problem(60, 15, 2, 4);
     let cls = Classes::new(names(2), None).unwrap();
     let cfg = TrainConfig {
-        optimizer: OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 },
+        optimizer: OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        },
         learning_rate: 0.01,
         exact_path: ExactPath::Direct,
         ..config(100)
     };
     let whole = run(&cfg, &data, None, &cls);
-    let half = TrainConfig { length: Length::Iterations(50), ..cfg.clone() };
+    let half = TrainConfig {
+        length: Length::Iterations(50),
+        ..cfg.clone()
+    };
     let first = run(&half, &data, None, &cls);
     let start = Start {
         network: first.network,
         optimizer: Some(first.optimizer),
     };
     let second = train(&half, &data, None, &cls, 0, Some(start), &mut []).unwrap();
-    for ((_, a), (_, b)) in whole.network.named_params().iter().zip(second.network.named_params()) {
-        let diff = a.iter().zip(b.iter()).fold(0.0f32, |s, (x, y)| s.max((x - y).abs()));
+    for ((_, a), (_, b)) in whole
+        .network
+        .named_params()
+        .iter()
+        .zip(second.network.named_params())
+    {
+        let diff = a
+            .iter()
+            .zip(b.iter())
+            .fold(0.0f32, |s, (x, y)| s.max((x - y).abs()));
         assert!(diff < 1e-5, "resumed run differs by {diff}");
     }
     assert_eq!(second.optimizer.state.step, 100);
@@ -302,12 +441,48 @@ fn resuming_with_optimiser_state_continues_the_same_run() {
 #[test]
 fn bad_configurations_are_refused_with_the_flag_named() {
     let cases: Vec<(TrainConfig, &str)> = vec![
-        (TrainConfig { learning_rate: -1.0, ..TrainConfig::default() }, "--lr"),
-        (TrainConfig { length: Length::Iterations(0), ..TrainConfig::default() }, "--iterations"),
-        (TrainConfig { batch_size: Some(0), ..TrainConfig::default() }, "--batch-size"),
-        (TrainConfig { dropout: 1.0, ..TrainConfig::default() }, "--dropout"),
-        (TrainConfig { hidden: vec![20, 0], ..TrainConfig::default() }, "--layers"),
-        (TrainConfig { l2: f32::NAN, ..TrainConfig::default() }, "--l2"),
+        (
+            TrainConfig {
+                learning_rate: -1.0,
+                ..TrainConfig::default()
+            },
+            "--lr",
+        ),
+        (
+            TrainConfig {
+                length: Length::Iterations(0),
+                ..TrainConfig::default()
+            },
+            "--iterations",
+        ),
+        (
+            TrainConfig {
+                batch_size: Some(0),
+                ..TrainConfig::default()
+            },
+            "--batch-size",
+        ),
+        (
+            TrainConfig {
+                dropout: 1.0,
+                ..TrainConfig::default()
+            },
+            "--dropout",
+        ),
+        (
+            TrainConfig {
+                hidden: vec![20, 0],
+                ..TrainConfig::default()
+            },
+            "--layers",
+        ),
+        (
+            TrainConfig {
+                l2: f32::NAN,
+                ..TrainConfig::default()
+            },
+            "--l2",
+        ),
     ];
     for (cfg, flag) in cases {
         let err = cfg.check().unwrap_err().to_string();
@@ -315,6 +490,15 @@ fn bad_configurations_are_refused_with_the_flag_named() {
     }
     let data = problem(10, 4, 2, 1);
     let cls = Classes::new(names(2), None).unwrap();
-    let cfg = TrainConfig { patience: Some(3), ..config(10) };
-    assert!(train(&cfg, &data, None, &cls, 0, None, &mut []).err().unwrap().to_string().contains("--val-split"));
+    let cfg = TrainConfig {
+        patience: Some(3),
+        ..config(10)
+    };
+    assert!(
+        train(&cfg, &data, None, &cls, 0, None, &mut [])
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("--val-split")
+    );
 }

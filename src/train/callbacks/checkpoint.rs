@@ -35,11 +35,15 @@ impl Checkpoint {
 
 impl Callback for Checkpoint {
     fn on_start(&mut self, info: &RunInfo) {
-        self.every_steps = if info.by_epochs { self.every * info.steps_per_epoch } else { self.every };
+        self.every_steps = if info.by_epochs {
+            self.every * info.steps_per_epoch
+        } else {
+            self.every
+        };
     }
 
     fn on_step(&mut self, step: &StepInfo, view: &dyn TrainingView) -> Result<()> {
-        if (step.step + 1) % self.every_steps != 0 {
+        if !(step.step + 1).is_multiple_of(self.every_steps) {
             return Ok(());
         }
         let model = Model {

@@ -24,8 +24,10 @@ impl Progress {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
             bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (ETA {eta})")
-                    .expect("the template is valid"),
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (ETA {eta})",
+                )
+                .expect("the template is valid"),
             );
             Progress {
                 bar: Some(bar),
@@ -99,10 +101,8 @@ impl Callback for Progress {
             }
         }
         let by_epochs = self.info.as_ref().is_some_and(|i| i.by_epochs);
-        if step.log && !by_epochs {
-            if let Some(c) = step.cost {
-                self.say(format!("Cost after iteration {}: {c:.6}", step.step));
-            }
+        if let (true, false, Some(c)) = (step.log, by_epochs, step.cost) {
+            self.say(format!("Cost after iteration {}: {c:.6}", step.step));
         }
         Ok(())
     }
@@ -112,7 +112,9 @@ impl Callback for Progress {
         if let Some(bar) = &self.bar {
             bar.set_message(self.message());
         }
-        let Some(info) = self.info.clone() else { return Ok(()) };
+        let Some(info) = self.info.clone() else {
+            return Ok(());
+        };
         if info.by_epochs && self.log_now {
             let epochs = info.total_steps / info.steps_per_epoch.max(1);
             let mut line = format!(

@@ -1,0 +1,73 @@
+//! `deepcat evaluate`: a saved model on a folder of class sub-folders.
+
+use super::warn_skipped;
+use anyhow::{Context, Result};
+use clap::Args;
+use deepcat::data::load_labelled;
+use deepcat::metrics::{evaluate, most_confident_errors};
+use deepcat::model_file;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Flags of `deepcat evaluate`.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// A model saved by `deepcat train`.
+    model: PathBuf,
+    /// Folder whose sub-folders are named after the model's classes.
+    data_dir: PathBuf,
+    /// List the N most confidently wrong images.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    errors: usize,
+    /// Print one JSON object instead of a report.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
+    let file = model_file::load(&a.model)?;
+    let model = file.model;
+    // Exactly the preprocessing recorded in the model.
+    let (data, skipped) = load_labelled(&a.data_dir, &model.classes.names, &model.preprocess)
+        .with_context(|| format!("evaluating on {}", a.data_dir.display()))?;
+    warn_skipped(&skipped);
+    let predictions = model.predict(data.x.view());
+    let metrics = evaluate(&model.classes, &data.labels, &predictions);
+    let errors = most_confident_errors(
+        &model.classes,
+        &data.paths,
+        &data.labels,
+        &predictions,
+        a.errors,
+    );
+    if a.json {
+        let mut out = serde_json::to_value(&metrics)?;
+        out["positive"] = json!(model.classes.positive_name());
+        out["errors"] = json!(errors);
+        out["skipped"] = json!(skipped);
+        out["model"] = json!(a.model);
+        println!("{out}");
+    } else {
+        println!(
+            "Accuracy: {:.4} on {} images ({} files skipped)\n",
+            metrics.accuracy,
+            metrics.size,
+            skipped.len()
+        );
+        print!("{}", metrics.report());
+        if !errors.is_empty() {
+            println!("\nMost confidently wrong images:");
+            for e in &errors {
+                println!(
+                    "  {} is {}, predicted {} (p = {:.3})",
+                    e.path.display(),
+                    e.truth,
+                    e.predicted,
+                    e.probability
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,77 @@
+//! Command-line flags and dispatch. Each subcommand has its own file.
+
+mod bench;
+mod evaluate;
+mod predict;
+mod train;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// deepcat: a from-first-principles image classifier (cat or no cat, and more).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// Worker threads for decoding and matrix products (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train a classifier on a folder with one sub-folder of images per class.
+    Train(Box<train::TrainArgs>),
+    /// Measure a saved model on a folder of class sub-folders.
+    Evaluate(evaluate::EvaluateArgs),
+    /// Classify image files (or every image in folders).
+    Predict(predict::PredictArgs),
+    /// Time deepcat against the NumPy and Pillow reference on the same data, as ratios.
+    Bench(bench::BenchArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot start the thread pool")?;
+    }
+    match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Evaluate(args) => evaluate::run(args),
+        Command::Predict(args) => predict::run(args),
+        Command::Bench(args) => bench::run(args, cli.threads),
+    }
+}
+
+/// Prints skipped files as warnings on standard error.
+fn warn_skipped(skipped: &[deepcat::data::SkippedFile]) {
+    for s in skipped {
+        eprintln!("warning: skipped {}: {}", s.path.display(), s.reason);
+    }
+}
+
+/// The process's peak resident memory in bytes (Linux `VmHWM`), if the system tells.
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
