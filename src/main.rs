@@ -3,6 +3,11 @@
 
 mod cli;
 
+/// See Cargo.toml: allocation churn of small per-step arrays made glibc fault pages in again
+/// every training step.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::process::ExitCode;
 

@@ -13,11 +13,10 @@ pub fn relu(z: ArrayView2<'_, f32>) -> Array2<f32> {
 /// `dz = da` where the unit was active (`a > 0`, equivalently `z > 0`), else 0. The document
 /// zeroes `dz` where `z <= 0`; testing the output instead lets us keep no copy of `z`.
 pub fn relu_backward(a: ArrayView2<'_, f32>, mut da: Array2<f32>) -> Array2<f32> {
-    Zip::from(&mut da).and(&a).for_each(|d, &a| {
-        if a <= 0.0 {
-            *d = 0.0;
-        }
-    });
+    // A select, not a branch, so the loop vectorises.
+    Zip::from(&mut da)
+        .and(&a)
+        .for_each(|d, &a| *d = if a > 0.0 { *d } else { 0.0 });
     da
 }
 

@@ -1,7 +1,7 @@
 //! The direct step: forward through every layer, backward through every layer, update. The
 //! document's loop body, for any optimiser, batch size and augmentation.
 
-use super::engine::{Engine, StepOutcome};
+use super::engine::{Engine, Score};
 use super::{Labelled, add_l2, score};
 use crate::Rng;
 use crate::data::augment::Augment;
@@ -45,8 +45,9 @@ fn rows<'x>(a: ArrayView2<'x, f32>, batch: &[usize]) -> CowArray<'x, f32, Ix2> {
     }
 }
 
-/// One batch's outcome and every parameter's gradient (with `l2·W` added to the weights),
-/// before any update: the heart of a direct step.
+/// Every parameter's gradient (with `l2·W` added to the weights) for one batch, before any
+/// update, and the batch's score if asked: the heart of a direct step.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_backward(
     net: &Network,
     x: ArrayView2<'_, f32>,
@@ -54,10 +55,11 @@ pub(crate) fn forward_backward(
     labels: &[usize],
     classes: &Classes,
     l2: f32,
+    want_score: bool,
     rng: &mut Rng,
-) -> (StepOutcome, Vec<ArrayD<f32>>) {
+) -> (Option<Score>, Vec<ArrayD<f32>>) {
     let pass = net.forward(x, &mut Mode::Train(rng));
-    let (cost, correct) = score(classes, pass.logits(), targets, labels);
+    let scored = want_score.then(|| score(classes, pass.logits(), targets, labels));
     let dlogits = net.head().cost_gradient(pass.logits(), targets);
     // No gradient for the input images: nothing uses it.
     let (mut grads, _) = net.backward(x, &pass, dlogits, false);
@@ -69,7 +71,7 @@ pub(crate) fn forward_backward(
             l2,
         );
     }
-    (StepOutcome { cost, correct }, grads)
+    (scored, grads)
 }
 
 impl Engine for DirectEngine<'_> {
@@ -80,8 +82,9 @@ impl Engine for DirectEngine<'_> {
         batch: &[usize],
         learning_rate: f32,
         l2: f32,
+        want_score: bool,
         rng: &mut Rng,
-    ) -> StepOutcome {
+    ) -> Option<Score> {
         let mut x = rows(self.train.x, batch);
         if self.augment.is_on() {
             let mut owned: Array2<f32> = x.into_owned();
@@ -98,6 +101,7 @@ impl Engine for DirectEngine<'_> {
             &labels,
             self.train.classes,
             l2,
+            want_score,
             rng,
         );
         optimizer.step(&mut net.params_mut(), &grads, learning_rate);
@@ -111,8 +115,8 @@ impl Engine for DirectEngine<'_> {
     fn validate(&self, net: &Network) -> Option<(f64, f64)> {
         let val = self.val.as_ref()?;
         let pass = net.forward(val.x, &mut Mode::Infer);
-        let (cost, correct) = score(val.classes, pass.logits(), val.targets.view(), val.labels);
-        Some((cost, correct as f64 / val.labels.len().max(1) as f64))
+        let s = score(val.classes, pass.logits(), val.targets.view(), val.labels);
+        Some((s.cost, s.correct as f64 / val.labels.len().max(1) as f64))
     }
 
     fn network(&self, net: &Network) -> Network {

@@ -5,12 +5,12 @@ use crate::Rng;
 use crate::nn::Network;
 use crate::optim::{Optimizer, OptimizerState};
 
-/// What one optimiser step reports back.
+/// How a batch scored before the update, reported when the loop asks for it.
 #[derive(Debug, Clone, Copy)]
-pub struct StepOutcome {
-    /// Mean cross-entropy over the batch, before the update, without the L2 term.
+pub struct Score {
+    /// Mean cross-entropy over the batch, without the L2 term.
     pub cost: f64,
-    /// How many examples of the batch were classified correctly, before the update.
+    /// How many examples of the batch were classified correctly.
     pub correct: usize,
 }
 
@@ -22,6 +22,9 @@ pub struct StepOutcome {
 pub trait Engine {
     /// One optimiser step on the training rows `batch` (indices into the training set; all of
     /// them, in order, for full-batch training). Adds the L2 gradient `l2·W` to every weight.
+    /// Scores the batch only when `want_score` (the cost takes logarithms: most full-batch
+    /// steps do not need it).
+    #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
         net: &mut Network,
@@ -29,8 +32,9 @@ pub trait Engine {
         batch: &[usize],
         learning_rate: f32,
         l2: f32,
+        want_score: bool,
         rng: &mut Rng,
-    ) -> StepOutcome;
+    ) -> Option<Score>;
 
     /// `Σ‖W‖²` over every weight (not biases), for the L2 term of the cost.
     fn weight_norm_sq(&self, net: &Network) -> f64;

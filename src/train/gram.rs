@@ -17,7 +17,7 @@
 //! stopping, the end). It is a reformulation, not an approximation: results differ from the
 //! direct path only by floating-point rounding, which the tests check.
 
-use super::engine::{Engine, StepOutcome};
+use super::engine::{Engine, Score};
 use super::{Labelled, add_l2, score};
 use crate::Rng;
 use crate::linalg::{gram, matmul, matmul_into};
@@ -123,8 +123,9 @@ impl Engine for GramEngine<'_> {
         batch: &[usize],
         learning_rate: f32,
         l2: f32,
+        want_score: bool,
         rng: &mut Rng,
-    ) -> StepOutcome {
+    ) -> Option<Score> {
         let m = self.g.nrows();
         let full = batch.len() == m && batch.iter().enumerate().all(|(i, &b)| i == b);
         let z1 = if full {
@@ -144,7 +145,8 @@ impl Engine for GramEngine<'_> {
         };
 
         let pass = net.forward_from(1, z1.view(), &mut Mode::Train(rng));
-        let (cost, correct) = score(self.train.classes, pass.logits(), targets.view(), &labels);
+        let scored =
+            want_score.then(|| score(self.train.classes, pass.logits(), targets.view(), &labels));
         let dlogits = net.head().cost_gradient(pass.logits(), targets.view());
         let (mut grads, dz1) = net.backward(z1.view(), &pass, dlogits, true);
         drop(pass);
@@ -189,7 +191,7 @@ impl Engine for GramEngine<'_> {
         ];
         params.extend(rest);
         optimizer.step(&mut params, &all_grads, learning_rate);
-        StepOutcome { cost, correct }
+        scored
     }
 
     /// `‖W1‖² = a²‖W1(0)‖² + 2a·⟨P0, C⟩ + ⟨C, G·C⟩`, plus the other layers' weights.
@@ -212,13 +214,16 @@ impl Engine for GramEngine<'_> {
         let val = self.val.as_ref()?;
         let z1 = self.first_layer(val.kv.view(), val.pv.view(), first_bias(net));
         let pass = net.forward_from(1, z1.view(), &mut Mode::Infer);
-        let (cost, correct) = score(
+        let s = score(
             val.set.classes,
             pass.logits(),
             val.set.targets.view(),
             val.set.labels,
         );
-        Some((cost, correct as f64 / val.set.labels.len().max(1) as f64))
+        Some((
+            s.cost,
+            s.correct as f64 / val.set.labels.len().max(1) as f64,
+        ))
     }
 
     fn network(&self, net: &Network) -> Network {

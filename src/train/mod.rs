@@ -31,7 +31,7 @@ use crate::model_file::SavedOptimizer;
 use crate::nn::{Architecture, Init, Network};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::{Error, Result, Stream, rng_for};
-use engine::Engine;
+use engine::{Engine, Score};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Zip};
 use rand::seq::SliceRandom;
 use std::time::Instant;
@@ -197,12 +197,12 @@ fn score(
     logits: ArrayView2<'_, f32>,
     targets: ArrayView2<'_, f32>,
     labels: &[usize],
-) -> (f64, usize) {
+) -> Score {
     let head: Head = classes.head();
     let cost = head.cost(logits, targets);
     let decisions = classes.decide(head.probabilities(logits).view());
     let correct = decisions.iter().zip(labels).filter(|(d, l)| d == l).count();
-    (cost, correct)
+    Score { cost, correct }
 }
 
 /// `grad += l2 · param` for the parameters that are weights.
@@ -444,12 +444,6 @@ pub fn train(
         let lr = config
             .schedule
             .rate(config.learning_rate, done, total_units);
-        let outcome = engine.step(&mut net, optimizer.as_mut(), rows, lr, config.l2, &mut rng);
-        steps += 1;
-        epoch_cost += outcome.cost * rows.len() as f64;
-        epoch_correct += outcome.correct;
-        epoch_seen += rows.len();
-
         let epoch_end = by_epochs && pos == steps_per_epoch - 1;
         let record_now = if by_epochs {
             epoch_end
@@ -462,6 +456,24 @@ pub fn train(
         } else {
             step.is_multiple_of(config.log_every) || step == last
         };
+        // Epoch figures average every batch; iteration figures are that step's.
+        let want_score = by_epochs || record_now || log_now;
+        let scored = engine.step(
+            &mut net,
+            optimizer.as_mut(),
+            rows,
+            lr,
+            config.l2,
+            want_score,
+            &mut rng,
+        );
+        steps += 1;
+        if let Some(s) = scored {
+            epoch_cost += s.cost * rows.len() as f64;
+            epoch_correct += s.correct;
+            epoch_seen += rows.len();
+        }
+
         let l2_term = |engine: &dyn Engine, net: &Network| {
             if config.l2 > 0.0 {
                 0.5 * f64::from(config.l2) * engine.weight_norm_sq(net)
@@ -473,7 +485,7 @@ pub fn train(
             let data_cost = if by_epochs {
                 epoch_cost / epoch_seen.max(1) as f64
             } else {
-                outcome.cost
+                scored.expect("scored at record and log steps").cost
             };
             data_cost + l2_term(engine.as_ref(), &net)
         });
@@ -498,7 +510,7 @@ pub fn train(
             let accuracy = if by_epochs {
                 epoch_correct as f64 / epoch_seen.max(1) as f64
             } else {
-                outcome.correct as f64 / rows.len() as f64
+                scored.expect("scored at record steps").correct as f64 / rows.len() as f64
             };
             let validation = engine.validate(&net);
             let record = Record {

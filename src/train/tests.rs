@@ -75,6 +75,7 @@ fn gradient_check(classes: usize, l2: f32, dropout: f32) {
         &data.labels,
         &cls,
         l2,
+        false,
         &mut Rng::seed_from_u64(mask_seed),
     );
 
@@ -139,6 +140,7 @@ fn the_gradient_check_catches_a_wrong_gradient() {
             &data.labels,
             &cls,
             0.0,
+            false,
             &mut Rng::seed_from_u64(0),
         );
         grads[0].mapv_inplace(|g| g * 0.5);
