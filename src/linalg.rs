@@ -15,6 +15,17 @@ use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// When set, [`matmul_into`] uses [`matmul_reference`]'s engine instead of faer.
+static USE_REFERENCE: AtomicBool = AtomicBool::new(false);
+
+/// Makes every product in this process use the plain ndarray engine (`true`) or faer (`false`,
+/// the default). For checks only: it shows how far two correct f32 products of the same
+/// matrices drift apart over training.
+pub fn use_reference_engine(on: bool) {
+    USE_REFERENCE.store(on, Ordering::Relaxed);
+}
 
 /// Below this many multiply-adds a product runs on the calling thread: splitting costs more
 /// than it saves (and faer's thread pool spins under load, see CRATES.md).
@@ -61,6 +72,10 @@ pub fn matmul_into(
         b.dim(),
         c.dim()
     );
+    if USE_REFERENCE.load(Ordering::Relaxed) {
+        ndarray::linalg::general_mat_mul(alpha, &a, &b, if accumulate { 1.0 } else { 0.0 }, &mut c);
+        return;
+    }
     let (m, k, n) = (a.nrows(), a.ncols(), b.ncols());
     let accum = if accumulate {
         Accum::Add
