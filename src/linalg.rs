@@ -4,7 +4,7 @@
 //! benchmarked in one place. The engine is faer's sequential kernel (AVX-512/AVX2, chosen at
 //! run time); we split the output into one block per rayon thread ourselves, because on the
 //! document's skinny shapes (1348×49152 · 49152×20) that beats faer's own parallel split
-//! (measured: `cargo run --release --example mm_probe`, see README "Performance").
+//! (measured side by side: `cargo bench --bench matmul`).
 //!
 //! [`matmul_reference`] is the plain ndarray product, kept beside the fast path so the two can
 //! be compared in tests. Neither knows anything about neural networks.

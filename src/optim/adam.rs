@@ -2,7 +2,7 @@
 //! `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`,
 //! `w ← w − lr · m̂ / (√v̂ + ε)` with `m̂ = m/(1−β1ᵗ)`, `v̂ = v/(1−β2ᵗ)`.
 
-use super::{Optimizer, OptimizerConfig, OptimizerState, check_lengths};
+use super::{Optimizer, OptimizerConfig, OptimizerState, PARALLEL_MIN_LEN, check_lengths};
 use ndarray::{ArrayD, ArrayViewMutD, Zip};
 
 /// Adam. Not linear (it divides by √v̂), so the exact Gram path does not apply.
@@ -48,19 +48,22 @@ impl Optimizer for Adam {
         // Bias corrections in f64: 1 − β2ᵗ is tiny for small t.
         let c1 = (1.0 - f64::from(b1).powf(t)) as f32;
         let c2 = (1.0 - f64::from(b2).powf(t)) as f32;
+        let update = |w: &mut f32, &g: &f32, m: &mut f32, v: &mut f32| {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            let m_hat = *m / c1;
+            let v_hat = *v / c2;
+            *w -= lr * m_hat / (v_hat.sqrt() + eps);
+        };
         for ((p, g), slots) in params.iter_mut().zip(grads).zip(&mut self.state.slots) {
             let (ms, vs) = slots.split_at_mut(1);
-            Zip::from(p)
-                .and(g)
-                .and(&mut ms[0])
-                .and(&mut vs[0])
-                .for_each(|w, &g, m, v| {
-                    *m = b1 * *m + (1.0 - b1) * g;
-                    *v = b2 * *v + (1.0 - b2) * g * g;
-                    let m_hat = *m / c1;
-                    let v_hat = *v / c2;
-                    *w -= lr * m_hat / (v_hat.sqrt() + eps);
-                });
+            let big = p.len() >= PARALLEL_MIN_LEN;
+            let zip = Zip::from(p).and(g).and(&mut ms[0]).and(&mut vs[0]);
+            if big {
+                zip.par_for_each(update)
+            } else {
+                zip.for_each(update)
+            }
         }
     }
 

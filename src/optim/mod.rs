@@ -148,6 +148,10 @@ impl OptimizerConfig {
     }
 }
 
+/// Parameters with at least this many values are updated on all threads; smaller ones are
+/// not worth the hand-off.
+const PARALLEL_MIN_LEN: usize = 1 << 16;
+
 fn check_lengths(params: &[ArrayViewMutD<'_, f32>], grads: &[ArrayD<f32>]) {
     assert_eq!(
         params.len(),

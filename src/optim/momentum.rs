@@ -1,6 +1,6 @@
 //! Heavy-ball momentum (PyTorch's form): `v ← β·v + g`, `w ← w − lr·v`.
 
-use super::{Optimizer, OptimizerConfig, OptimizerState, check_lengths};
+use super::{Optimizer, OptimizerConfig, OptimizerState, PARALLEL_MIN_LEN, check_lengths};
 use ndarray::{ArrayD, ArrayViewMutD, Zip};
 
 /// Momentum: a running, decaying sum of gradients. Linear in (w, g, v).
@@ -33,11 +33,18 @@ impl Optimizer for Momentum {
         check_lengths(params, grads);
         self.state.ensure(params, 1);
         let beta = self.beta;
+        let update = |w: &mut f32, &g: &f32, v: &mut f32| {
+            *v = beta * *v + g;
+            *w -= lr * *v;
+        };
         for ((p, g), slots) in params.iter_mut().zip(grads).zip(&mut self.state.slots) {
-            Zip::from(p).and(g).and(&mut slots[0]).for_each(|w, &g, v| {
-                *v = beta * *v + g;
-                *w -= lr * *v;
-            });
+            let big = p.len() >= PARALLEL_MIN_LEN;
+            let zip = Zip::from(p).and(g).and(&mut slots[0]);
+            if big {
+                zip.par_for_each(update)
+            } else {
+                zip.for_each(update)
+            }
         }
         self.state.step += 1;
     }
