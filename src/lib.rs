@@ -1,4 +1,18 @@
-//! deepcat (work in progress)
+//! deepcat: a from-first-principles image classifier.
+//!
+//! The pipeline is the tutorial's, one module per step. [`data`] scans a folder with one
+//! sub-folder of photos per class, splits the file list (seeded, shuffled), and decodes each
+//! image into one row of a matrix: resized to a square, RGB, flattened, scaled to `[0, 1]`.
+//! [`nn`] holds the layers, each a hand-written forward/backward pair ([`nn::Dense`],
+//! [`nn::Relu`], [`nn::Dropout`]), chained into a [`nn::Network`] whose output non-linearity and
+//! cross-entropy are fused in [`loss`]. [`train`] runs gradient descent (or an optimiser from
+//! [`optim`]) over full or mini-batches, computing each step directly or by the exact Gram
+//! reformulation, and reports through callbacks. [`model::Model`] bundles the trained network
+//! with its classes and preprocessing, [`model_file`] saves and loads it, [`metrics`] measures
+//! it and [`plot`] draws its training curves. All products go through [`linalg`].
+//!
+//! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
+//! `(units_out, units_in)`.
 
 pub mod data;
 pub mod error;
