@@ -101,37 +101,30 @@ pub fn matmul_into(
         return;
     }
     // One block of the output per thread, along its longer side: rows of `c` pair with rows of
-    // `a`, columns of `c` with columns of `b`. Each block runs faer's sequential kernel.
+    // `a`, columns of `c` with columns of `b`. Each block runs faer's sequential kernel. The
+    // reduction dimension is never split, so results do not depend on the thread count.
+    let block = |c: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>| {
+        faer::linalg::matmul::matmul(
+            as_faer_mut(c),
+            accum,
+            as_faer(a),
+            as_faer(b),
+            alpha,
+            Par::Seq,
+        )
+    };
     if m >= n {
         let chunk = m.div_ceil(threads);
         c.axis_chunks_iter_mut(Axis(0), chunk)
             .into_par_iter()
             .zip(a.axis_chunks_iter(Axis(0), chunk).into_par_iter())
-            .for_each(|(c, a)| {
-                faer::linalg::matmul::matmul(
-                    as_faer_mut(c),
-                    accum,
-                    as_faer(a),
-                    as_faer(b),
-                    alpha,
-                    Par::Seq,
-                )
-            });
+            .for_each(|(c, a)| block(c, a, b));
     } else {
         let chunk = n.div_ceil(threads);
         c.axis_chunks_iter_mut(Axis(1), chunk)
             .into_par_iter()
             .zip(b.axis_chunks_iter(Axis(1), chunk).into_par_iter())
-            .for_each(|(c, b)| {
-                faer::linalg::matmul::matmul(
-                    as_faer_mut(c),
-                    accum,
-                    as_faer(a),
-                    as_faer(b),
-                    alpha,
-                    Par::Seq,
-                )
-            });
+            .for_each(|(c, b)| block(c, a, b));
     }
 }
 

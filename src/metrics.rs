@@ -180,6 +180,20 @@ pub fn most_confident_errors(
     wrong
 }
 
+impl std::fmt::Display for Mistake {
+    /// `path is truth, predicted class (p = 0.987)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {}, predicted {} (p = {:.3})",
+            self.path.display(),
+            self.truth,
+            self.predicted,
+            self.probability
+        )
+    }
+}
+
 impl Metrics {
     /// A plain-text report: per-class table (like scikit-learn's), averages, accuracy, ROC AUC
     /// and the confusion matrix.

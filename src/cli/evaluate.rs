@@ -59,13 +59,7 @@ pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
         if !errors.is_empty() {
             println!("\nMost confidently wrong images:");
             for e in &errors {
-                println!(
-                    "  {} is {}, predicted {} (p = {:.3})",
-                    e.path.display(),
-                    e.truth,
-                    e.predicted,
-                    e.probability
-                );
+                println!("  {e}");
             }
         }
     }

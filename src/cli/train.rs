@@ -444,13 +444,7 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
             if !errors.is_empty() {
                 println!("Most confidently wrong test images:");
                 for e in errors {
-                    println!(
-                        "  {} is {}, predicted {} (p = {:.3})",
-                        e.path.display(),
-                        e.truth,
-                        e.predicted,
-                        e.probability
-                    );
+                    println!("  {e}");
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! document's loop body, for any optimiser, batch size and augmentation.
 
 use super::engine::{Engine, Score};
-use super::{Labelled, add_l2, score};
+use super::{Labelled, add_l2, is_whole, score};
 use crate::Rng;
 use crate::data::augment::Augment;
 use crate::model::Classes;
@@ -37,8 +37,7 @@ impl<'a> DirectEngine<'a> {
 
 /// Rows `batch` of `a`, borrowed when the batch is every row in order.
 fn rows<'x>(a: ArrayView2<'x, f32>, batch: &[usize]) -> CowArray<'x, f32, Ix2> {
-    let in_order = batch.len() == a.nrows() && batch.iter().enumerate().all(|(i, &b)| i == b);
-    if in_order {
+    if is_whole(batch, a.nrows()) {
         CowArray::from(a)
     } else {
         CowArray::from(a.select(Axis(0), batch))

@@ -18,7 +18,7 @@
 //! direct path only by floating-point rounding, which the tests check.
 
 use super::engine::{Engine, Score};
-use super::{Labelled, add_l2, score};
+use super::{Labelled, add_l2, is_whole, score};
 use crate::Rng;
 use crate::linalg::{gram, matmul, matmul_into};
 use crate::nn::{Mode, Network};
@@ -127,7 +127,7 @@ impl Engine for GramEngine<'_> {
         rng: &mut Rng,
     ) -> Option<Score> {
         let m = self.g.nrows();
-        let full = batch.len() == m && batch.iter().enumerate().all(|(i, &b)| i == b);
+        let full = is_whole(batch, m);
         let z1 = if full {
             self.first_layer(self.g.view(), self.p0.view(), first_bias(net))
         } else {

@@ -205,6 +205,12 @@ fn score(
     Score { cost, correct }
 }
 
+/// Whether `batch` is all `m` training rows in order (full-batch training), so the data can be
+/// used as it is, without gathering rows.
+fn is_whole(batch: &[usize], m: usize) -> bool {
+    batch.len() == m && batch.iter().enumerate().all(|(i, &b)| i == b)
+}
+
 /// `grad += l2 · param` for the parameters that are weights.
 fn add_l2(grads: &mut [ArrayD<f32>], params: &[ArrayViewD<'_, f32>], is_weight: &[bool], l2: f32) {
     for ((g, p), &w) in grads.iter_mut().zip(params).zip(is_weight) {
