@@ -365,10 +365,8 @@ fn unusable_setups_fail_clearly() {
     );
 }
 
-#[test]
-fn broken_model_files_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Trains a quick model on synthetic data in `d/data` and returns its path, `d/m.safetensors`.
+fn small_model(d: &Path) -> PathBuf {
     synthetic(&d.join("data"), 8);
     let model = d.join("m.safetensors");
     deepcat()
@@ -378,6 +376,14 @@ fn broken_model_files_are_refused() {
         .arg(&model)
         .assert()
         .success();
+    model
+}
+
+#[test]
+fn broken_model_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = small_model(d);
     let bytes = std::fs::read(&model).unwrap();
     std::fs::write(d.join("cut.safetensors"), &bytes[..bytes.len() * 2 / 3]).unwrap();
     std::fs::write(d.join("text.safetensors"), b"hello").unwrap();
@@ -409,15 +415,7 @@ fn broken_model_files_are_refused() {
 fn predict_reports_unreadable_files_and_keeps_going() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    synthetic(&d.join("data"), 8);
-    let model = d.join("m.safetensors");
-    deepcat()
-        .arg("train")
-        .arg(d.join("data"))
-        .args(["--size", "12", "--iterations", "5", "--quiet", "--model"])
-        .arg(&model)
-        .assert()
-        .success();
+    let model = small_model(d);
     std::fs::write(d.join("notes.jpg"), b"text").unwrap();
     let out = deepcat()
         .current_dir(d)
