@@ -415,7 +415,7 @@ fn broken_model_files_are_refused() {
 fn predict_reports_unreadable_files_and_keeps_going() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let model = small_model(d);
+    small_model(d);
     std::fs::write(d.join("notes.jpg"), b"text").unwrap();
     let out = deepcat()
         .current_dir(d)
