@@ -89,20 +89,7 @@ pub fn matmul_into(
         }
         return;
     }
-    if threads < 2 || m * n * k < PARALLEL_MIN_WORK || m.max(n) < 2 * threads {
-        faer::linalg::matmul::matmul(
-            as_faer_mut(c),
-            accum,
-            as_faer(a),
-            as_faer(b),
-            alpha,
-            Par::Seq,
-        );
-        return;
-    }
-    // One block of the output per thread, along its longer side: rows of `c` pair with rows of
-    // `a`, columns of `c` with columns of `b`. Each block runs faer's sequential kernel. The
-    // reduction dimension is never split, so results do not depend on the thread count.
+    // faer's sequential kernel on one block of the output.
     let block = |c: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>| {
         faer::linalg::matmul::matmul(
             as_faer_mut(c),
@@ -113,6 +100,13 @@ pub fn matmul_into(
             Par::Seq,
         )
     };
+    if threads < 2 || m * n * k < PARALLEL_MIN_WORK || m.max(n) < 2 * threads {
+        block(c, a, b);
+        return;
+    }
+    // One block of the output per thread, along its longer side: rows of `c` pair with rows of
+    // `a`, columns of `c` with columns of `b`. Each block runs faer's sequential kernel. The
+    // reduction dimension is never split, so results do not depend on the thread count.
     if m >= n {
         let chunk = m.div_ceil(threads);
         c.axis_chunks_iter_mut(Axis(0), chunk)

@@ -38,6 +38,13 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs the command and asserts it succeeded, showing its standard error if not.
+fn succeeds(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    out
+}
+
 /// A small learnable two-class folder: reddish vs bluish noisy squares.
 fn synthetic(root: &Path, per_class: usize) {
     for (class, base) in [("cats", [200u8, 60, 40]), ("dogs", [40u8, 60, 200])] {
@@ -64,24 +71,23 @@ fn train_then_predict_and_evaluate_agree_on_real_images() {
     };
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("cat.safetensors");
-    let out = deepcat()
-        .arg("train")
-        .arg(root.join("train"))
-        .arg("--test-dir")
-        .arg(root.join("test"))
-        .args([
-            "--size",
-            "64",
-            "--iterations",
-            "300",
-            "--json",
-            "--quiet",
-            "--model",
-        ])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(
+        deepcat()
+            .arg("train")
+            .arg(root.join("train"))
+            .arg("--test-dir")
+            .arg(root.join("test"))
+            .args([
+                "--size",
+                "64",
+                "--iterations",
+                "300",
+                "--json",
+                "--quiet",
+                "--model",
+            ])
+            .arg(&model),
+    );
     let train = last_json(&out.stdout);
     for key in [
         "classes",
@@ -113,14 +119,13 @@ fn train_then_predict_and_evaluate_agree_on_real_images() {
     assert!(model.exists());
 
     // evaluate applies the model's own preprocessing and gets the same test accuracy.
-    let out = deepcat()
-        .arg("evaluate")
-        .arg(&model)
-        .arg(root.join("test"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(
+        deepcat()
+            .arg("evaluate")
+            .arg(&model)
+            .arg(root.join("test"))
+            .arg("--json"),
+    );
     let eval = last_json(&out.stdout);
     assert_eq!(eval["accuracy"], train["test_accuracy"]);
     assert_eq!(eval["size"], 50);
@@ -133,14 +138,13 @@ fn train_then_predict_and_evaluate_agree_on_real_images() {
     assert_eq!(total, 50);
 
     // predict on a folder gives one JSON line per image, consistent with evaluate.
-    let out = deepcat()
-        .arg("predict")
-        .arg(&model)
-        .arg(root.join("test/cat"))
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(
+        deepcat()
+            .arg("predict")
+            .arg(&model)
+            .arg(root.join("test/cat"))
+            .arg("--json"),
+    );
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -165,23 +169,22 @@ fn train_then_predict_and_evaluate_agree_on_real_images() {
 fn bundled_demo_data_trains_with_defaults_except_length() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.safetensors");
-    let out = deepcat()
-        .current_dir(repo())
-        .args([
-            "train",
-            "data",
-            "--size",
-            "32",
-            "--iterations",
-            "1500",
-            "--json",
-            "--quiet",
-            "--model",
-        ])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(
+        deepcat()
+            .current_dir(repo())
+            .args([
+                "train",
+                "data",
+                "--size",
+                "32",
+                "--iterations",
+                "1500",
+                "--json",
+                "--quiet",
+                "--model",
+            ])
+            .arg(&model),
+    );
     let v = last_json(&out.stdout);
     assert_eq!(v["classes"], serde_json::json!(["cats", "random_images"]));
     assert_eq!(v["positive"], "cats");
@@ -195,22 +198,21 @@ fn bundled_demo_data_trains_with_defaults_except_length() {
 fn human_output_prints_the_documents_cost_lines_and_accuracies() {
     let dir = tempfile::tempdir().unwrap();
     synthetic(dir.path(), 20);
-    let out = deepcat()
-        .arg("train")
-        .arg(dir.path())
-        .args([
-            "--size",
-            "12",
-            "--iterations",
-            "120",
-            "--lr",
-            "0.05",
-            "--model",
-        ])
-        .arg(dir.path().join("m.safetensors"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(
+        deepcat()
+            .arg("train")
+            .arg(dir.path())
+            .args([
+                "--size",
+                "12",
+                "--iterations",
+                "120",
+                "--lr",
+                "0.05",
+                "--model",
+            ])
+            .arg(dir.path().join("m.safetensors")),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     for line in [
         "Cost after iteration 0:",
@@ -245,24 +247,23 @@ fn unusable_files_are_skipped_with_reasons_and_training_goes_on() {
     corrupt.extend(std::iter::repeat_n(0x5A, 300));
     std::fs::write(cats.join("corrupt.jpg"), corrupt).unwrap();
 
-    let out = deepcat()
-        .arg("train")
-        .arg(dir.path())
-        .args([
-            "--size",
-            "12",
-            "--iterations",
-            "20",
-            "--test-split",
-            "0",
-            "--json",
-            "--quiet",
-            "--model",
-        ])
-        .arg(dir.path().join("m.safetensors"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(
+        deepcat()
+            .arg("train")
+            .arg(dir.path())
+            .args([
+                "--size",
+                "12",
+                "--iterations",
+                "20",
+                "--test-split",
+                "0",
+                "--json",
+                "--quiet",
+                "--model",
+            ])
+            .arg(dir.path().join("m.safetensors")),
+    );
     let v = last_json(&out.stdout);
     let skipped = v["skipped"].as_array().unwrap();
     let names: Vec<String> = skipped
@@ -440,35 +441,30 @@ fn checkpoints_resume_and_plots_work_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     synthetic(&d.join("data"), 15);
-    let out = deepcat()
-        .current_dir(d)
-        .args([
-            "train",
-            "data",
-            "--size",
-            "12",
-            "--epochs",
-            "6",
-            "--batch-size",
-            "8",
-            "--optimizer",
-            "momentum",
-            "--lr",
-            "0.02",
-            "--val-split",
-            "0.2",
-            "--checkpoint-every",
-            "2",
-            "--plot",
-            "curves",
-            "--json",
-            "--quiet",
-            "--model",
-            "m.safetensors",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(deepcat().current_dir(d).args([
+        "train",
+        "data",
+        "--size",
+        "12",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "8",
+        "--optimizer",
+        "momentum",
+        "--lr",
+        "0.02",
+        "--val-split",
+        "0.2",
+        "--checkpoint-every",
+        "2",
+        "--plot",
+        "curves",
+        "--json",
+        "--quiet",
+        "--model",
+        "m.safetensors",
+    ]));
     let v = last_json(&out.stdout);
     assert_eq!(
         v["history"].as_array().unwrap().len(),
@@ -488,29 +484,24 @@ fn checkpoints_resume_and_plots_work_from_the_command_line() {
             .contains("<svg")
     );
 
-    let out = deepcat()
-        .current_dir(d)
-        .args([
-            "train",
-            "data",
-            "--resume",
-            "m.safetensors",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-            "--optimizer",
-            "momentum",
-            "--lr",
-            "0.02",
-            "--json",
-            "--quiet",
-            "--model",
-            "m2.safetensors",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(deepcat().current_dir(d).args([
+        "train",
+        "data",
+        "--resume",
+        "m.safetensors",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--optimizer",
+        "momentum",
+        "--lr",
+        "0.02",
+        "--json",
+        "--quiet",
+        "--model",
+        "m2.safetensors",
+    ]));
     let resumed = last_json(&out.stdout);
     assert!(
         resumed["train_accuracy"].as_f64().unwrap() >= 0.9,
@@ -541,35 +532,30 @@ fn many_classes_get_a_softmax_and_top_k_predictions() {
             std::fs::copy(f, d.join("data").join(class).join(f.file_name().unwrap())).unwrap();
         }
     }
-    let out = deepcat()
-        .current_dir(d)
-        .args([
-            "train",
-            "data",
-            "--size",
-            "16",
-            "--layers",
-            "32",
-            "--optimizer",
-            "adam",
-            "--lr",
-            "0.003",
-            "--batch-size",
-            "16",
-            "--epochs",
-            "15",
-            "--augment",
-            "flip",
-            "--errors",
-            "3",
-            "--json",
-            "--quiet",
-            "--model",
-            "m.safetensors",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(deepcat().current_dir(d).args([
+        "train",
+        "data",
+        "--size",
+        "16",
+        "--layers",
+        "32",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.003",
+        "--batch-size",
+        "16",
+        "--epochs",
+        "15",
+        "--augment",
+        "flip",
+        "--errors",
+        "3",
+        "--json",
+        "--quiet",
+        "--model",
+        "m.safetensors",
+    ]));
     let v = last_json(&out.stdout);
     assert_eq!(v["layers"], serde_json::json!([768, 32, 3]));
     assert!(v["positive"].is_null());
@@ -580,19 +566,14 @@ fn many_classes_get_a_softmax_and_top_k_predictions() {
     assert!(v["test_metrics"]["roc_auc"].is_null());
     assert!(v["errors"].as_array().unwrap().len() <= 3);
 
-    let out = deepcat()
-        .current_dir(d)
-        .args([
-            "predict",
-            "m.safetensors",
-            "data/car",
-            "--json",
-            "--top",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let out = succeeds(deepcat().current_dir(d).args([
+        "predict",
+        "m.safetensors",
+        "data/car",
+        "--json",
+        "--top",
+        "2",
+    ]));
     let first: Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(first["top"].as_array().unwrap().len(), 2);

@@ -9,6 +9,13 @@ use ndarray::{Array2, ArrayView2};
 use rand::{RngExt, SeedableRng};
 use std::path::PathBuf;
 
+/// Adam with PyTorch's defaults.
+const ADAM: OptimizerConfig = OptimizerConfig::Adam {
+    beta1: 0.9,
+    beta2: 0.999,
+    epsilon: 1e-8,
+};
+
 fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("class{i}")).collect()
 }
@@ -299,11 +306,7 @@ fn auto_chooses_gram_for_few_wide_examples_and_direct_otherwise() {
     let cls = Classes::new(names(2), None).unwrap();
     assert_eq!(run(&config(20), &wide, None, &cls).path, "gram");
     let adam = TrainConfig {
-        optimizer: OptimizerConfig::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        },
+        optimizer: ADAM,
         ..config(20)
     };
     assert_eq!(run(&adam, &wide, None, &cls).path, "direct");
@@ -324,11 +327,7 @@ fn training_is_reproducible_for_a_seed_and_learns() {
     let data = problem(200, 20, 2, 8);
     let cls = Classes::new(names(2), None).unwrap();
     let cfg = TrainConfig {
-        optimizer: OptimizerConfig::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        },
+        optimizer: ADAM,
         learning_rate: 0.01,
         batch_size: Some(32),
         length: Length::Epochs(30),
@@ -358,11 +357,7 @@ fn early_stopping_restores_the_best_validation_weights() {
     let cls = Classes::new(names(2), None).unwrap();
     let cfg = TrainConfig {
         hidden: vec![64, 64],
-        optimizer: OptimizerConfig::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        },
+        optimizer: ADAM,
         learning_rate: 0.01,
         length: Length::Epochs(400),
         patience: Some(10),
@@ -405,11 +400,7 @@ fn resuming_with_optimiser_state_continues_the_same_run() {
     let data = problem(60, 15, 2, 4);
     let cls = Classes::new(names(2), None).unwrap();
     let cfg = TrainConfig {
-        optimizer: OptimizerConfig::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-        },
+        optimizer: ADAM,
         learning_rate: 0.01,
         exact_path: ExactPath::Direct,
         ..config(100)
