@@ -29,9 +29,33 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Training produced NaN or infinite values: the cost blew up (usually a learning rate too
+    /// high for the data).
+    #[error(
+        "training diverged at iteration {iteration}: the cost became NaN or infinite. \
+         Try a smaller learning rate (e.g. --lr {}); nothing was saved as the model \
+         (an earlier checkpoint, if any, is kept)",
+        short_number(*suggested_lr)
+    )]
+    Diverged {
+        /// 1-based iteration (optimiser step) whose forward pass was not finite.
+        iteration: usize,
+        /// A tenth of the learning rate used.
+        suggested_lr: f32,
+    },
+
     /// A plot could not be drawn or written.
     #[error("cannot write plot {path}: {reason}")]
     Plot { path: PathBuf, reason: String },
+}
+
+/// `0.00075` as such, `1e29` rather than thirty digits.
+fn short_number(x: f32) -> String {
+    if x != 0.0 && !(1e-4..1e4).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
 }
 
 impl Error {

@@ -14,6 +14,10 @@
 //! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
 //! `(units_out, units_in)`.
 
+// User input and files never reach an `unwrap` or `expect`: errors are returned instead. The
+// few internal invariants that remain are allowed one by one, each with why it holds.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod data;
 pub mod error;
 pub mod linalg;

@@ -1,6 +1,10 @@
 //! The `deepcat` command: a thin shell over the library. It parses flags, calls the library
 //! and prints; every decision about data and maths lives in `deepcat` itself.
 
+// User input and files never reach an `unwrap` or `expect`: errors are returned instead. The
+// few internal invariants that remain are allowed one by one, each with why it holds.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod cli;
 
 /// See Cargo.toml: allocation churn of small per-step arrays made glibc fault pages in again
@@ -17,7 +21,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::exit_code(&err))
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | `positive` | `cats` | class the sigmoid output stands for (empty with softmax) |
 //! | `image_size` | `128` | images are resized to this square |
 //! | `resize` | `nearest` | `nearest`, `bilinear` or `lanczos` |
+//! | `orientation` | `exif` | `exif`: EXIF orientation applied; `ignored` (or absent: files from before it was applied) |
 //! | `pixel_layout` | `hwc_rgb` | rows are row, column, channel; RGB |
 //! | `normalisation` | `divide_by_255` | pixel values scaled to `[0, 1]` |
 //! | `layer_sizes` | `[49152,20,7,5,1]` | the document's `layers_dimensions` |
@@ -41,6 +42,8 @@ pub const FORMAT: &str = "deepcat";
 pub const FORMAT_VERSION: u32 = 1;
 const PIXEL_LAYOUT: &str = "hwc_rgb";
 const NORMALISATION: &str = "divide_by_255";
+const ORIENTATION_EXIF: &str = "exif";
+const ORIENTATION_IGNORED: &str = "ignored";
 /// Largest image side a model may declare (a sanity bound for corrupt files).
 const MAX_IMAGE_SIZE: u32 = 4096;
 
@@ -74,7 +77,8 @@ fn f32_bytes(a: &ArrayViewD<'_, f32>) -> Vec<u8> {
 /// atomically.
 ///
 /// # Errors
-/// [`Error::Io`] if the folder does not exist or cannot be written.
+/// [`Error::Io`] if the folder does not exist or cannot be written; [`Error::Model`] if a
+/// weight is NaN or infinite (such a model is refused, not saved).
 pub fn save(
     path: &Path,
     model: &Model,
@@ -82,12 +86,18 @@ pub fn save(
     training: Option<&serde_json::Value>,
 ) -> Result<()> {
     let net = &model.network;
+    if !net.is_finite() {
+        return Err(Error::model(
+            path,
+            "refusing to save: the weights contain NaN or infinite values",
+        ));
+    }
     let mut meta: HashMap<String, String> = HashMap::new();
     meta.insert("format".into(), FORMAT.into());
     meta.insert("format_version".into(), FORMAT_VERSION.to_string());
     meta.insert(
         "classes".into(),
-        serde_json::to_string(&model.classes.names).expect("strings serialise"),
+        serde_json::Value::from(model.classes.names.clone()).to_string(),
     );
     meta.insert(
         "positive".into(),
@@ -95,11 +105,20 @@ pub fn save(
     );
     meta.insert("image_size".into(), model.preprocess.size.to_string());
     meta.insert("resize".into(), model.preprocess.filter.name().into());
+    meta.insert(
+        "orientation".into(),
+        if model.preprocess.exif_orientation {
+            ORIENTATION_EXIF
+        } else {
+            ORIENTATION_IGNORED
+        }
+        .into(),
+    );
     meta.insert("pixel_layout".into(), PIXEL_LAYOUT.into());
     meta.insert("normalisation".into(), NORMALISATION.into());
     meta.insert(
         "layer_sizes".into(),
-        serde_json::to_string(&net.sizes()).expect("numbers serialise"),
+        serde_json::Value::from(net.sizes()).to_string(),
     );
     let dense_count = net.sizes().len() - 1;
     let activations: Vec<&str> = (0..dense_count)
@@ -113,7 +132,7 @@ pub fn save(
         .collect();
     meta.insert(
         "activations".into(),
-        serde_json::to_string(&activations).expect("strings serialise"),
+        serde_json::Value::from(activations).to_string(),
     );
     if let Some(t) = training {
         meta.insert("training".into(), t.to_string());
@@ -125,7 +144,8 @@ pub fn save(
         .map(|(name, p)| (name.clone(), p.shape().to_vec(), f32_bytes(p)))
         .collect();
     if let Some(opt) = optimizer {
-        let mut value = serde_json::to_value(opt.config).expect("optimiser config serialises");
+        let mut value = serde_json::to_value(opt.config)
+            .map_err(|e| Error::model(path, format!("cannot encode the optimiser: {e}")))?;
         value["step"] = opt.state.step.into();
         meta.insert("optimizer".into(), value.to_string());
         for (slots, (name, _)) in opt.state.slots.iter().zip(&named) {
@@ -138,17 +158,52 @@ pub fn save(
             }
         }
     }
-    let views: Vec<(String, TensorView<'_>)> = tensors
+    let views = tensors
         .iter()
         .map(|(name, shape, bytes)| {
             let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .expect("shape and byte count agree");
-            (name.clone(), view)
+                .map_err(|e| Error::model(path, format!("cannot encode {name}: {e}")))?;
+            Ok((name.clone(), view))
         })
-        .collect();
+        .collect::<Result<Vec<(String, TensorView<'_>)>>>()?;
     let bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::model(path, format!("cannot encode: {e}")))?;
-    write_atomically(path, &bytes)
+    write_atomically(path, &canonical_header(bytes))
+}
+
+/// The safetensors header as deepcat writes it: keys sorted, so the same model always gives
+/// the same bytes (the `safetensors` crate writes the metadata in hash-map order, which changes
+/// from run to run).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    #[serde(rename = "__metadata__")]
+    metadata: std::collections::BTreeMap<String, String>,
+    #[serde(flatten)]
+    tensors: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+/// Rewrites the header of a file just encoded by `safetensors::serialize` with sorted keys,
+/// padded with spaces to a multiple of 8 bytes as the format recommends. Tensor offsets count
+/// from the end of the header, so the data is unchanged.
+fn canonical_header(encoded: Vec<u8>) -> Vec<u8> {
+    let sorted = encoded
+        .get(..8)
+        .and_then(|n| Some(u64::from_le_bytes(n.try_into().ok()?) as usize))
+        .and_then(|n| encoded.get(8..8 + n).map(|h| (n, h)))
+        .and_then(|(n, header)| {
+            let header: Header = serde_json::from_slice(header).ok()?;
+            Some((n, serde_json::to_vec(&header).ok()?))
+        });
+    // What safetensors just wrote always parses; keep its bytes if that ever changes.
+    let Some((old_len, mut header)) = sorted else {
+        return encoded;
+    };
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + encoded.len() - 8 - old_len);
+    out.extend((header.len() as u64).to_le_bytes());
+    out.extend(header);
+    out.extend(&encoded[8 + old_len..]);
+    out
 }
 
 /// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it over
@@ -182,7 +237,24 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(context(), e))?;
     tmp.persist(path)
         .map_err(|e| Error::io(context(), e.error))?;
+    // Make the rename itself durable. Best effort: the new file is already in place, and some
+    // file systems cannot sync a folder.
+    #[cfg(unix)]
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
     Ok(())
+}
+
+/// `value` as `{:?}` shows it, cut to a readable length: messages quote metadata, and a
+/// corrupt file's metadata can be megabytes long.
+fn shown(value: &impl std::fmt::Debug) -> String {
+    const MAX: usize = 120;
+    let text = format!("{value:?}");
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} characters)", &text[..cut], text.chars().count()),
+        None => text,
+    }
 }
 
 struct Reader<'a> {
@@ -204,8 +276,12 @@ impl Reader<'_> {
 
     fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<T> {
         let text = self.get(key)?;
-        serde_json::from_str(text)
-            .map_err(|e| self.bad(format!("metadata {key:?} = {text:?} is not valid: {e}")))
+        serde_json::from_str(text).map_err(|e| {
+            self.bad(format!(
+                "metadata {key:?} = {} is not valid: {e}",
+                shown(&text)
+            ))
+        })
     }
 }
 
@@ -235,7 +311,61 @@ fn read_tensor(
     if values.iter().any(|v| !v.is_finite()) {
         return Err(reader.bad(format!("tensor {name} contains NaN or infinite values")));
     }
-    Ok(ArrayD::from_shape_vec(IxDyn(shape), values).expect("length checked by safetensors"))
+    // safetensors checked that the byte count fits the shape; an error here would be a bug.
+    ArrayD::from_shape_vec(IxDyn(shape), values).map_err(|e| {
+        reader.bad(format!(
+            "tensor {name} does not fit its shape {shape:?}: {e}"
+        ))
+    })
+}
+
+/// Largest safetensors header (the limit of the `safetensors` crate, which refuses more).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Reads a model file, but never more than its safetensors header says it holds: the 8-byte
+/// header length, the header, then the data up to the largest tensor end the header gives
+/// (and one byte more, so trailing bytes are still noticed). Something that is not a model
+/// (a video given by mistake, `/dev/zero`, a pipe that never ends) costs a few bytes of
+/// memory, not the whole file or all of memory. What was read is checked by `safetensors`.
+fn read_model_bytes(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let context = || format!("cannot read model file {}", path.display());
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(context(), e))?;
+    // A regular file's length: room for what is left of it is reserved up front.
+    let length = file.metadata().map_or(0, |m| m.len());
+    let mut read = |bytes: &mut Vec<u8>, limit: u64| {
+        let left = length.saturating_sub(bytes.len() as u64).min(limit);
+        bytes.reserve(usize::try_from(left).unwrap_or(0));
+        (&mut file)
+            .take(limit)
+            .read_to_end(bytes)
+            .map_err(|e| Error::io(context(), e))
+    };
+    let mut bytes = Vec::new();
+    read(&mut bytes, 8)?;
+    let Ok(prefix) = <[u8; 8]>::try_from(bytes.as_slice()) else {
+        return Ok(bytes); // too short: safetensors says so
+    };
+    let n = u64::from_le_bytes(prefix);
+    if n > MAX_HEADER_BYTES {
+        return Ok(bytes); // safetensors refuses it without reading on
+    }
+    read(&mut bytes, n)?;
+    if bytes.len() as u64 != 8 + n {
+        return Ok(bytes); // truncated in the header
+    }
+    // The data ends where the furthest tensor ends; a header that is not JSON ends here.
+    let data_end = serde_json::from_slice::<HashMap<String, serde_json::Value>>(&bytes[8..])
+        .map(|header| {
+            header
+                .values()
+                .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    read(&mut bytes, data_end.saturating_add(1))?;
+    Ok(bytes)
 }
 
 /// Reads and checks a model file.
@@ -244,8 +374,7 @@ fn read_tensor(
 /// [`Error::Model`] saying what is wrong: not a safetensors file, truncated, not written by
 /// deepcat, a newer format version, inconsistent metadata, or missing / misshapen tensors.
 pub fn load(path: &Path) -> Result<ModelFile> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::io(format!("cannot read model file {}", path.display()), e))?;
+    let bytes = read_model_bytes(path)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| {
         Error::model(
             path,
@@ -263,10 +392,13 @@ pub fn load(path: &Path) -> Result<ModelFile> {
     if r.get("format").ok() != Some(FORMAT) {
         return Err(r.bad("not a deepcat model (metadata \"format\" is not \"deepcat\")"));
     }
-    let version: u32 = r
-        .get("format_version")?
-        .parse()
-        .map_err(|_| r.bad("format_version is not a number"))?;
+    let version_text = r.get("format_version")?;
+    let version: u32 = version_text.parse().map_err(|_| {
+        r.bad(format!(
+            "format_version {} is not a number",
+            shown(&version_text)
+        ))
+    })?;
     if version != FORMAT_VERSION {
         return Err(r.bad(format!(
             "format version {version}, but this deepcat reads version {FORMAT_VERSION}; use a matching deepcat"
@@ -277,23 +409,47 @@ pub fn load(path: &Path) -> Result<ModelFile> {
     let unique: std::collections::HashSet<&String> = names.iter().collect();
     if names.len() < 2 || unique.len() != names.len() {
         return Err(r.bad(format!(
-            "classes {names:?} must be at least two distinct names"
+            "classes {} must be at least two distinct names",
+            shown(&names)
         )));
     }
     let positive = r.get("positive")?;
+    // Two classes share one sigmoid output, which stands for the positive class; more classes
+    // have one softmax output each and no positive class.
+    if names.len() == 2 && positive.is_empty() {
+        return Err(r.bad(format!(
+            "two classes {} but no positive class (metadata \"positive\" is empty), so which \
+             class the output means is unknown",
+            shown(&names)
+        )));
+    }
+    if names.len() > 2 && !positive.is_empty() {
+        return Err(r.bad(format!(
+            "positive class {} given, but {} classes have a softmax output and no positive class",
+            shown(&positive),
+            names.len()
+        )));
+    }
+    if !positive.is_empty() && !names.iter().any(|n| n == positive) {
+        return Err(r.bad(format!(
+            "positive class {} is not one of the classes {}",
+            shown(&positive),
+            shown(&names)
+        )));
+    }
     let classes = Classes::new(names.clone(), (!positive.is_empty()).then_some(positive))
         .map_err(|e| r.bad(format!("classes and positive class disagree: {e}")))?;
 
-    let size: u32 = r
-        .get("image_size")?
+    let size_text = r.get("image_size")?;
+    let size: u32 = size_text
         .parse()
-        .map_err(|_| r.bad("image_size is not a number"))?;
+        .map_err(|_| r.bad(format!("image_size {} is not a number", shown(&size_text))))?;
     if size == 0 || size > MAX_IMAGE_SIZE {
         return Err(r.bad(format!("image_size {size} is outside 1..={MAX_IMAGE_SIZE}")));
     }
     let resize = r.get("resize")?;
     let filter = ResizeFilter::from_name(resize)
-        .ok_or_else(|| r.bad(format!("unknown resize filter {resize:?}")))?;
+        .ok_or_else(|| r.bad(format!("unknown resize filter {}", shown(&resize))))?;
     for (key, expected) in [
         ("pixel_layout", PIXEL_LAYOUT),
         ("normalisation", NORMALISATION),
@@ -301,16 +457,28 @@ pub fn load(path: &Path) -> Result<ModelFile> {
         let got = r.get(key)?;
         if got != expected {
             return Err(r.bad(format!(
-                "{key} {got:?} is not supported (expected {expected:?})"
+                "{key} {} is not supported (expected {expected:?})",
+                shown(&got)
             )));
         }
     }
-    let preprocess = Preprocess { size, filter };
+    let exif_orientation = match r.meta.get("orientation").map(String::as_str) {
+        Some(ORIENTATION_EXIF) => true,
+        // deepcat wrote no such entry before it applied EXIF orientation.
+        Some(ORIENTATION_IGNORED) | None => false,
+        Some(other) => return Err(r.bad(format!("unknown orientation {other:?}"))),
+    };
+    let preprocess = Preprocess {
+        size,
+        filter,
+        exif_orientation,
+    };
 
     let sizes: Vec<usize> = r.json("layer_sizes")?;
     if sizes.len() < 2 || sizes.contains(&0) {
         return Err(r.bad(format!(
-            "layer_sizes {sizes:?} must list at least input and output, all positive"
+            "layer_sizes {} must list at least input and output, all positive",
+            shown(&sizes)
         )));
     }
     if sizes[0] != preprocess.features() {
@@ -320,12 +488,21 @@ pub fn load(path: &Path) -> Result<ModelFile> {
             preprocess.features()
         )));
     }
-    if *sizes.last().expect("checked non-empty") != classes.outputs() {
+    let outputs = sizes[sizes.len() - 1]; // at least two entries, checked above
+    if outputs != classes.outputs() {
         return Err(r.bad(format!(
-            "the output layer has {} units, but {} classes need {}",
-            sizes.last().expect("checked non-empty"),
+            "the output layer has {outputs} units, but {} classes need {}",
             classes.len(),
             classes.outputs()
+        )));
+    }
+    // Two tensors per dense layer: a file cannot describe more layers than it holds (and an
+    // absurd count must not cost memory before the tensors are looked up).
+    if sizes.len() - 1 > st.len() {
+        return Err(r.bad(format!(
+            "layer_sizes lists {} dense layers, but the file holds only {} tensors",
+            sizes.len() - 1,
+            st.len()
         )));
     }
     let activations: Vec<String> = r.json("activations")?;
@@ -341,7 +518,9 @@ pub fn load(path: &Path) -> Result<ModelFile> {
         .collect();
     if activations != expected {
         return Err(r.bad(format!(
-            "activations {activations:?} are not supported here (expected {expected:?})"
+            "activations {} are not supported here (expected {})",
+            shown(&activations),
+            shown(&expected)
         )));
     }
 
@@ -354,8 +533,13 @@ pub fn load(path: &Path) -> Result<ModelFile> {
             &[sizes[l], sizes[l - 1]],
         )?;
         let b = read_tensor(&st, &r, &format!("dense{l}.bias"), &[sizes[l]])?;
-        let w: Array2<f32> = w.into_dimensionality().expect("shape checked");
-        let b: Array1<f32> = b.into_dimensionality().expect("shape checked");
+        // read_tensor checked the shapes, so these conversions cannot fail.
+        let w: Array2<f32> = w
+            .into_dimensionality()
+            .map_err(|e| r.bad(format!("dense{l}.weight is not a matrix: {e}")))?;
+        let b: Array1<f32> = b
+            .into_dimensionality()
+            .map_err(|e| r.bad(format!("dense{l}.bias is not a vector: {e}")))?;
         dense.push(Dense::with_bias(w, b));
     }
     let network = Network::from_dense(dense, head);
@@ -365,9 +549,17 @@ pub fn load(path: &Path) -> Result<ModelFile> {
         Some(text) => {
             let value: serde_json::Value = serde_json::from_str(text)
                 .map_err(|e| r.bad(format!("optimizer metadata is not valid JSON: {e}")))?;
-            let step = value.get("step").and_then(|s| s.as_u64()).unwrap_or(0);
+            let step = value.get("step").and_then(|s| s.as_u64()).ok_or_else(|| {
+                r.bad(format!(
+                    "optimizer metadata {} has no \"step\" that is a whole number ≥ 0",
+                    shown(&text)
+                ))
+            })?;
             let config: OptimizerConfig = serde_json::from_value(value)
                 .map_err(|e| r.bad(format!("optimizer metadata is not understood: {e}")))?;
+            config
+                .check()
+                .map_err(|e| r.bad(format!("optimizer settings out of range: {e}")))?;
             let slot_names: Vec<String> = config
                 .build()
                 .slot_names()
@@ -375,7 +567,9 @@ pub fn load(path: &Path) -> Result<ModelFile> {
                 .map(|s| s.to_string())
                 .collect();
             let mut slots = Vec::new();
-            if !slot_names.is_empty() {
+            // An optimiser saved before its first step has no memory yet, so no tensors.
+            let fresh = step == 0 && !st.names().iter().any(|n| n.starts_with("optimizer."));
+            if !slot_names.is_empty() && !fresh {
                 for (name, p) in network.named_params() {
                     let mut per_param = Vec::new();
                     for slot in &slot_names {
@@ -424,6 +618,7 @@ mod tests {
         let preprocess = Preprocess {
             size: 4,
             filter: ResizeFilter::Bilinear,
+            exif_orientation: true,
         };
         let arch = Architecture {
             inputs: preprocess.features(),

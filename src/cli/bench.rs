@@ -82,8 +82,8 @@ fn deepcat_train(
     path: &str,
     threads: Option<usize>,
     model: &Path,
-) -> Command {
-    let exe = std::env::current_exe().expect("the running program has a path");
+) -> Result<Command> {
+    let exe = std::env::current_exe().context("cannot find the deepcat program to run")?;
     let mut cmd = Command::new(exe);
     if let Some(t) = threads {
         cmd.args(["--threads", &t.to_string()]);
@@ -100,7 +100,7 @@ fn deepcat_train(
             "--model",
         ])
         .arg(model);
-    cmd
+    Ok(cmd)
 }
 
 /// Cost after each of the first `steps` steps of the document's job, on `data` as loaded by
@@ -113,6 +113,7 @@ fn step_costs(steps: usize, path: ExactPath, reference: bool, data_dir: &Path) -
         val_split: 0.0,
         preprocess: Preprocess::default(),
         seed: deepcat::train::DEFAULT_SEED,
+        max_skipped: deepcat::data::DEFAULT_MAX_SKIPPED,
     };
     let splits = load_splits(&spec)?;
     let classes = Classes::new(splits.classes.clone(), None)?;
@@ -217,7 +218,7 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
             "auto",
             threads,
             &dir.path().join("auto.safetensors"),
-        ),
+        )?,
         "deepcat train",
     )?;
     eprintln!(
@@ -239,7 +240,7 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
             "direct",
             threads,
             &dir.path().join("direct.safetensors"),
-        ),
+        )?,
         "deepcat train --exact-path direct",
     )?;
     let direct_iteration = number(&direct, "train_seconds")? / direct_iterations as f64;

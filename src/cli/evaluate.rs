@@ -1,6 +1,6 @@
 //! `deepcat evaluate`: a saved model on a folder of class sub-folders.
 
-use super::warn_skipped;
+use super::{usage, warn_skipped};
 use anyhow::{Context, Result};
 use clap::Args;
 use deepcat::data::load_labelled;
@@ -17,6 +17,9 @@ pub struct EvaluateArgs {
     model: PathBuf,
     /// Folder whose sub-folders are named after the model's classes.
     data_dir: PathBuf,
+    /// Stop with an error when more than this fraction of the files cannot be used.
+    #[arg(long, value_name = "F", default_value_t = deepcat::data::DEFAULT_MAX_SKIPPED)]
+    max_skipped: f64,
     /// List the N most confidently wrong images.
     #[arg(long, value_name = "N", default_value_t = 0)]
     errors: usize,
@@ -26,11 +29,22 @@ pub struct EvaluateArgs {
 }
 
 pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
+    if !(0.0..=1.0).contains(&a.max_skipped) {
+        usage!(
+            "--max-skipped must be between 0 and 1, got {}",
+            a.max_skipped
+        );
+    }
     let file = model_file::load(&a.model)?;
     let model = file.model;
     // Exactly the preprocessing recorded in the model.
-    let (data, skipped) = load_labelled(&a.data_dir, &model.classes.names, &model.preprocess)
-        .with_context(|| format!("evaluating on {}", a.data_dir.display()))?;
+    let (data, skipped) = load_labelled(
+        &a.data_dir,
+        &model.classes.names,
+        &model.preprocess,
+        a.max_skipped,
+    )
+    .with_context(|| format!("evaluating on {}", a.data_dir.display()))?;
     warn_skipped(&skipped);
     let predictions = model.predict(data.x.view());
     let metrics = evaluate(&model.classes, &data.labels, &predictions);

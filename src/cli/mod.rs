@@ -9,6 +9,37 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// A mistake on the command line itself: a flag out of range, flags that contradict each other
+/// or a model, an output path that cannot exist. Exit code 2, like clap's own parse errors;
+/// failures while running (data, files, training) exit with 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Returns early from a `Result<_, anyhow::Error>` function with a [`UsageError`].
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::cli::UsageError(format!($($arg)*))))
+    };
+}
+pub(crate) use usage;
+
+/// Exit code for a run that was stopped by Ctrl-C (128 + SIGINT, as shells report it).
+pub const INTERRUPTED: u8 = 130;
+
+/// The exit code for `err`: 2 for usage errors (ours and the library's configuration
+/// errors), 1 for everything else.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    let is_usage = err.chain().any(|cause| {
+        cause.is::<UsageError>()
+            || matches!(
+                cause.downcast_ref::<deepcat::Error>(),
+                Some(deepcat::Error::Config(_))
+            )
+    });
+    if is_usage { 2 } else { 1 }
+}
+
 /// deepcat: a from-first-principles image classifier (cat or no cat, and more).
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -37,7 +68,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(n) = cli.threads {
         if n == 0 {
-            anyhow::bail!("--threads must be at least 1");
+            usage!("--threads must be at least 1");
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)

@@ -1,13 +1,14 @@
 //! `deepcat predict`: classify files, or every image in folders.
 
+use super::warn_skipped;
 use anyhow::{Result, bail};
 use clap::Args;
-use deepcat::data::load_one;
+use deepcat::data::{files_below, load_one};
 use deepcat::model_file;
 use ndarray::Array2;
 use rayon::prelude::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Flags of `deepcat predict`.
@@ -26,31 +27,14 @@ pub struct PredictArgs {
     json: bool,
 }
 
-/// Every file below `dir`, sorted.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 pub fn run(a: PredictArgs) -> Result<ExitCode> {
     let model = model_file::load(&a.model)?.model;
     // (path, named on the command line?)
     let mut files: Vec<(PathBuf, bool)> = Vec::new();
     for p in &a.paths {
         if p.is_dir() {
-            let mut found = Vec::new();
-            walk(p, &mut found)?;
+            let (found, odd) = files_below(p)?;
+            warn_skipped(&odd);
             files.extend(found.into_iter().map(|f| (f, false)));
         } else {
             files.push((p.clone(), true));

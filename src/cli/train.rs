@@ -1,6 +1,6 @@
 //! `deepcat train`: flags → [`TrainConfig`] + [`SplitSpec`], then load, train, measure, save.
 
-use super::{peak_memory_bytes, warn_skipped};
+use super::{INTERRUPTED, UsageError, peak_memory_bytes, usage, warn_skipped};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use deepcat::data::augment::Augment;
@@ -10,7 +10,7 @@ use deepcat::model::{Classes, Model};
 use deepcat::model_file;
 use deepcat::nn::Init;
 use deepcat::optim::{OptimizerConfig, Schedule};
-use deepcat::train::callbacks::{Checkpoint, Progress};
+use deepcat::train::callbacks::{Checkpoint, Progress, StopFlag};
 use deepcat::train::{Callback, ExactPath, Length, Start, TrainConfig, train};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -45,13 +45,20 @@ enum PathName {
 }
 
 fn parse_layers(text: &str) -> Result<Vec<usize>> {
-    if text.trim().is_empty() || text == "none" {
+    if text.trim() == "none" {
         return Ok(Vec::new());
+    }
+    if text.trim().is_empty() {
+        usage!(
+            "--layers is empty; give hidden layer sizes like 20,7,5, or none for no hidden layer"
+        );
     }
     text.split(',')
         .map(|s| {
             s.trim().parse::<usize>().map_err(|_| {
-                anyhow::anyhow!("--layers: {s:?} is not a layer size; give sizes like 20,7,5")
+                anyhow::Error::new(UsageError(format!(
+                    "--layers: {s:?} is not a layer size; give sizes like 20,7,5"
+                )))
             })
         })
         .collect()
@@ -111,8 +118,8 @@ pub struct TrainArgs {
     /// Weight initialisation.
     #[arg(long, value_enum, default_value = "document")]
     init: InitName,
-    /// Fraction of DATA_DIR held out for testing.
-    #[arg(long, default_value_t = 0.2)]
+    /// Fraction of DATA_DIR held out for testing, above 0 and below 1.
+    #[arg(long, default_value_t = 0.2, conflicts_with = "test_dir")]
     test_split: f64,
     /// Fraction of the training part held out for validation.
     #[arg(long, default_value_t = 0.0)]
@@ -130,6 +137,9 @@ pub struct TrainArgs {
     /// Augment training images on the fly: any of flip,crop,jitter.
     #[arg(long, default_value = "none")]
     augment: String,
+    /// Stop with an error when more than this fraction of the files cannot be used.
+    #[arg(long, value_name = "F", default_value_t = deepcat::data::DEFAULT_MAX_SKIPPED)]
+    max_skipped: f64,
     /// Seed for the split, initial weights, batch order, dropout and augmentation.
     #[arg(long, default_value_t = deepcat::train::DEFAULT_SEED)]
     seed: u64,
@@ -167,7 +177,16 @@ fn fraction(value: f64, flag: &str) -> Result<f64> {
     if (0.0..1.0).contains(&value) {
         Ok(value)
     } else {
-        bail!("{flag} must be at least 0 and below 1, got {value}")
+        usage!("{flag} must be at least 0 and below 1, got {value}")
+    }
+}
+
+/// The test split: strictly between 0 and 1 (without a test part, use --test-dir).
+fn test_fraction(value: f64) -> Result<f64> {
+    if value > 0.0 && value < 1.0 {
+        Ok(value)
+    } else {
+        usage!("--test-split must be above 0 and below 1, got {value}")
     }
 }
 
@@ -214,10 +233,10 @@ fn build_config(a: &TrainArgs) -> Result<TrainConfig> {
     };
     config.check()?;
     if a.patience.is_some() && a.val_split == 0.0 {
-        bail!("--patience needs a validation set: add --val-split (e.g. 0.1)");
+        usage!("--patience needs a validation set: add --val-split (e.g. 0.1)");
     }
     if a.checkpoint_every == Some(0) {
-        bail!("--checkpoint-every must be at least 1");
+        usage!("--checkpoint-every must be at least 1");
     }
     Ok(config)
 }
@@ -229,14 +248,14 @@ fn check_writable(path: &Path, flag: &str) -> Result<()> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        bail!(
+        usage!(
             "{flag} {}: folder {} does not exist",
             path.display(),
             dir.display()
         );
     }
     if path.is_dir() {
-        bail!(
+        usage!(
             "{flag} {} is a folder; give a file name such as model.safetensors",
             path.display()
         );
@@ -247,8 +266,14 @@ fn check_writable(path: &Path, flag: &str) -> Result<()> {
 pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
     // Everything that can be checked before reading images is checked here.
     let config = build_config(&a)?;
-    let test_split = fraction(a.test_split, "--test-split")?;
+    let test_split = test_fraction(a.test_split)?;
     let val_split = fraction(a.val_split, "--val-split")?;
+    if !(0.0..=1.0).contains(&a.max_skipped) {
+        usage!(
+            "--max-skipped must be between 0 and 1, got {}",
+            a.max_skipped
+        );
+    }
     check_writable(&a.model, "--model")?;
     if let Some(p) = &a.plot {
         check_writable(p, "--plot")?;
@@ -264,13 +289,14 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
             ResizeName::Bilinear => ResizeFilter::Bilinear,
             ResizeName::Lanczos => ResizeFilter::Lanczos,
         },
+        exif_orientation: true,
     };
     if let Some(r) = &resumed {
         let saved = r.model.preprocess;
         if a.size.is_some_and(|s| s != saved.size)
             || a.resize.is_some() && preprocess.filter != saved.filter
         {
-            bail!(
+            usage!(
                 "--resume: the model was trained on {}px images resized with {}; drop --size/--resize or match them",
                 saved.size,
                 saved.filter.name()
@@ -279,7 +305,7 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
         preprocess = saved;
     }
     if preprocess.size == 0 || preprocess.size > 4096 {
-        bail!("--size must be between 1 and 4096, got {}", preprocess.size);
+        usage!("--size must be between 1 and 4096, got {}", preprocess.size);
     }
 
     let spec = SplitSpec {
@@ -289,6 +315,7 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
         val_split,
         preprocess,
         seed: a.seed,
+        max_skipped: a.max_skipped,
     };
     let splits = load_splits(&spec)?;
     warn_skipped(&splits.skipped);
@@ -305,6 +332,12 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
         );
     }
     let train_set = &splits.train;
+    if let Some(b) = config.batch_size.filter(|&b| b > train_set.len()) {
+        eprintln!(
+            "warning: --batch-size {b} is more than the {} training images; each step uses all of them",
+            train_set.len()
+        );
+    }
     let test_size = splits.test.as_ref().map_or(0, |t| t.len());
     let val_size = splits.val.as_ref().map_or(0, |v| v.len());
     if !a.json {
@@ -334,7 +367,20 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
     let mut checkpoint = a
         .checkpoint_every
         .map(|every| Checkpoint::new(a.model.clone(), every, classes.clone(), preprocess));
-    let mut callbacks: Vec<&mut dyn Callback> = Vec::new();
+    // Ctrl-C (or SIGTERM) from here on finishes the current step and stops; a second one quits
+    // at once. Until now the default applies: nothing has been written yet.
+    let mut stop = StopFlag::new();
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || {
+            if stop.raise() {
+                std::process::exit(i32::from(INTERRUPTED));
+            }
+            eprintln!("\nInterrupted: stopping after this step (press Ctrl-C again to quit now)");
+        })
+        .context("cannot install the Ctrl-C handler")?;
+    }
+    let mut callbacks: Vec<&mut dyn Callback> = vec![&mut stop];
     if let Some(p) = progress.as_mut() {
         callbacks.push(p);
     }
@@ -379,6 +425,29 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
         classes: classes.clone(),
         preprocess,
     };
+    if trained.interrupted {
+        let planned = match config.length {
+            Length::Iterations(n) => format!("{n} iterations"),
+            Length::Epochs(e) => format!("{e} epochs"),
+        };
+        if a.checkpoint_every.is_some() {
+            let training = json!({ "interrupted_after_steps": trained.steps });
+            model_file::save(&a.model, &model, Some(&trained.optimizer), Some(&training))
+                .with_context(|| format!("saving the model to {}", a.model.display()))?;
+            eprintln!(
+                "Interrupted after {} steps of {planned}; saved the weights reached to {} (continue with --resume {})",
+                trained.steps,
+                a.model.display(),
+                a.model.display()
+            );
+        } else {
+            eprintln!(
+                "Interrupted after {} steps of {planned}; no model saved (--checkpoint-every N keeps progress)",
+                trained.steps
+            );
+        }
+        return Ok(ExitCode::from(INTERRUPTED));
+    }
     let train_accuracy = model.accuracy(train_set);
     let test_metrics = splits.test.as_ref().map(|t| {
         let predictions = model.predict(t.x.view());

@@ -2,19 +2,34 @@
 //! scale by 1/255.
 //!
 //! The format is found from the file's content, not its name, so a text file called `x.jpg`
-//! is reported as "not an image". Grayscale, alpha and palette images become RGB (alpha is
-//! dropped, as Pillow's `convert("RGB")` does). EXIF orientation is ignored, like Keras,
-//! Pillow and TensorFlow by default: images are used as stored.
+//! is reported as "not an image" and an image without an extension is read. Grayscale, alpha,
+//! palette, 16-bit and CMYK images become 8-bit RGB (alpha is dropped, as Pillow's
+//! `convert("RGB")` does); an animated GIF gives its first frame. A phone photo stored on its
+//! side with an EXIF orientation tag is turned upright first, as a photo viewer shows it.
+//!
+//! Memory is bounded: files are streamed, not read whole, and an image declaring more than
+//! [`MAX_PIXELS`] is refused from its header, before any pixel is decoded (a decompression
+//! bomb is a small file that claims billions of pixels).
 
 use super::{Dataset, LabelledFile, SkippedFile};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, Limits};
 use ndarray::{Array2, Axis, s};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 /// RGB: three values per pixel.
 pub const CHANNELS: usize = 3;
+
+/// The largest image decoded: 100 megapixels (e.g. 12500×8000). Larger ones are skipped with
+/// a reason. Decoding one takes up to about 1 GiB (16-bit RGBA plus the RGB copy), once per
+/// loading thread.
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// What one decoder may allocate, beyond the image itself (the decoders' own buffers).
+const MAX_DECODE_BYTES: u64 = 1 << 30;
 
 /// The filter used to resize images to the network's square input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,6 +80,9 @@ pub struct Preprocess {
     pub size: u32,
     /// The resize filter (the document: nearest).
     pub filter: ResizeFilter,
+    /// Whether an EXIF orientation tag is applied before resizing (models saved before deepcat
+    /// applied it record `false`).
+    pub exif_orientation: bool,
 }
 
 impl Default for Preprocess {
@@ -72,6 +90,7 @@ impl Default for Preprocess {
         Preprocess {
             size: 128,
             filter: ResizeFilter::Nearest,
+            exif_orientation: true,
         }
     }
 }
@@ -84,32 +103,62 @@ impl Preprocess {
     }
 }
 
-/// Why a file could not be used, in words for the user.
+/// Decodes `path` to `pre.size`² RGB bytes, or says why the file cannot be used, in words
+/// for the user.
 fn decode_rgb(path: &Path, pre: &Preprocess, resizer: &mut Resizer) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.is_empty() {
+    // Asked before opening: opening a named pipe blocks until something writes to it, and a
+    // device may never end.
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.is_dir() {
+        return Err("a folder, not an image".into());
+    }
+    if !meta.is_file() {
+        return Err("not a regular file (a pipe, socket or device), not an image".into());
+    }
+    if meta.len() == 0 {
         return Err("empty file".into());
     }
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes))
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| format!("cannot read: {e}"))?;
     let Some(format) = reader.format() else {
         return Err("not an image (unrecognised content)".into());
     };
-    let decoded = reader.decode().map_err(|e| {
-        let name = format
-            .extensions_str()
-            .first()
-            .copied()
-            .unwrap_or("image")
-            .to_uppercase();
-        format!("cannot decode {name}: {e}")
-    })?;
-    let rgb = decoded.to_rgb8();
-    let (w, h) = rgb.dimensions();
+    let name = format
+        .extensions_str()
+        .first()
+        .copied()
+        .unwrap_or("image")
+        .to_uppercase();
+    let cannot = |e: image::ImageError| format!("cannot decode {name}: {e}");
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(cannot)?;
+    let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err("image has no pixels".into());
     }
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > MAX_PIXELS {
+        return Err(format!(
+            "image is {w}×{h} ({} megapixels), above the limit of {} megapixels (a \
+             decompression bomb, or a picture too large to load); shrink it to use it",
+            pixels / 1_000_000,
+            MAX_PIXELS / 1_000_000
+        ));
+    }
+    // An unreadable orientation tag is not worth losing the photo for.
+    let orientation = if pre.exif_orientation {
+        decoder.orientation().unwrap_or(Orientation::NoTransforms)
+    } else {
+        Orientation::NoTransforms
+    };
+    let mut decoded = DynamicImage::from_decoder(decoder).map_err(cannot)?;
+    decoded.apply_orientation(orientation);
+    let rgb = decoded.to_rgb8();
+    let (w, h) = rgb.dimensions();
     if w == pre.size && h == pre.size {
         return Ok(rgb.into_raw());
     }
@@ -156,6 +205,10 @@ pub fn load_one(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, String> {
 ///
 /// Rows are written in place into one preallocated matrix, so memory peaks at the matrix
 /// itself plus one image per thread.
+#[allow(
+    clippy::expect_used,
+    reason = "the rows of a matrix just made in standard layout are contiguous"
+)]
 pub fn load_dataset(files: &[LabelledFile], pre: &Preprocess) -> (Dataset, Vec<SkippedFile>) {
     let mut x = Array2::<f32>::zeros((files.len(), pre.features()));
     let outcomes: Vec<Result<(), String>> = x
@@ -207,6 +260,7 @@ mod tests {
         Preprocess {
             size,
             filter: ResizeFilter::Nearest,
+            exif_orientation: true,
         }
     }
 
@@ -267,7 +321,15 @@ mod tests {
             ResizeFilter::Bilinear,
             ResizeFilter::Lanczos,
         ] {
-            let row = load_one(&path, &Preprocess { size: 16, filter }).unwrap();
+            let row = load_one(
+                &path,
+                &Preprocess {
+                    size: 16,
+                    filter,
+                    exif_orientation: true,
+                },
+            )
+            .unwrap();
             assert_eq!(row.len(), 16 * 16 * 3);
             // JPEG is lossy: allow a few levels.
             assert!(

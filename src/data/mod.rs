@@ -12,7 +12,7 @@ mod scan;
 mod split;
 
 pub use image::{CHANNELS, Preprocess, ResizeFilter, load_dataset, load_into, load_one};
-pub use scan::{ClassFolders, scan_classes, scan_known_classes};
+pub use scan::{ClassFolders, files_below, scan_classes, scan_known_classes};
 pub use split::{held_out_count, split_off};
 
 use crate::{Error, Result, Stream, rng_for};
@@ -85,7 +85,14 @@ pub struct SplitSpec {
     pub preprocess: Preprocess,
     /// Seed of the shuffle.
     pub seed: u64,
+    /// The largest fraction of files that may turn out unusable before loading fails rather
+    /// than train on what is left ([`DEFAULT_MAX_SKIPPED`]).
+    pub max_skipped: f64,
 }
+
+/// Default [`SplitSpec::max_skipped`]: more than one file in ten unusable means the folder is
+/// not what the user thinks it is.
+pub const DEFAULT_MAX_SKIPPED: f64 = 0.1;
 
 /// The loaded splits.
 #[derive(Debug)]
@@ -110,15 +117,36 @@ pub struct Splits {
 /// out not to be an image is then skipped from whichever part it fell in.
 ///
 /// # Errors
-/// [`Error::Data`] for an unusable folder, or when a class keeps no usable training image.
+/// [`Error::Data`] for an unusable folder, a `test_dir` without every class, more unusable
+/// files than `max_skipped` allows, or a class left with no usable training image;
+/// [`Error::Config`] if the images would not fit in the memory available (checked before
+/// anything is allocated).
 pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
     let start = Instant::now();
     let folders = scan_classes(&spec.data_dir)?;
     let classes = folders.classes;
+    let mut skipped = folders.skipped;
     let mut rng = rng_for(spec.seed, Stream::Split);
     let mut train_files = folders.files;
     let test_files = match &spec.test_dir {
-        Some(dir) => scan_known_classes(dir, &classes)?,
+        Some(dir) => {
+            let test = scan_known_classes(dir, &classes)?;
+            let missing: Vec<&str> = (0..classes.len())
+                .filter(|&c| !test.files.iter().any(|f| f.label == c))
+                .map(|c| classes[c].as_str())
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::Data(format!(
+                    "test folder {} has no images for class(es) {}; it needs the same class \
+                     folders as {}",
+                    dir.display(),
+                    missing.join(", "),
+                    spec.data_dir.display()
+                )));
+            }
+            skipped.extend(test.skipped);
+            test.files
+        }
         None => split_off(&mut train_files, spec.test_split, &mut rng),
     };
     let val_files = if spec.val_split > 0.0 {
@@ -132,8 +160,21 @@ pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
             spec.data_dir.display()
         )));
     }
+    let candidates = train_files.len() + val_files.len() + test_files.len() + skipped.len();
+    check_memory(
+        train_files.len() + val_files.len() + test_files.len(),
+        &spec.preprocess,
+    )?;
 
-    let (train, mut skipped) = load_dataset(&train_files, &spec.preprocess);
+    let mut load_part = |files: &[LabelledFile]| {
+        let (data, s) = load_dataset(files, &spec.preprocess);
+        skipped.extend(s);
+        data
+    };
+    let train = load_part(&train_files);
+    let val = load_part(&val_files);
+    let test = load_part(&test_files);
+
     let counts = train.class_counts(classes.len());
     if let Some(empty) = counts.iter().position(|&c| c == 0) {
         let why = skipped
@@ -151,16 +192,8 @@ pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
             spec.data_dir.join(&classes[empty]).display()
         )));
     }
-    let mut load_part = |files: &[LabelledFile]| {
-        (!files.is_empty()).then(|| {
-            let (data, s) = load_dataset(files, &spec.preprocess);
-            skipped.extend(s);
-            data
-        })
-    };
-    let val = load_part(&val_files);
-    let test = load_part(&test_files);
-    let nonempty = |d: Option<Dataset>| d.filter(|d| !d.is_empty());
+    check_skipped(&skipped, candidates, spec.max_skipped)?;
+    let nonempty = |d: Dataset| (!d.is_empty()).then_some(d);
     Ok(Splits {
         classes,
         train,
@@ -171,24 +204,92 @@ pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
     })
 }
 
+/// Fails when more than `max_skipped` of `candidates` files were unusable.
+fn check_skipped(skipped: &[SkippedFile], candidates: usize, max_skipped: f64) -> Result<()> {
+    let fraction = skipped.len() as f64 / candidates.max(1) as f64;
+    if fraction <= max_skipped {
+        return Ok(());
+    }
+    let example = skipped
+        .first()
+        .map(|s| format!(" (e.g. {}: {})", s.path.display(), s.reason))
+        .unwrap_or_default();
+    Err(Error::Data(format!(
+        "{} of {candidates} files ({:.0}%) could not be used{example}, more than --max-skipped \
+         {max_skipped} allows; fix or remove them, or raise --max-skipped to go on without them",
+        skipped.len(),
+        100.0 * fraction
+    )))
+}
+
+/// Refuses, before anything is allocated, a data matrix larger than the memory available.
+fn check_memory(images: usize, pre: &Preprocess) -> Result<()> {
+    let needed = images as u128 * pre.features() as u128 * std::mem::size_of::<f32>() as u128;
+    match available_memory_bytes() {
+        Some(available) if needed > u128::from(available) => {
+            let gib = |b: f64| b / f64::from(1u32 << 30);
+            Err(Error::Config(format!(
+                "{images} images at --size {} need {:.1} GiB as f32, but only {:.1} GiB of \
+                 memory is available; use a smaller --size",
+                pre.size,
+                gib(needed as f64),
+                gib(available as f64)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Memory this process may still use: Linux's `MemAvailable`, lowered to a cgroup (container)
+/// limit when there is one. `None` where the system does not say.
+fn available_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let mut available = kib * 1024;
+    let cgroup = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    if let (Some(max), Some(current)) = (cgroup("memory.max"), cgroup("memory.current")) {
+        available = available.min(max.saturating_sub(current));
+    }
+    Some(available)
+}
+
 /// Loads every image under `root`'s class folders (named after `classes`), unsplit: the data a
 /// saved model is evaluated on.
 ///
 /// # Errors
-/// [`Error::Data`] if the folder is unusable or no file in it is a usable image.
+/// [`Error::Data`] if the folder is unusable, no file in it is a usable image, or more than
+/// `max_skipped` of its files are unusable; [`Error::Config`] if the images would not fit in
+/// memory.
 pub fn load_labelled(
     root: &Path,
     classes: &[String],
     pre: &Preprocess,
+    max_skipped: f64,
 ) -> Result<(Dataset, Vec<SkippedFile>)> {
-    let files = scan_known_classes(root, classes)?;
-    let (data, skipped) = load_dataset(&files, pre);
+    let found = scan_known_classes(root, classes)?;
+    check_memory(found.files.len(), pre)?;
+    let candidates = found.files.len() + found.skipped.len();
+    let (data, mut skipped) = load_dataset(&found.files, pre);
+    skipped.splice(0..0, found.skipped);
     if data.is_empty() {
         return Err(Error::Data(format!(
             "none of the {} files under {} is a usable image",
-            files.len(),
+            found.files.len(),
             root.display()
         )));
     }
+    check_skipped(&skipped, candidates, max_skipped)?;
     Ok((data, skipped))
 }

@@ -1,6 +1,6 @@
 //! Finding the images: one folder per class, class index = position in sorted folder names.
 
-use super::LabelledFile;
+use super::{LabelledFile, SkippedFile};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 pub struct ClassFolders {
     /// Class names: the folder names, sorted. A label is an index into this list.
     pub classes: Vec<String>,
-    /// Every file under the class folders (searched recursively), sorted by path within each
-    /// class. Whether a file is an image is decided when it is decoded.
+    /// Every regular file under the class folders (searched recursively), sorted by path
+    /// within each class. Whether a file is an image is decided when it is decoded.
     pub files: Vec<LabelledFile>,
+    /// Entries found that cannot be images (links to folders, special files), with reasons.
+    pub skipped: Vec<SkippedFile>,
 }
 
 impl ClassFolders {
@@ -25,11 +27,17 @@ impl ClassFolders {
     }
 }
 
-fn is_hidden(name: &str) -> bool {
-    name.starts_with('.')
+/// Hidden names (`.DS_Store`, `._IMG_0001.jpg` from macOS copies, `.thumbnails/`) are
+/// ignored everywhere, silently: they are never the user's photos.
+fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b".")
 }
 
-/// The sorted, non-hidden sub-folders of `root`.
+/// The sorted, non-hidden sub-folders of `root` (links to folders count), with their names.
+///
+/// # Errors
+/// [`Error::Data`] if `root` is missing or not a folder, or a class folder's name is not
+/// valid UTF-8 (class names are stored in model files as text).
 fn class_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     match std::fs::metadata(root) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -58,43 +66,84 @@ fn class_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     for entry in entries {
         let entry = entry
             .map_err(|e| Error::io(format!("cannot list data folder {}", root.display()), e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if is_hidden(&name) {
+        let name = entry.file_name();
+        if is_hidden(&name) || !entry.path().is_dir() {
             continue;
         }
-        // Follows symbolic links to folders, so a class folder may be a link.
-        if entry.path().is_dir() {
-            dirs.push((name, entry.path()));
-        }
+        let Some(name) = name.to_str() else {
+            return Err(Error::Data(format!(
+                "class folder {} has a name that is not valid UTF-8; rename it (class names are \
+                 stored in the model as text)",
+                entry.path().display()
+            )));
+        };
+        dirs.push((name.to_string(), entry.path()));
     }
     dirs.sort();
     Ok(dirs)
 }
 
-/// Every file below `dir`, sorted; sub-folders are searched too (not through links to folders,
-/// which could loop).
-fn files_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(format!("cannot list class folder {}", dir.display()), e))?;
-    let mut paths: Vec<(PathBuf, bool)> = Vec::new();
-    for entry in entries {
-        let entry = entry
-            .map_err(|e| Error::io(format!("cannot list class folder {}", dir.display()), e))?;
-        let is_real_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-        paths.push((entry.path(), is_real_dir));
+/// Every regular file below `dir`, sorted by path: the candidates for images. Sub-folders are
+/// searched too. Hidden names are ignored. Entries that can never be images are returned as
+/// skipped, with the reason: links to folders (not followed, so a link loop cannot trap the
+/// search), broken or looping links, and special files (a named pipe would block a read
+/// forever).
+///
+/// # Errors
+/// [`Error::Io`] if a folder cannot be listed.
+pub fn files_below(dir: &Path) -> Result<(Vec<PathBuf>, Vec<SkippedFile>)> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    walk(dir, &mut files, &mut skipped)?;
+    Ok((files, skipped))
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<SkippedFile>) -> Result<()> {
+    let list_error = |e| Error::io(format!("cannot list folder {}", dir.display()), e);
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(list_error)? {
+        let entry = entry.map_err(list_error)?;
+        if !is_hidden(&entry.file_name()) {
+            entries.push(entry.path());
+        }
     }
-    paths.sort();
-    for (path, is_dir) in paths {
-        if is_dir {
-            files_below(&path, out)?;
+    entries.sort();
+    for path in entries {
+        let skip = |reason: String| SkippedFile {
+            path: path.clone(),
+            reason,
+        };
+        let own = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m.file_type(),
+            Err(e) => {
+                skipped.push(skip(format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        if own.is_dir() {
+            walk(&path, files, skipped)?;
+        } else if own.is_file() {
+            files.push(path);
+        } else if own.is_symlink() {
+            match std::fs::metadata(&path) {
+                Ok(target) if target.is_file() => files.push(path),
+                Ok(target) if target.is_dir() => {
+                    skipped.push(skip("link to a folder (not followed)".into()))
+                }
+                Ok(_) => skipped.push(skip("link to a special file, not an image".into())),
+                Err(e) => skipped.push(skip(format!("broken or looping link: {e}"))),
+            }
         } else {
-            out.push(path);
+            skipped.push(skip(
+                "not a regular file (a pipe, socket or device), not an image".into(),
+            ));
         }
     }
     Ok(())
 }
 
-/// Scans `root` for class folders: the classes are its sub-folders, sorted by name.
+/// Scans `root` for class folders: the classes are its sub-folders, sorted by name. Images
+/// in nested sub-folders of a class folder belong to that class.
 ///
 /// # Errors
 /// [`Error::Data`] if `root` is missing or not a folder, holds fewer than two class folders,
@@ -116,30 +165,37 @@ pub fn scan_classes(root: &Path) -> Result<ClassFolders> {
         )));
     }
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
     let mut classes = Vec::new();
     for (label, (name, dir)) in dirs.into_iter().enumerate() {
-        let mut paths = Vec::new();
-        files_below(&dir, &mut paths)?;
+        let (paths, odd) = files_below(&dir)?;
         if paths.is_empty() {
             return Err(Error::Data(format!(
-                "class folder {} is empty; put its images there or remove the folder",
+                "class folder {} is empty (hidden files do not count); put its images there or \
+                 remove the folder",
                 dir.display()
             )));
         }
         files.extend(paths.into_iter().map(|path| LabelledFile { path, label }));
+        skipped.extend(odd);
         classes.push(name);
     }
-    Ok(ClassFolders { classes, files })
+    Ok(ClassFolders {
+        classes,
+        files,
+        skipped,
+    })
 }
 
-/// Scans `root` for folders named after known `classes` (a test folder, or data to evaluate a
-/// model on). Not every class needs a folder.
+/// Scans `root` for folders named after known `classes` (data to evaluate a model on). Not
+/// every class needs a folder.
 ///
 /// # Errors
 /// [`Error::Data`] if `root` is missing, a folder is not one of `classes`, or there are no files.
-pub fn scan_known_classes(root: &Path, classes: &[String]) -> Result<Vec<LabelledFile>> {
+pub fn scan_known_classes(root: &Path, classes: &[String]) -> Result<ClassFolders> {
     let dirs = class_dirs(root)?;
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
     for (name, dir) in dirs {
         let Some(label) = classes.iter().position(|c| *c == name) else {
             return Err(Error::Data(format!(
@@ -148,9 +204,9 @@ pub fn scan_known_classes(root: &Path, classes: &[String]) -> Result<Vec<Labelle
                 classes.join(", ")
             )));
         };
-        let mut paths = Vec::new();
-        files_below(&dir, &mut paths)?;
+        let (paths, odd) = files_below(&dir)?;
         files.extend(paths.into_iter().map(|path| LabelledFile { path, label }));
+        skipped.extend(odd);
     }
     if files.is_empty() {
         return Err(Error::Data(format!(
@@ -159,5 +215,69 @@ pub fn scan_known_classes(root: &Path, classes: &[String]) -> Result<Vec<Labelle
             classes.join(", ")
         )));
     }
-    Ok(files)
+    Ok(ClassFolders {
+        classes: classes.to_vec(),
+        files,
+        skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn links_pipes_and_hidden_files_are_never_followed_or_read() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let cats = dir.path().join("cats");
+        std::fs::create_dir_all(cats.join("nested")).unwrap();
+        std::fs::write(cats.join("a.jpg"), b"x").unwrap();
+        std::fs::write(cats.join("nested/b.jpg"), b"x").unwrap();
+        std::fs::write(cats.join(".DS_Store"), b"x").unwrap();
+        std::fs::write(cats.join("._a.jpg"), b"x").unwrap();
+        symlink(&cats, cats.join("loop")).unwrap();
+        symlink(cats.join("self"), cats.join("self")).unwrap();
+        symlink(cats.join("a.jpg"), cats.join("c.jpg")).unwrap();
+        let fifo = cats.join("pipe.jpg");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        let (files, skipped) = files_below(&cats).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.strip_prefix(&cats).unwrap().to_path_buf())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                Path::new("a.jpg"),
+                Path::new("c.jpg"),
+                Path::new("nested/b.jpg")
+            ]
+        );
+        let reasons: Vec<(String, String)> = skipped
+            .iter()
+            .map(|s| {
+                let name = s.path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, s.reason.clone())
+            })
+            .collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|(n, r)| n == "loop" && r.contains("link to a folder"))
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|(n, r)| n == "self" && r.contains("looping link"))
+        );
+        if made.is_ok_and(|s| s.success()) {
+            assert!(
+                reasons
+                    .iter()
+                    .any(|(n, r)| n == "pipe.jpg" && r.contains("not a regular file"))
+            );
+        }
+    }
 }

@@ -115,6 +115,10 @@ pub struct Pass {
 
 impl Pass {
     /// The logits `(batch, outputs)`: the last layer's output.
+    #[allow(
+        clippy::expect_used,
+        reason = "a Pass is only made by running at least one layer"
+    )]
     pub fn logits(&self) -> ArrayView2<'_, f32> {
         self.outputs
             .last()
@@ -359,6 +363,13 @@ impl Network {
             }
         }
         out
+    }
+
+    /// Whether every parameter is a finite number (no NaN or infinity).
+    pub fn is_finite(&self) -> bool {
+        self.named_params()
+            .iter()
+            .all(|(_, p)| p.iter().all(|v| v.is_finite()))
     }
 
     /// For each parameter of layers `start..` (in order): is it a weight that L2 applies to?

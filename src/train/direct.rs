@@ -1,8 +1,8 @@
 //! The direct step: forward through every layer, backward through every layer, update. The
 //! document's loop body, for any optimiser, batch size and augmentation.
 
-use super::engine::{Engine, Score};
-use super::{Labelled, add_l2, is_whole, score};
+use super::engine::{Engine, Outcome};
+use super::{Labelled, add_l2, is_whole, outcome, score};
 use crate::Rng;
 use crate::data::augment::Augment;
 use crate::model::Classes;
@@ -56,9 +56,9 @@ pub(crate) fn forward_backward(
     l2: f32,
     want_score: bool,
     rng: &mut Rng,
-) -> (Option<Score>, Vec<ArrayD<f32>>) {
+) -> (Outcome, Vec<ArrayD<f32>>) {
     let pass = net.forward(x, &mut Mode::Train(rng));
-    let scored = want_score.then(|| score(classes, pass.logits(), targets, labels));
+    let scored = outcome(classes, pass.logits(), targets, labels, want_score);
     let dlogits = net.head().cost_gradient(pass.logits(), targets);
     // No gradient for the input images: nothing uses it.
     let (mut grads, _) = net.backward(x, &pass, dlogits, false);
@@ -83,7 +83,7 @@ impl Engine for DirectEngine<'_> {
         l2: f32,
         want_score: bool,
         rng: &mut Rng,
-    ) -> Option<Score> {
+    ) -> Outcome {
         let mut x = rows(self.train.x, batch);
         if self.augment.is_on() {
             let mut owned: Array2<f32> = x.into_owned();

@@ -14,6 +14,17 @@ pub struct Score {
     pub correct: usize,
 }
 
+/// What a step reports back to the loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// The batch's score, when the loop asked for it.
+    pub score: Option<Score>,
+    /// Whether every output of the forward pass was finite. Checked every step (a pass over
+    /// `batch × outputs` values, far cheaper than the cost's logarithms): a NaN or infinity
+    /// means training has diverged.
+    pub finite: bool,
+}
+
 /// Computes training steps for one network on one training set.
 ///
 /// Between [`step`](Engine::step)s the network's layers may not hold the current weights (the
@@ -23,7 +34,7 @@ pub trait Engine {
     /// One optimiser step on the training rows `batch` (indices into the training set; all of
     /// them, in order, for full-batch training). Adds the L2 gradient `l2·W` to every weight.
     /// Scores the batch only when `want_score` (the cost takes logarithms: most full-batch
-    /// steps do not need it).
+    /// steps do not need it); always reports whether the forward pass stayed finite.
     #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
@@ -34,7 +45,7 @@ pub trait Engine {
         l2: f32,
         want_score: bool,
         rng: &mut Rng,
-    ) -> Option<Score>;
+    ) -> Outcome;
 
     /// `Σ‖W‖²` over every weight (not biases), for the L2 term of the cost.
     fn weight_norm_sq(&self, net: &Network) -> f64;

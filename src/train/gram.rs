@@ -17,8 +17,12 @@
 //! stopping, the end). It is a reformulation, not an approximation: results differ from the
 //! direct path only by floating-point rounding, which the tests check.
 
-use super::engine::{Engine, Score};
-use super::{Labelled, add_l2, is_whole, score};
+// This module handles in-memory matrices whose shapes it fixes at construction (a dense first
+// layer, C of shape (m, h)); its `expect`s state those invariants, never facts about user data.
+#![allow(clippy::expect_used)]
+
+use super::engine::{Engine, Outcome};
+use super::{Labelled, add_l2, is_whole, outcome, score};
 use crate::Rng;
 use crate::linalg::{gram, matmul, matmul_into};
 use crate::nn::{Mode, Network};
@@ -125,7 +129,7 @@ impl Engine for GramEngine<'_> {
         l2: f32,
         want_score: bool,
         rng: &mut Rng,
-    ) -> Option<Score> {
+    ) -> Outcome {
         let m = self.g.nrows();
         let full = is_whole(batch, m);
         let z1 = if full {
@@ -145,8 +149,13 @@ impl Engine for GramEngine<'_> {
         };
 
         let pass = net.forward_from(1, z1.view(), &mut Mode::Train(rng));
-        let scored =
-            want_score.then(|| score(self.train.classes, pass.logits(), targets.view(), &labels));
+        let scored = outcome(
+            self.train.classes,
+            pass.logits(),
+            targets.view(),
+            &labels,
+            want_score,
+        );
         let dlogits = net.head().cost_gradient(pass.logits(), targets.view());
         let (mut grads, dz1) = net.backward(z1.view(), &pass, dlogits, true);
         drop(pass);

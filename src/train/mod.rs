@@ -31,7 +31,7 @@ use crate::model_file::SavedOptimizer;
 use crate::nn::{Architecture, Init, Network};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::{Error, Result, Stream, rng_for};
-use engine::{Engine, Score};
+use engine::{Engine, Outcome, Score};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Zip};
 use rand::seq::SliceRandom;
 use std::time::Instant;
@@ -205,6 +205,20 @@ fn score(
     Score { cost, correct }
 }
 
+/// A step's [`Outcome`]: the score when `want_score`, and whether the logits are all finite.
+fn outcome(
+    classes: &Classes,
+    logits: ArrayView2<'_, f32>,
+    targets: ArrayView2<'_, f32>,
+    labels: &[usize],
+    want_score: bool,
+) -> Outcome {
+    Outcome {
+        score: want_score.then(|| score(classes, logits, targets, labels)),
+        finite: logits.iter().all(|v| v.is_finite()),
+    }
+}
+
 /// Whether `batch` is all `m` training rows in order (full-batch training), so the data can be
 /// used as it is, without gathering rows.
 fn is_whole(batch: &[usize], m: usize) -> bool {
@@ -244,8 +258,17 @@ pub struct Trained {
     pub restored: Option<Record>,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Whether a callback asked to stop (Ctrl-C) before the planned last step.
+    pub interrupted: bool,
     /// Wall-clock seconds, including the Gram set-up.
     pub seconds: f64,
+}
+
+fn diverged(iteration: usize, learning_rate: f32) -> Error {
+    Error::Diverged {
+        iteration,
+        suggested_lr: learning_rate / 10.0,
+    }
 }
 
 /// Multiply-adds of each path, for `auto`. Direct: forward and weight gradient of the first
@@ -331,10 +354,18 @@ impl TrainingView for View<'_> {
 ///
 /// `image_size` is the side of the square images (augmentation needs it).
 ///
+/// A callback can end the run early ([`Callback::should_stop`], e.g. on Ctrl-C); the result
+/// then says [`interrupted`](Trained::interrupted) and holds the weights reached so far.
+///
 /// # Errors
 /// [`Error::Config`] for a bad configuration (checked first), an impossible `--exact-path
 /// gram`, a resumed network that does not fit the data, or an error a callback returns (a
-/// checkpoint that cannot be written).
+/// checkpoint that cannot be written); [`Error::Diverged`] as soon as a step's outputs are
+/// NaN or infinite (no weights are returned then).
+#[allow(
+    clippy::expect_used,
+    reason = "the loop asks for a score (want_score) at every record and log step"
+)]
 pub fn train(
     config: &TrainConfig,
     train: &Dataset,
@@ -432,6 +463,7 @@ pub fn train(
     let mut history = History::default();
     let mut early = config.patience.map(EarlyStopping::new);
     let mut stopped_early = false;
+    let mut interrupted = false;
     let (mut epoch_cost, mut epoch_correct, mut epoch_seen) = (0.0f64, 0usize, 0usize);
     let last = total_steps - 1;
     let mut steps = 0;
@@ -464,7 +496,10 @@ pub fn train(
         };
         // Epoch figures average every batch; iteration figures are that step's.
         let want_score = by_epochs || record_now || log_now;
-        let scored = engine.step(
+        let Outcome {
+            score: scored,
+            finite,
+        } = engine.step(
             &mut net,
             optimizer.as_mut(),
             rows,
@@ -473,6 +508,9 @@ pub fn train(
             want_score,
             &mut rng,
         );
+        if !finite {
+            return Err(diverged(step + 1, config.learning_rate));
+        }
         steps += 1;
         if let Some(s) = scored {
             epoch_cost += s.cost * rows.len() as f64;
@@ -546,6 +584,10 @@ pub fn train(
         if epoch_end {
             (epoch_cost, epoch_correct, epoch_seen) = (0.0, 0, 0);
         }
+        if step < last && callbacks.iter().any(|cb| cb.should_stop()) {
+            interrupted = true;
+            break;
+        }
     }
 
     let saved_optimizer = View {
@@ -555,6 +597,10 @@ pub fn train(
     }
     .optimizer();
     engine.finish(&mut net);
+    // The last update is not followed by a forward pass that would show a blow-up.
+    if !net.is_finite() {
+        return Err(diverged(steps, config.learning_rate));
+    }
     let mut restored = None;
     if let Some(best) = early.and_then(EarlyStopping::into_best) {
         restored = Some(best.record);
@@ -571,6 +617,7 @@ pub fn train(
         path,
         restored,
         stopped_early,
+        interrupted,
         seconds: began.elapsed().as_secs_f64(),
     })
 }

@@ -46,8 +46,14 @@ impl Callback for Checkpoint {
         if !(step.step + 1).is_multiple_of(self.every_steps) {
             return Ok(());
         }
+        let network = view.network();
+        // A blown-up step is caught by the loop at the next forward pass; until then, keep the
+        // last good checkpoint rather than overwrite it with NaN weights.
+        if !network.is_finite() {
+            return Ok(());
+        }
         let model = Model {
-            network: view.network(),
+            network,
             classes: self.classes.clone(),
             preprocess: self.preprocess,
         };

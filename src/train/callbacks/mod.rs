@@ -3,12 +3,15 @@
 //! - [`Progress`]: a progress bar with ETA on a terminal, the document's periodic cost lines
 //!   otherwise.
 //! - [`Checkpoint`]: saves the model (and optimiser state) every so often, atomically.
+//! - [`StopFlag`]: ends the run when a flag is raised (the CLI raises it on Ctrl-C).
 
 mod checkpoint;
 mod progress;
+mod stop;
 
 pub use checkpoint::Checkpoint;
 pub use progress::Progress;
+pub use stop::StopFlag;
 
 use super::{History, Record};
 use crate::Result;
@@ -74,6 +77,12 @@ pub trait Callback {
     /// Stops training with this error.
     fn on_record(&mut self, _record: &Record, _view: &dyn TrainingView) -> Result<()> {
         Ok(())
+    }
+
+    /// Checked after every step: `true` ends the run there (the loop returns the weights
+    /// reached, marked [`interrupted`](crate::train::Trained::interrupted)).
+    fn should_stop(&self) -> bool {
+        false
     }
 
     /// After the last step.

@@ -20,6 +20,10 @@ pub struct Progress {
 impl Progress {
     /// A bar on standard error when it is a terminal, else lines on standard output. With
     /// `lines_too`, the lines are also printed above the bar.
+    #[allow(
+        clippy::expect_used,
+        reason = "the template is a constant, checked by the tests"
+    )]
     pub fn auto(lines_too: bool) -> Self {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(0);
