@@ -1,0 +1,101 @@
+//! Arguments out of range or contradicting each other: exit code 2 with the flag named, before
+//! any image is read or memory allocated.
+
+use super::{deepcat, fails_with, succeeds, synthetic};
+use std::path::Path;
+
+/// A quick `train` on `root` with `extra` flags, which replace the quick defaults they name.
+fn train(root: &Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut cmd = deepcat();
+    cmd.arg("train").arg(root);
+    for (flag, value) in [("--size", "8"), ("--layers", "4"), ("--iterations", "5")] {
+        if !extra.iter().any(|e| e.split('=').next() == Some(flag)) {
+            cmd.args([flag, value]);
+        }
+    }
+    cmd.args(["--quiet", "--model"])
+        .arg(root.with_extension("safetensors"))
+        .args(extra);
+    cmd
+}
+
+#[test]
+fn bad_learning_rates_layers_and_splits_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    synthetic(&root, 6);
+    let cases: &[(&[&str], &str)] = &[
+        (&["--lr", "0"], "--lr must be a positive number"),
+        (&["--lr=-0.01"], "--lr must be a positive number"),
+        (&["--lr", "NaN"], "--lr must be a positive number"),
+        (&["--lr", "inf"], "--lr must be a positive number"),
+        (&["--layers", ""], "--layers is empty"),
+        (&["--layers", "20,,5"], "--layers"),
+        (&["--layers", "20,0,5"], "at least one unit"),
+        (&["--layers=-3"], "--layers"),
+        (
+            &["--test-split", "0"],
+            "--test-split must be above 0 and below 1",
+        ),
+        (
+            &["--test-split", "1"],
+            "--test-split must be above 0 and below 1",
+        ),
+        (&["--test-split=-0.2"], "--test-split"),
+        (&["--test-split", "NaN"], "--test-split"),
+        (&["--val-split", "1"], "--val-split"),
+        (&["--iterations", "0"], "--iterations must be at least 1"),
+        (&["--batch-size", "0"], "--batch-size must be at least 1"),
+        (&["--dropout", "1"], "--dropout"),
+        (&["--l2=-1"], "--l2"),
+        (&["--size", "0"], "--size must be between 1 and 4096"),
+        (&["--size", "5000"], "--size must be between 1 and 4096"),
+        (&["--threads", "0"], "--threads"),
+    ];
+    for (args, needle) in cases {
+        fails_with(&mut train(&root, args), 2, &[needle]);
+    }
+    // clap's own parse errors share the code.
+    fails_with(&mut train(&root, &["--optimizer", "sgd9"]), 2, &["sgd9"]);
+    fails_with(&mut train(&root, &["--iterations", "-1"]), 2, &["-1"]);
+    assert!(!root.with_extension("safetensors").exists());
+}
+
+#[test]
+fn a_batch_larger_than_the_training_set_uses_all_of_it_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    synthetic(&root, 6);
+    let out = succeeds(&mut train(&root, &["--batch-size", "1000"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--batch-size 1000 is more than the 9 training images"),
+        "{err}"
+    );
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+#[test]
+fn an_image_size_needing_more_memory_than_the_machine_has_is_refused_before_loading() {
+    let Some(available) = available_memory() else {
+        eprintln!("skipping: /proc/meminfo is not there to say how much memory is available");
+        return;
+    };
+    // Each 4096² RGB image takes 201 MB as f32: make enough tiny files to need more than all.
+    let per_image = 4096u64 * 4096 * 3 * 4;
+    let per_class = (available / per_image / 2 + 2) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    synthetic(&root, per_class);
+    fails_with(
+        &mut train(&root, &["--size", "4096"]),
+        2,
+        &["GiB", "memory is available", "use a smaller --size"],
+    );
+}

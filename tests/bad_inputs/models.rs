@@ -1,0 +1,1658 @@
+//! Model files: truncated, corrupted, foreign, wrong version, inconsistent; a fuzzed loader.
+//!
+//! The loader must answer every file with either a model that passed all its checks or an
+//! [`Error::Model`] naming the file and what is wrong; never a panic, never a huge allocation.
+//! The CLI turns that error into exit code 1.
+//!
+//! The proptest properties run 256 cases each by default; `PROPTEST_CASES=20000` runs more.
+//! Files in `corpus/models/` are inputs that once made the loader misbehave (or hand-made
+//! cases, see `corpus_files_are_refused_with_the_expected_message`): each is loaded on every
+//! run and must be refused cleanly.
+
+use crate::{deepcat, fails_with, solid_ish, succeeds, synthetic};
+use deepcat::Error;
+use deepcat::data::{Preprocess, ResizeFilter};
+use deepcat::model::{Classes, Model};
+use deepcat::model_file::{ModelFile, SavedOptimizer, load, save};
+use deepcat::nn::{Architecture, Init, Network};
+use deepcat::optim::OptimizerConfig;
+use ndarray::{Array2, ArrayD};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::Config as ProptestConfig;
+use rand::SeedableRng;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A small untrained model: 4×4 RGB inputs (48 features), hidden layers 5 and 3.
+fn small_model(classes: &[&str]) -> Model {
+    let classes = Classes::new(classes.iter().map(|s| s.to_string()).collect(), None).unwrap();
+    let preprocess = Preprocess {
+        size: 4,
+        filter: ResizeFilter::Bilinear,
+        ..Preprocess::default()
+    };
+    let arch = Architecture {
+        inputs: preprocess.features(),
+        hidden: vec![5, 3],
+        outputs: classes.outputs(),
+        dropout: 0.0,
+    };
+    let mut rng = deepcat::Rng::seed_from_u64(9);
+    Model {
+        network: Network::new(&arch, Init::Document, &mut rng),
+        classes,
+        preprocess,
+    }
+}
+
+/// Adam state after one step on `model` (which it changes).
+fn adam_state(model: &mut Model) -> SavedOptimizer {
+    let config = OptimizerConfig::Adam {
+        beta1: 0.9,
+        beta2: 0.99,
+        epsilon: 1e-7,
+    };
+    let mut opt = config.build();
+    let grads: Vec<ArrayD<f32>> = model
+        .network
+        .named_params()
+        .iter()
+        .map(|(_, p)| p.mapv(|v| v * 0.1))
+        .collect();
+    opt.step(&mut model.network.params_mut(), &grads, 0.01);
+    SavedOptimizer {
+        config,
+        state: opt.state().clone(),
+        slot_names: opt.slot_names().iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The bytes `save` writes for `model`.
+fn saved_bytes(model: &Model, optimizer: Option<&SavedOptimizer>) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    save(
+        &path,
+        model,
+        optimizer,
+        Some(&serde_json::json!({"seed": 1})),
+    )
+    .unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+/// A valid two-class model file (sigmoid head), without optimiser state.
+fn two_class_bytes() -> Vec<u8> {
+    saved_bytes(&small_model(&["cats", "dogs"]), None)
+}
+
+/// A valid three-class model file (softmax head) with Adam state.
+fn three_class_adam_bytes() -> Vec<u8> {
+    let mut model = small_model(&["a", "b", "c"]);
+    let opt = adam_state(&mut model);
+    saved_bytes(&model, Some(&opt))
+}
+
+/// One tensor, owned: name, dtype, shape, little-endian bytes.
+#[derive(Debug, Clone)]
+struct Tensor {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+/// A valid safetensors file taken apart: metadata and tensors (sorted by name).
+fn split(bytes: &[u8]) -> (Option<HashMap<String, String>>, Vec<Tensor>) {
+    let meta = SafeTensors::read_metadata(bytes)
+        .unwrap()
+        .1
+        .metadata()
+        .clone();
+    let st = SafeTensors::deserialize(bytes).unwrap();
+    let mut tensors: Vec<Tensor> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| Tensor {
+            name,
+            dtype: v.dtype(),
+            shape: v.shape().to_vec(),
+            data: v.data().to_vec(),
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    (meta, tensors)
+}
+
+/// A valid safetensors file from metadata and tensors.
+fn assemble(meta: Option<HashMap<String, String>>, tensors: &[Tensor]) -> Vec<u8> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|t| {
+            let view = TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap();
+            (t.name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize(views, meta).unwrap()
+}
+
+/// Like [`assemble`], or `None` where safetensors refuses to write the file (a tensor named
+/// `__metadata__`, say): the fuzzer then has nothing to load.
+fn try_assemble(meta: Option<HashMap<String, String>>, tensors: &[Tensor]) -> Option<Vec<u8>> {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|t| {
+            Some((
+                t.name.clone(),
+                TensorView::new(t.dtype, t.shape.clone(), &t.data).ok()?,
+            ))
+        })
+        .collect::<Option<_>>()?;
+    safetensors::serialize(views, meta).ok()
+}
+
+/// `bytes` with its metadata edited by `edit`, tensors unchanged.
+fn with_meta(bytes: &[u8], edit: impl FnOnce(&mut HashMap<String, String>)) -> Vec<u8> {
+    let (meta, tensors) = split(bytes);
+    let mut meta = meta.unwrap();
+    edit(&mut meta);
+    assemble(Some(meta), &tensors)
+}
+
+/// `bytes` with its tensors edited by `edit`, metadata unchanged.
+fn with_tensors(bytes: &[u8], edit: impl FnOnce(&mut Vec<Tensor>)) -> Vec<u8> {
+    let (meta, mut tensors) = split(bytes);
+    edit(&mut tensors);
+    assemble(meta, &tensors)
+}
+
+/// Bytes per element of the whole-byte dtypes used here.
+fn dtype_size(d: Dtype) -> usize {
+    match d {
+        Dtype::U8 | Dtype::I8 | Dtype::BOOL => 1,
+        Dtype::F16 | Dtype::BF16 | Dtype::I16 | Dtype::U16 => 2,
+        Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
+        _ => 8,
+    }
+}
+
+/// The safetensors header length `n`: the header is `bytes[8..8 + n]`, the data follows.
+fn header_len(bytes: &[u8]) -> usize {
+    usize::try_from(u64::from_le_bytes(bytes[..8].try_into().unwrap())).unwrap()
+}
+
+/// Where tensor `name`'s data starts in the file.
+fn data_start(bytes: &[u8], name: &str) -> usize {
+    let (n, meta) = SafeTensors::read_metadata(bytes).unwrap();
+    8 + n + meta.info(name).unwrap().data_offsets.0
+}
+
+/// A scratch folder for model files.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Writes `bytes` to `name` in the folder and returns its path.
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Writes `bytes` to `name` and loads it.
+    fn load(&self, name: &str, bytes: &[u8]) -> (PathBuf, deepcat::Result<ModelFile>) {
+        let path = self.write(name, bytes);
+        let result = load(&path);
+        (path, result)
+    }
+
+    /// Writes `bytes` to `name`, loads it, and checks it is refused as a bad model file naming
+    /// it; returns the message.
+    fn refused(&self, name: &str, bytes: &[u8]) -> String {
+        let (path, result) = self.load(name, bytes);
+        refusal(&path, result)
+    }
+}
+
+/// Checks `result` is an [`Error::Model`] naming `path`; returns the message.
+fn refusal(path: &Path, result: deepcat::Result<ModelFile>) -> String {
+    match result {
+        Ok(_) => panic!("{} was accepted", path.display()),
+        Err(e @ Error::Model { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&path.display().to_string()),
+                "the message does not name the file: {msg}"
+            );
+            msg
+        }
+        Err(e) => panic!("not a model-file error: {e:?}"),
+    }
+}
+
+/// Everything a loaded model must satisfy, whatever file it came from: the loader's checks
+/// held, and the model can be used.
+fn assert_usable(file: &ModelFile) {
+    let model = &file.model;
+    let net = &model.network;
+    assert!(
+        net.is_finite(),
+        "a loaded model has NaN or infinite weights"
+    );
+    let sizes = net.sizes();
+    assert!(sizes.len() >= 2 && !sizes.contains(&0), "{sizes:?}");
+    assert_eq!(sizes[0], model.preprocess.features());
+    assert!((1..=4096).contains(&model.preprocess.size));
+    let names = &model.classes.names;
+    let distinct: std::collections::HashSet<&String> = names.iter().collect();
+    assert!(
+        names.len() >= 2 && distinct.len() == names.len(),
+        "{names:?}"
+    );
+    assert_eq!(
+        model.classes.positive.is_some(),
+        names.len() == 2,
+        "two classes need a positive class, more must have none: {:?}",
+        model.classes
+    );
+    assert_eq!(*sizes.last().unwrap(), model.classes.outputs());
+    assert_eq!(net.head(), model.classes.head());
+    if let Some(opt) = &file.optimizer {
+        opt.config
+            .check()
+            .unwrap_or_else(|e| panic!("a loaded optimiser is out of range: {e}"));
+        let expected: Vec<&str> = opt.config.build().slot_names().to_vec();
+        assert_eq!(opt.slot_names, expected);
+        let params = net.named_params();
+        // Every parameter has its slots, or none has (an optimiser saved before its first step).
+        let fresh = opt.state.slots.is_empty() && opt.state.step == 0;
+        if !opt.slot_names.is_empty() && !fresh {
+            assert_eq!(opt.state.slots.len(), params.len());
+        }
+        for (slots, (_, p)) in opt.state.slots.iter().zip(&params) {
+            assert_eq!(slots.len(), opt.slot_names.len());
+            for s in slots {
+                assert_eq!(s.shape(), p.shape());
+                assert!(s.iter().all(|v| v.is_finite()));
+            }
+        }
+    }
+    // Usable: a prediction on one row runs.
+    let x = Array2::<f32>::zeros((1, model.preprocess.features()));
+    let p = model.predict(x.view());
+    assert_eq!(p.classes.len(), 1);
+    assert_eq!(p.probabilities.dim(), (1, names.len()));
+}
+
+/// A model loaded from `bytes` says what the file's metadata says: nothing was filled in by
+/// default or silently dropped.
+fn assert_matches_metadata(file: &ModelFile, bytes: &[u8]) {
+    let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+    let meta = header
+        .metadata()
+        .as_ref()
+        .expect("a loaded file has metadata");
+    assert_eq!(meta["format"], "deepcat");
+    assert_eq!(meta["format_version"].parse::<u32>().ok(), Some(1));
+    let model = &file.model;
+    let names: Vec<String> = serde_json::from_str(&meta["classes"]).unwrap();
+    assert_eq!(model.classes.names, names);
+    assert_eq!(
+        model.classes.positive_name().unwrap_or(""),
+        meta["positive"],
+        "positive class"
+    );
+    assert_eq!(
+        meta["image_size"].parse::<u32>().ok(),
+        Some(model.preprocess.size)
+    );
+    assert_eq!(meta["resize"], model.preprocess.filter.name());
+    assert_eq!(meta["pixel_layout"], "hwc_rgb");
+    assert_eq!(meta["normalisation"], "divide_by_255");
+    let sizes: Vec<usize> = serde_json::from_str(&meta["layer_sizes"]).unwrap();
+    assert_eq!(model.network.sizes(), sizes);
+    match (&file.optimizer, meta.get("optimizer")) {
+        (None, None) => {}
+        (Some(opt), Some(text)) => {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                value.get("step").and_then(|s| s.as_u64()),
+                Some(opt.state.step),
+                "optimizer step in {text}"
+            );
+        }
+        (loaded, written) => panic!("optimizer {loaded:?} loaded from {written:?}"),
+    }
+}
+
+/// Loads `bytes` from a file in `scratch`: a panic fails the test (after saving the input to
+/// `$DEEPCAT_FUZZ_SAVE`, when set); a model must be usable; an error must name the file.
+fn load_never_panics(scratch: &Scratch, bytes: &[u8]) -> std::result::Result<(), TestCaseError> {
+    let path = scratch.write("fuzz.safetensors", bytes);
+    let outcome = std::panic::catch_unwind(|| match load(&path) {
+        Ok(file) => {
+            assert_usable(&file);
+            assert_matches_metadata(&file, bytes);
+            None
+        }
+        Err(e @ Error::Model { .. }) => Some(e.to_string()),
+        Err(e) => panic!("not a model-file error: {e:?}"),
+    });
+    match outcome {
+        Ok(None) => Ok(()),
+        Ok(Some(msg)) => {
+            prop_assert!(
+                msg.contains(&path.display().to_string()),
+                "message does not name the file: {}",
+                msg
+            );
+            Ok(())
+        }
+        Err(panic) => {
+            if let Some(dir) = std::env::var_os("DEEPCAT_FUZZ_SAVE") {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                let out = Path::new(&dir).join(format!("{:016x}.bin", h.finish()));
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = std::fs::write(out, bytes);
+            }
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(TestCaseError::fail(format!("panicked: {what}")))
+        }
+    }
+}
+
+/// 256 cases per property unless `PROPTEST_CASES` says otherwise; no regression files
+/// written into the source tree (findings go to `corpus/models/` by hand).
+fn fuzz_config() -> ProptestConfig {
+    let mut config = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = 256;
+    }
+    config.failure_persistence = None;
+    config
+}
+
+// ---------------------------------------------------------------------------------------------
+// Library: truncated and corrupted files
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_truncation_of_a_model_is_refused_naming_the_file() {
+    let scratch = Scratch::new();
+    // Every prefix of the small model; of the larger one (with optimiser state), every prefix
+    // that cuts the header and every 7th in the data.
+    let small = two_class_bytes();
+    let large = three_class_adam_bytes();
+    let header_end = 8 + header_len(&large);
+    let cuts = (0..small.len()).map(|cut| (&small, cut)).chain(
+        (0..large.len())
+            .filter(|&c| c <= header_end || c % 7 == 0)
+            .map(|cut| (&large, cut)),
+    );
+    for (bytes, cut) in cuts {
+        let msg = scratch.refused("cut.safetensors", &bytes[..cut]);
+        assert!(
+            msg.contains("truncated or corrupt"),
+            "cut at {cut} of {}: {msg}",
+            bytes.len()
+        );
+    }
+}
+
+#[test]
+fn trailing_garbage_after_a_model_is_refused() {
+    let scratch = Scratch::new();
+    let mut bytes = two_class_bytes();
+    bytes.extend_from_slice(b"garbage");
+    let msg = scratch.refused("long.safetensors", &bytes);
+    assert!(msg.contains("truncated or corrupt"), "{msg}");
+}
+
+#[test]
+fn flipped_bytes_in_the_header_are_refused_or_harmless() {
+    let scratch = Scratch::new();
+    let bytes = three_class_adam_bytes();
+    let n = header_len(&bytes);
+    let (mut refused, mut loaded) = (0, 0);
+    for at in 0..8 + n {
+        for mask in [0x01u8, 0x20, 0xff] {
+            let mut b = bytes.clone();
+            b[at] ^= mask;
+            match scratch.load("flip.safetensors", &b) {
+                (_, Ok(file)) => {
+                    assert_usable(&file);
+                    loaded += 1;
+                }
+                (path, result) => {
+                    refusal(&path, result);
+                    refused += 1;
+                }
+            }
+        }
+    }
+    // Most header flips break the JSON or a check; a few (in the informational "training"
+    // entry, say) are harmless.
+    assert!(
+        refused > 0 && refused > loaded,
+        "{refused} refused, {loaded} loaded"
+    );
+}
+
+#[test]
+fn flipped_bytes_in_the_data_change_one_value_or_are_refused() {
+    let scratch = Scratch::new();
+    let bytes = two_class_bytes();
+    let start = 8 + header_len(&bytes);
+    let original = load(&scratch.write("orig.safetensors", &bytes)).unwrap();
+    let original: Vec<f32> = original
+        .model
+        .network
+        .named_params()
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied().collect::<Vec<_>>())
+        .collect();
+    let (mut refused, mut changed) = (0, 0);
+    for at in start..bytes.len() {
+        for mask in [0x01u8, 0xc0] {
+            let mut b = bytes.clone();
+            b[at] ^= mask;
+            match scratch.load("flip.safetensors", &b) {
+                (_, Ok(file)) => {
+                    assert_usable(&file);
+                    let values: Vec<f32> = file
+                        .model
+                        .network
+                        .named_params()
+                        .iter()
+                        .flat_map(|(_, p)| p.iter().copied().collect::<Vec<_>>())
+                        .collect();
+                    let differ = values
+                        .iter()
+                        .zip(&original)
+                        .filter(|(a, b)| a.to_bits() != b.to_bits())
+                        .count();
+                    assert_eq!(differ, 1, "a flip at byte {at} changed {differ} values");
+                    changed += 1;
+                }
+                (path, result) => {
+                    let msg = refusal(&path, result);
+                    assert!(msg.contains("NaN or infinite"), "{msg}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    // A single flipped byte of a small weight cannot make all exponent bits ones, so these
+    // all load (NaN and infinity are `a_weight_or_optimiser_value_that_is_nan_or_infinite_...`).
+    assert!(changed > 0, "{refused} refused, {changed} changed");
+}
+
+#[test]
+fn a_weight_or_optimiser_value_that_is_nan_or_infinite_is_refused() {
+    let scratch = Scratch::new();
+    let bytes = three_class_adam_bytes();
+    for name in ["dense1.weight", "dense3.bias", "optimizer.v.dense2.weight"] {
+        let at = data_start(&bytes, name) + 4; // the tensor's second value
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut b = bytes.clone();
+            b[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+            let msg = scratch.refused("nan.safetensors", &b);
+            assert!(
+                msg.contains(&format!("tensor {name} contains NaN or infinite values")),
+                "{msg}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_header_length_is_refused() {
+    let scratch = Scratch::new();
+    let bytes = two_class_bytes();
+    let n = header_len(&bytes) as u64;
+    let len = bytes.len() as u64;
+    for claimed in [
+        0,
+        1,
+        n - 1,
+        n + 1,
+        len,
+        99_999_999,
+        100_000_001,
+        u64::MAX / 2,
+        u64::MAX,
+    ] {
+        let mut b = bytes.clone();
+        b[..8].copy_from_slice(&claimed.to_le_bytes());
+        let msg = scratch.refused("len.safetensors", &b);
+        assert!(msg.contains("truncated or corrupt"), "{claimed}: {msg}");
+    }
+}
+
+#[test]
+fn a_header_claiming_a_giant_tensor_is_refused_without_allocating_it() {
+    let scratch = Scratch::new();
+    // 2^40 × 2^20 F32 values claimed, 8 bytes present; and a claim that overflows usize.
+    for header in [
+        r#"{"w":{"dtype":"F32","shape":[1099511627776,1048576],"data_offsets":[0,4611686018427387904]}}"#,
+        r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}}"#,
+        r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,18446744073709551615]}}"#,
+    ] {
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.extend_from_slice(&[0; 8]);
+        let started = std::time::Instant::now();
+        let msg = scratch.refused("giant.safetensors", &b);
+        assert!(msg.contains("truncated or corrupt"), "{msg}");
+        assert!(
+            started.elapsed().as_secs() < 2,
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    // A deepcat header whose hidden layer claims 10^12 units: refused at the first tensor.
+    let bytes = with_meta(&two_class_bytes(), |m| {
+        m.insert("layer_sizes".into(), "[48,1000000000000,3,1]".into());
+    });
+    let msg = scratch.refused("giant.safetensors", &bytes);
+    assert!(
+        msg.contains("tensor dense1.weight has shape [5, 48], expected [1000000000000, 48]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_missing_model_file_or_a_folder_is_an_error_naming_the_path() {
+    let scratch = Scratch::new();
+    let missing = scratch.dir.path().join("missing.safetensors");
+    let msg = load(&missing).unwrap_err().to_string();
+    assert!(
+        msg.contains("cannot read model file") && msg.contains("missing.safetensors"),
+        "{msg}"
+    );
+    let msg = load(scratch.dir.path()).unwrap_err().to_string();
+    assert!(
+        msg.contains(&scratch.dir.path().display().to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_model_path_that_never_ends_is_refused_without_waiting_for_the_end() {
+    // A named pipe whose writer sends a few bytes of something else and stays open (as
+    // `/dev/zero` or a stalled download would): the loader used to read until the end, so
+    // waited forever (or, for /dev/zero, until memory ran out). It now stops after the 8-byte
+    // header length, which is absurd here.
+    let scratch = Scratch::new();
+    let fifo = scratch.dir.path().join("pipe.safetensors");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipping: cannot make a named pipe here");
+        return;
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        let mut w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(writer_path)
+            .unwrap();
+        std::io::Write::write_all(&mut w, b"RIFF\x24\x08\x00\x00AVI LIST").unwrap();
+        // Stay open until the reader is done (or gave up).
+        let _ = done_rx.recv_timeout(std::time::Duration::from_secs(10));
+    });
+    let (result_tx, result_rx) = std::sync::mpsc::channel();
+    let reader_path = fifo.clone();
+    std::thread::spawn(move || {
+        let _ = result_tx.send(load(&reader_path).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let result = result_rx.recv_timeout(std::time::Duration::from_secs(5));
+    let _ = done_tx.send(());
+    writer.join().unwrap();
+    let msg = result
+        .expect("load still waiting for the end of a pipe after 5 s")
+        .expect_err("a pipe of text was accepted as a model");
+    assert!(
+        msg.contains("pipe.safetensors") && msg.contains("not a readable safetensors file"),
+        "{msg}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Library: files that are well-formed safetensors but not (this version of) a deepcat model
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn another_format_version_is_refused_naming_the_version() {
+    let scratch = Scratch::new();
+    let bytes = two_class_bytes();
+    let set = |v: &str| {
+        with_meta(&bytes, |m| {
+            m.insert("format_version".into(), v.into());
+        })
+    };
+    let msg = scratch.refused("v2.safetensors", &set("2"));
+    assert!(
+        msg.contains("format version 2") && msg.contains("reads version 1"),
+        "{msg}"
+    );
+    let msg = scratch.refused("v0.safetensors", &set("0"));
+    assert!(msg.contains("format version 0"), "{msg}");
+    for bad in ["abc", "", "1.0", "-1", "99999999999999999999"] {
+        let msg = scratch.refused("vabc.safetensors", &set(bad));
+        assert!(
+            msg.contains("format_version") && msg.contains("not a number"),
+            "{bad:?}: {msg}"
+        );
+    }
+    let msg = scratch.refused(
+        "vnone.safetensors",
+        &with_meta(&bytes, |m| {
+            m.remove("format_version");
+        }),
+    );
+    assert!(msg.contains("no \"format_version\" entry"), "{msg}");
+}
+
+#[test]
+fn another_programs_safetensors_file_is_refused() {
+    let scratch = Scratch::new();
+    let weights = Tensor {
+        name: "model.embed.weight".into(),
+        dtype: Dtype::F32,
+        shape: vec![2, 3],
+        data: vec![0; 24],
+    };
+    // No metadata at all.
+    let msg = scratch.refused(
+        "foreign.safetensors",
+        &assemble(None, std::slice::from_ref(&weights)),
+    );
+    assert!(msg.contains("no deepcat metadata"), "{msg}");
+    // Someone else's metadata.
+    let foreign: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let msg = scratch.refused(
+        "pt.safetensors",
+        &assemble(Some(foreign), std::slice::from_ref(&weights)),
+    );
+    assert!(msg.contains("not a deepcat model"), "{msg}");
+    // An empty safetensors file (no tensors, no metadata).
+    let msg = scratch.refused("empty.safetensors", &assemble(None, &[]));
+    assert!(msg.contains("no deepcat metadata"), "{msg}");
+    // Our tensors, but the metadata stripped.
+    let (_, tensors) = split(&two_class_bytes());
+    let msg = scratch.refused("stripped.safetensors", &assemble(None, &tensors));
+    assert!(msg.contains("no deepcat metadata"), "{msg}");
+    // Not safetensors at all: text, a PNG, JSON.
+    let png = scratch.dir.path().join("img.png");
+    solid_ish(&png, [1, 2, 3], 0);
+    for (name, bytes) in [
+        ("text.safetensors", b"hello, world".to_vec()),
+        ("png.safetensors", std::fs::read(&png).unwrap()),
+        ("json.safetensors", br#"{"format":"deepcat"}"#.to_vec()),
+        ("empty.safetensors", Vec::new()),
+    ] {
+        let msg = scratch.refused(name, &bytes);
+        assert!(msg.contains("not a readable safetensors file"), "{msg}");
+    }
+}
+
+#[test]
+fn tensor_shapes_that_disagree_with_the_metadata_are_refused() {
+    let scratch = Scratch::new();
+    let bytes = two_class_bytes();
+    // Metadata rewritten: the first hidden layer claims 6 units, the file holds 5.
+    let msg = scratch.refused(
+        "sizes.safetensors",
+        &with_meta(&bytes, |m| {
+            m.insert("layer_sizes".into(), "[48,6,3,1]".into());
+        }),
+    );
+    assert!(
+        msg.contains("tensor dense1.weight has shape [5, 48], expected [6, 48]"),
+        "{msg}"
+    );
+    // One layer fewer than the tensors: dense2.weight no longer fits.
+    let msg = scratch.refused(
+        "fewer.safetensors",
+        &with_meta(&bytes, |m| {
+            m.insert("layer_sizes".into(), "[48,5,1]".into());
+            m.insert("activations".into(), r#"["relu","sigmoid"]"#.into());
+        }),
+    );
+    assert!(
+        msg.contains("tensor dense2.weight has shape [3, 5]"),
+        "{msg}"
+    );
+    // Inputs that do not match the image size.
+    let msg = scratch.refused(
+        "inputs.safetensors",
+        &with_meta(&bytes, |m| {
+            m.insert("image_size".into(), "5".into());
+        }),
+    );
+    assert!(
+        msg.contains("layer_sizes starts with 48 inputs, but 5×5 RGB images have 75"),
+        "{msg}"
+    );
+    // Outputs that do not match the classes.
+    let msg = scratch.refused(
+        "outputs.safetensors",
+        &with_meta(&bytes, |m| {
+            m.insert("classes".into(), r#"["a","b","c"]"#.into());
+            m.insert("positive".into(), String::new());
+        }),
+    );
+    assert!(
+        msg.contains("the output layer has 1 units, but 3 classes need 3"),
+        "{msg}"
+    );
+    // A tensor written with a transposed shape, and a bias with an extra axis.
+    for (name, shape) in [("dense2.weight", vec![5, 3]), ("dense1.bias", vec![5, 1])] {
+        let b = with_tensors(&bytes, |ts| {
+            let t = ts.iter_mut().find(|t| t.name == name).unwrap();
+            t.shape = shape.clone();
+        });
+        let msg = scratch.refused("transposed.safetensors", &b);
+        assert!(
+            msg.contains(&format!("tensor {name} has shape {shape:?}, expected")),
+            "{msg}"
+        );
+    }
+    // An optimiser slot shaped differently from its parameter.
+    let b = with_tensors(&three_class_adam_bytes(), |ts| {
+        let t = ts
+            .iter_mut()
+            .find(|t| t.name == "optimizer.m.dense2.weight")
+            .unwrap();
+        t.shape.reverse();
+    });
+    let msg = scratch.refused("slot.safetensors", &b);
+    assert!(
+        msg.contains("tensor optimizer.m.dense2.weight has shape [5, 3], expected [3, 5]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn tensors_of_another_dtype_than_f32_are_refused() {
+    let scratch = Scratch::new();
+    let bytes = two_class_bytes();
+    for dtype in [Dtype::F64, Dtype::F16, Dtype::BF16, Dtype::I32, Dtype::U8] {
+        let b = with_tensors(&bytes, |ts| {
+            let t = ts.iter_mut().find(|t| t.name == "dense2.bias").unwrap();
+            t.dtype = dtype;
+            t.data = vec![0; t.shape.iter().product::<usize>() * dtype_size(dtype)];
+        });
+        let msg = scratch.refused("dtype.safetensors", &b);
+        assert!(
+            msg.contains(&format!("tensor dense2.bias is {dtype:?}, expected F32")),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_tensor_is_refused_by_name() {
+    let scratch = Scratch::new();
+    for (bytes, name) in [
+        (two_class_bytes(), "dense1.weight"),
+        (two_class_bytes(), "dense3.bias"),
+        (three_class_adam_bytes(), "optimizer.v.dense1.bias"),
+    ] {
+        let b = with_tensors(&bytes, |ts| ts.retain(|t| t.name != name));
+        let msg = scratch.refused("missing.safetensors", &b);
+        assert!(msg.contains(&format!("tensor {name} is missing")), "{msg}");
+    }
+    // A tensor renamed (dense1 → dense0) is missing under its expected name.
+    let b = with_tensors(&two_class_bytes(), |ts| {
+        for t in ts.iter_mut() {
+            t.name = t.name.replace("dense1.", "dense0.");
+        }
+    });
+    let msg = scratch.refused("renamed.safetensors", &b);
+    assert!(msg.contains("tensor dense1.weight is missing"), "{msg}");
+}
+
+#[test]
+fn classes_must_be_at_least_two_distinct_names() {
+    let scratch = Scratch::new();
+    let bytes = two_class_bytes();
+    for (classes, positive) in [
+        (r#"["cats"]"#, "cats"),
+        (r#"[]"#, ""),
+        (r#"["cats","cats"]"#, "cats"),
+    ] {
+        let b = with_meta(&bytes, |m| {
+            m.insert("classes".into(), classes.into());
+            m.insert("positive".into(), positive.into());
+        });
+        let msg = scratch.refused("classes.safetensors", &b);
+        assert!(
+            msg.contains("must be at least two distinct names"),
+            "{classes}: {msg}"
+        );
+    }
+    for classes in ["cats,dogs", r#"{"cats":0}"#, "[1,2]", "null", ""] {
+        let b = with_meta(&bytes, |m| {
+            m.insert("classes".into(), classes.into());
+        });
+        let msg = scratch.refused("classes.safetensors", &b);
+        assert!(
+            msg.contains("metadata \"classes\"") && msg.contains("is not valid"),
+            "{classes}: {msg}"
+        );
+    }
+    let msg = scratch.refused(
+        "classes.safetensors",
+        &with_meta(&bytes, |m| {
+            m.remove("classes");
+        }),
+    );
+    assert!(msg.contains("no \"classes\" entry"), "{msg}");
+}
+
+#[test]
+fn a_positive_class_that_does_not_fit_the_classes_is_refused() {
+    let scratch = Scratch::new();
+    // Not one of the two classes.
+    let msg = scratch.refused(
+        "positive.safetensors",
+        &with_meta(&two_class_bytes(), |m| {
+            m.insert("positive".into(), "horses".into());
+        }),
+    );
+    assert!(
+        msg.contains("positive class \"horses\" is not one of the classes"),
+        "{msg}"
+    );
+    // Two classes but no positive class: which one the sigmoid means is unknown.
+    let msg = scratch.refused(
+        "positive.safetensors",
+        &with_meta(&two_class_bytes(), |m| {
+            m.insert("positive".into(), String::new());
+        }),
+    );
+    assert!(msg.contains("no positive class"), "{msg}");
+    // A positive class with three classes (softmax has none).
+    let msg = scratch.refused(
+        "positive.safetensors",
+        &with_meta(&three_class_adam_bytes(), |m| {
+            m.insert("positive".into(), "a".into());
+        }),
+    );
+    assert!(
+        msg.contains("positive class \"a\"") && msg.contains("3 classes"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn other_inconsistent_metadata_is_refused_with_the_entry_named() {
+    let scratch = Scratch::new();
+    let bytes = three_class_adam_bytes();
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("format", Some("deepkat"), "not a deepcat model"),
+        ("format", None, "not a deepcat model"),
+        ("image_size", Some("0"), "image_size 0 is outside 1..=4096"),
+        (
+            "image_size",
+            Some("100000"),
+            "image_size 100000 is outside 1..=4096",
+        ),
+        (
+            "image_size",
+            Some("four"),
+            "image_size \"four\" is not a number",
+        ),
+        ("image_size", None, "no \"image_size\" entry"),
+        ("resize", Some("cubic"), "unknown resize filter \"cubic\""),
+        (
+            "pixel_layout",
+            Some("chw_bgr"),
+            "pixel_layout \"chw_bgr\" is not supported",
+        ),
+        (
+            "normalisation",
+            Some("imagenet"),
+            "normalisation \"imagenet\" is not supported",
+        ),
+        (
+            "layer_sizes",
+            Some("[48]"),
+            "must list at least input and output",
+        ),
+        (
+            "layer_sizes",
+            Some("[48,0,3,3]"),
+            "must list at least input and output, all positive",
+        ),
+        (
+            "layer_sizes",
+            Some("[48,-5,3,3]"),
+            "metadata \"layer_sizes\"",
+        ),
+        (
+            "activations",
+            Some(r#"["relu","tanh","softmax"]"#),
+            "activations",
+        ),
+        (
+            "activations",
+            Some(r#"["relu","relu","sigmoid"]"#),
+            "activations",
+        ),
+        (
+            "optimizer",
+            Some("{"),
+            "optimizer metadata is not valid JSON",
+        ),
+        (
+            "optimizer",
+            Some(r#"{"kind":"lbfgs","step":1}"#),
+            "optimizer metadata is not understood",
+        ),
+        (
+            "optimizer",
+            Some(r#"{"kind":"adam","beta1":0.9,"step":1}"#),
+            "optimizer metadata is not understood",
+        ),
+    ];
+    for (key, value, needle) in cases {
+        let b = with_meta(&bytes, |m| match value {
+            Some(v) => {
+                m.insert(key.to_string(), v.to_string());
+            }
+            None => {
+                m.remove(*key);
+            }
+        });
+        let msg = scratch.refused("meta.safetensors", &b);
+        assert!(
+            msg.contains(needle),
+            "{key}={value:?}: expected {needle:?} in {msg}"
+        );
+    }
+}
+
+#[test]
+fn optimiser_settings_out_of_range_or_a_missing_step_are_refused() {
+    let scratch = Scratch::new();
+    let bytes = three_class_adam_bytes();
+    for (optimizer, needle) in [
+        (
+            r#"{"kind":"adam","beta1":4.9,"beta2":0.99,"epsilon":1e-7,"step":1}"#,
+            "beta1",
+        ),
+        (
+            r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":-1e-7,"step":1}"#,
+            "epsilon",
+        ),
+        (
+            r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":1e-7}"#,
+            "step",
+        ),
+        (
+            r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":1e-7,"step":-3}"#,
+            "step",
+        ),
+        (
+            r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":1e-7,"step":1.5}"#,
+            "step",
+        ),
+    ] {
+        let b = with_meta(&bytes, |m| {
+            m.insert("optimizer".into(), optimizer.into());
+        });
+        let msg = scratch.refused("opt.safetensors", &b);
+        assert!(
+            msg.contains("optimizer") && msg.contains(needle),
+            "{optimizer}: {msg}"
+        );
+    }
+    // Momentum's β out of range; the file's Adam slots are then simply unused.
+    let b = with_meta(&bytes, |m| {
+        m.insert(
+            "optimizer".into(),
+            r#"{"kind":"momentum","beta":1.5,"step":1}"#.into(),
+        );
+    });
+    let msg = scratch.refused("opt.safetensors", &b);
+    assert!(msg.contains("beta"), "{msg}");
+}
+
+#[test]
+fn models_with_and_without_optimiser_state_still_load() {
+    // The positive control for everything above: the unedited files load and are usable,
+    // and re-assembling them (metadata and tensors unchanged) does not break them.
+    let scratch = Scratch::new();
+    for bytes in [two_class_bytes(), three_class_adam_bytes()] {
+        let (_, file) = scratch.load("good.safetensors", &bytes);
+        assert_usable(&file.unwrap());
+        let (_, file) = scratch.load("again.safetensors", &with_meta(&bytes, |_| {}));
+        assert_usable(&file.unwrap());
+    }
+    // An optimiser saved before its first step has no slots yet.
+    let model = small_model(&["cats", "dogs"]);
+    let fresh = OptimizerConfig::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+    };
+    let saved = SavedOptimizer {
+        config: fresh,
+        state: Default::default(),
+        slot_names: vec!["m".into(), "v".into()],
+    };
+    let (_, file) = scratch.load("fresh.safetensors", &saved_bytes(&model, Some(&saved)));
+    let file = file.unwrap();
+    assert_usable(&file);
+    assert_eq!(file.optimizer.unwrap(), saved);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Corpus: inputs that once made the loader misbehave, and hand-made ones
+// ---------------------------------------------------------------------------------------------
+
+/// Folder of kept inputs.
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bad_inputs/corpus/models")
+}
+
+/// Every corpus file with the words its refusal must contain. A file added to the folder
+/// without an entry here fails the test.
+const CORPUS: &[(&str, &str)] = &[
+    (
+        "fuzz-adam-epsilon-zero.bin",
+        "optimizer settings out of range: --epsilon must be positive, got 0",
+    ),
+    (
+        "fuzz-optimizer-without-step.bin",
+        "has no \"step\" that is a whole number",
+    ),
+    ("fuzz-two-classes-empty-positive.bin", "no positive class"),
+    (
+        "flip-adam-beta1.bin",
+        "optimizer settings out of range: --beta1 must be in [0, 1), got 1.9",
+    ),
+    (
+        "hand-positive-not-a-class.bin",
+        "positive class \"horses\" is not one of the classes [\"cats\", \"dogs\"]",
+    ),
+    (
+        "hand-10000-layers.bin",
+        "layer_sizes lists 9999 dense layers, but the file holds only 6 tensors",
+    ),
+    ("hand-giant-tensor-claim.bin", "truncated or corrupt"),
+];
+
+#[test]
+fn corpus_files_are_refused_with_the_expected_message() {
+    let mut seen = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(corpus_dir()) {
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.ends_with(".md") {
+                continue;
+            }
+            let needle = CORPUS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .unwrap_or_else(|| panic!("corpus file {name} has no entry in CORPUS"))
+                .1;
+            let msg = refusal(&path, load(&path));
+            assert!(msg.contains(needle), "{name}: expected {needle:?} in {msg}");
+            assert!(msg.len() < 400, "{name}: a message too long to read: {msg}");
+            seen.push(name);
+        }
+    }
+    for (name, _) in CORPUS {
+        assert!(
+            seen.iter().any(|s| s == name),
+            "corpus file {name} is missing"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fuzzing (proptest): random files, mutated files, structurally edited files
+// ---------------------------------------------------------------------------------------------
+
+/// One edit of a file's bytes.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// XOR a byte.
+    Flip(Index, u8),
+    /// Overwrite a byte.
+    Set(Index, u8),
+    /// Keep only a prefix.
+    Truncate(Index),
+    /// Insert a run of bytes.
+    Insert(Index, Vec<u8>),
+    /// Delete a run of up to this many bytes.
+    Delete(Index, usize),
+    /// Overwrite the 8-byte header-length prefix.
+    HeaderLength(u64),
+    /// Add `delta` to the header-length prefix (off-by-a-few claims).
+    HeaderLengthBy(i64),
+    /// XOR a byte inside the JSON header (where most checks live).
+    FlipInHeader(Index, u8),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        4 => (any::<Index>(), 1..=255u8).prop_map(|(i, m)| Mutation::Flip(i, m)),
+        2 => (any::<Index>(), any::<u8>()).prop_map(|(i, v)| Mutation::Set(i, v)),
+        1 => any::<Index>().prop_map(Mutation::Truncate),
+        1 => (any::<Index>(), prop::collection::vec(any::<u8>(), 1..64))
+            .prop_map(|(i, run)| Mutation::Insert(i, run)),
+        1 => (any::<Index>(), 1..64usize).prop_map(|(i, n)| Mutation::Delete(i, n)),
+        1 => prop_oneof![
+            any::<u64>(),
+            0..4096u64,
+            Just(u64::MAX),
+            Just(100_000_000u64),
+            Just(100_000_001u64),
+        ]
+        .prop_map(Mutation::HeaderLength),
+        1 => (-16i64..=16).prop_map(Mutation::HeaderLengthBy),
+        4 => (any::<Index>(), 1..=255u8).prop_map(|(i, m)| Mutation::FlipInHeader(i, m)),
+    ]
+}
+
+fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+    if bytes.is_empty() {
+        return;
+    }
+    match m {
+        Mutation::Flip(i, mask) => {
+            let at = i.index(bytes.len());
+            bytes[at] ^= mask;
+        }
+        Mutation::Set(i, v) => {
+            let at = i.index(bytes.len());
+            bytes[at] = *v;
+        }
+        Mutation::Truncate(i) => bytes.truncate(i.index(bytes.len())),
+        Mutation::Insert(i, run) => {
+            let at = i.index(bytes.len() + 1);
+            bytes.splice(at..at, run.iter().copied());
+        }
+        Mutation::Delete(i, n) => {
+            let at = i.index(bytes.len());
+            let end = (at + n).min(bytes.len());
+            bytes.drain(at..end);
+        }
+        Mutation::HeaderLength(v) => {
+            if bytes.len() >= 8 {
+                bytes[..8].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        Mutation::HeaderLengthBy(d) => {
+            if bytes.len() >= 8 {
+                let v = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+                bytes[..8].copy_from_slice(&v.wrapping_add_signed(*d).to_le_bytes());
+            }
+        }
+        Mutation::FlipInHeader(i, mask) => {
+            if bytes.len() > 8 {
+                let n = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+                let end = usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(8)
+                    .min(bytes.len());
+                if end > 8 {
+                    let at = 8 + i.index(end - 8);
+                    bytes[at] ^= mask;
+                }
+            }
+        }
+    }
+}
+
+/// The valid files mutations start from: two-class (sigmoid), three-class with Adam state.
+fn seeds() -> &'static [Vec<u8>] {
+    static SEEDS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    SEEDS.get_or_init(|| vec![two_class_bytes(), three_class_adam_bytes()])
+}
+
+/// Metadata keys a deepcat file has, and one it does not.
+const KEYS: &[&str] = &[
+    "format",
+    "format_version",
+    "classes",
+    "positive",
+    "image_size",
+    "resize",
+    "orientation",
+    "pixel_layout",
+    "normalisation",
+    "layer_sizes",
+    "activations",
+    "optimizer",
+    "training",
+    "unknown",
+];
+
+/// Values that sit on the edges of what the loader checks.
+fn meta_value() -> impl Strategy<Value = String> {
+    let edges = prop::sample::select(vec![
+        "",
+        "0",
+        "1",
+        "2",
+        "-1",
+        "4",
+        "5",
+        "4096",
+        "4097",
+        "18446744073709551616",
+        "1e3",
+        "NaN",
+        "null",
+        "true",
+        "[]",
+        "{}",
+        "[48]",
+        "[48,5,3,1]",
+        "[48,5,3,3]",
+        "[48,5,1]",
+        "[48,0,3,1]",
+        "[48,5,3,2]",
+        "[75,5,3,1]",
+        r#"["a"]"#,
+        r#"["a","a"]"#,
+        r#"["a","b"]"#,
+        r#"["a","b","c"]"#,
+        r#"["cats","dogs"]"#,
+        r#"["","x"]"#,
+        "a",
+        "b",
+        "cats",
+        "dogs",
+        "deepcat",
+        "nearest",
+        "bilinear",
+        "lanczos",
+        "exif",
+        "ignored",
+        "hwc_rgb",
+        "divide_by_255",
+        r#"["relu","relu","sigmoid"]"#,
+        r#"["relu","relu","softmax"]"#,
+        r#"["relu","sigmoid"]"#,
+        r#"{"kind":"gd","step":0}"#,
+        r#"{"kind":"gd"}"#,
+        r#"{"kind":"momentum","beta":0.9,"step":3}"#,
+        r#"{"kind":"momentum","beta":1.0,"step":3}"#,
+        r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":1e-7,"step":1}"#,
+        r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":0,"step":1}"#,
+        r#"{"kind":"adam","beta1":-0.5,"beta2":0.99,"epsilon":1e-7,"step":1}"#,
+        r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":1e-7,"step":-1}"#,
+        r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":1e-7}"#,
+    ])
+    .prop_map(str::to_string);
+    prop_oneof![
+        6 => edges,
+        1 => "[ -~]{0,16}",
+        1 => prop::collection::vec(0usize..80, 0..6)
+            .prop_map(|v| serde_json::to_string(&v).unwrap()),
+        1 => prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "cats", "dogs", ""]), 0..5)
+            .prop_map(|v| serde_json::to_string(&v).unwrap()),
+    ]
+}
+
+/// One structural edit: of the metadata, or of a tensor.
+#[derive(Debug, Clone)]
+enum Edit {
+    SetMeta(&'static str, String),
+    RemoveMeta(&'static str),
+    RemoveTensor(Index),
+    Reshape(Index, Vec<usize>),
+    Retype(Index, Dtype),
+    SetValue(Index, Index, f32),
+    Rename(Index, String),
+    AddTensor(String, Vec<usize>),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let names = prop::sample::select(vec![
+        "dense1.weight",
+        "dense1.bias",
+        "dense2.weight",
+        "dense3.bias",
+        "dense4.weight",
+        "optimizer.m.dense1.weight",
+        "optimizer.velocity.dense1.weight",
+        "__metadata__",
+        "",
+    ])
+    .prop_map(str::to_string);
+    let shape = prop::collection::vec(
+        prop_oneof![0usize..=8, prop::sample::select(vec![1usize, 3, 5, 48, 60])],
+        0..=3,
+    );
+    let dtype = prop::sample::select(vec![
+        Dtype::F32,
+        Dtype::F64,
+        Dtype::F16,
+        Dtype::BF16,
+        Dtype::I32,
+        Dtype::U8,
+        Dtype::I64,
+    ]);
+    let value = prop_oneof![
+        Just(f32::NAN),
+        Just(f32::INFINITY),
+        Just(f32::NEG_INFINITY),
+        Just(f32::MAX),
+        Just(f32::MIN_POSITIVE / 2.0),
+        Just(-0.0f32),
+        any::<f32>(),
+    ];
+    prop_oneof![
+        4 => (prop::sample::select(KEYS), meta_value()).prop_map(|(k, v)| Edit::SetMeta(k, v)),
+        1 => prop::sample::select(KEYS).prop_map(Edit::RemoveMeta),
+        1 => any::<Index>().prop_map(Edit::RemoveTensor),
+        2 => (any::<Index>(), shape.clone()).prop_map(|(i, s)| Edit::Reshape(i, s)),
+        1 => (any::<Index>(), dtype).prop_map(|(i, d)| Edit::Retype(i, d)),
+        2 => (any::<Index>(), any::<Index>(), value).prop_map(|(i, j, v)| Edit::SetValue(i, j, v)),
+        1 => (any::<Index>(), names.clone()).prop_map(|(i, n)| Edit::Rename(i, n)),
+        1 => (names, shape).prop_map(|(n, s)| Edit::AddTensor(n, s)),
+    ]
+}
+
+fn apply_edit(meta: &mut HashMap<String, String>, tensors: &mut Vec<Tensor>, e: &Edit) {
+    let pick = |i: &Index, ts: &Vec<Tensor>| (!ts.is_empty()).then(|| i.index(ts.len()));
+    match e {
+        Edit::SetMeta(k, v) => {
+            meta.insert(k.to_string(), v.clone());
+        }
+        Edit::RemoveMeta(k) => {
+            meta.remove(*k);
+        }
+        Edit::RemoveTensor(i) => {
+            if let Some(at) = pick(i, tensors) {
+                tensors.remove(at);
+            }
+        }
+        Edit::Reshape(i, shape) => {
+            if let Some(at) = pick(i, tensors) {
+                let t = &mut tensors[at];
+                t.shape = shape.clone();
+                t.data = vec![0x3f; shape.iter().product::<usize>() * dtype_size(t.dtype)];
+            }
+        }
+        Edit::Retype(i, dtype) => {
+            if let Some(at) = pick(i, tensors) {
+                let t = &mut tensors[at];
+                t.dtype = *dtype;
+                t.data = vec![0x3f; t.shape.iter().product::<usize>() * dtype_size(*dtype)];
+            }
+        }
+        Edit::SetValue(i, j, v) => {
+            if let Some(at) = pick(i, tensors) {
+                let t = &mut tensors[at];
+                if t.dtype == Dtype::F32 && !t.data.is_empty() {
+                    let k = j.index(t.data.len() / 4) * 4;
+                    t.data[k..k + 4].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        Edit::Rename(i, name) => {
+            if let Some(at) = pick(i, tensors)
+                && !tensors.iter().any(|t| t.name == *name)
+            {
+                tensors[at].name = name.clone();
+            }
+        }
+        Edit::AddTensor(name, shape) => {
+            if !tensors.iter().any(|t| t.name == *name) {
+                tensors.push(Tensor {
+                    name: name.clone(),
+                    dtype: Dtype::F32,
+                    shape: shape.clone(),
+                    data: vec![0; shape.iter().product::<usize>() * 4],
+                });
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(fuzz_config())]
+
+    /// Any bytes at all: a model that passed every check, or a clean error.
+    #[test]
+    fn fuzz_random_bytes_never_panic_the_loader(
+        bytes in prop::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        let scratch = Scratch::new();
+        load_never_panics(&scratch, &bytes)?;
+    }
+
+    /// Random bytes behind a plausible header-length prefix, so the JSON parser is reached.
+    #[test]
+    fn fuzz_random_headers_never_panic_the_loader(
+        header in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..512),
+            "\\{[ -~]{0,200}\\}".prop_map(String::into_bytes),
+        ],
+        data in prop::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let scratch = Scratch::new();
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(&data);
+        load_never_panics(&scratch, &bytes)?;
+    }
+
+    /// A valid model with 1–8 byte-level mutations: flips, overwrites, truncation, inserted or
+    /// deleted runs, a rewritten header-length prefix.
+    #[test]
+    fn fuzz_mutated_models_never_panic_and_loaded_ones_are_consistent(
+        seed in any::<Index>(),
+        mutations in prop::collection::vec(mutation(), 1..=8),
+    ) {
+        let scratch = Scratch::new();
+        let seeds = seeds();
+        let mut bytes = seeds[seed.index(seeds.len())].clone();
+        for m in &mutations {
+            apply(&mut bytes, m);
+        }
+        load_never_panics(&scratch, &bytes)?;
+    }
+
+    /// A valid model whose metadata entries and tensors are edited (a valid safetensors file
+    /// every time, so every check of the loader is reached).
+    #[test]
+    fn fuzz_edited_models_never_panic_and_loaded_ones_are_consistent(
+        seed in any::<Index>(),
+        edits in prop::collection::vec(edit(), 1..=4),
+    ) {
+        let scratch = Scratch::new();
+        let seeds = seeds();
+        let (meta, mut tensors) = split(&seeds[seed.index(seeds.len())]);
+        let mut meta = meta.unwrap();
+        for e in &edits {
+            apply_edit(&mut meta, &mut tensors, e);
+        }
+        if let Some(bytes) = try_assemble(Some(meta), &tensors) {
+            load_never_panics(&scratch, &bytes)?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI: evaluate and predict with bad model files
+// ---------------------------------------------------------------------------------------------
+
+/// A data folder of cats/dogs images and a valid model for it (4×4, untrained) in `dir`.
+fn cli_setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let data = dir.join("data");
+    synthetic(&data, 3);
+    let model = dir.join("model.safetensors");
+    std::fs::write(&model, two_class_bytes()).unwrap();
+    let image = data.join("cats/cats_000.png");
+    (data, model, image)
+}
+
+#[test]
+fn evaluate_and_predict_accept_the_untampered_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, model, image) = cli_setup(dir.path());
+    succeeds(deepcat().arg("evaluate").arg(&model).arg(&data));
+    succeeds(deepcat().arg("predict").arg(&model).arg(&image));
+}
+
+#[test]
+fn evaluate_and_predict_with_a_truncated_model_exit_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, model, image) = cli_setup(dir.path());
+    let bytes = std::fs::read(&model).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let name = cut.display().to_string();
+    for cmd in ["evaluate", "predict"] {
+        let target = if cmd == "evaluate" { &data } else { &image };
+        fails_with(
+            deepcat().arg(cmd).arg(&cut).arg(target),
+            1,
+            &["cannot use model file", &name, "truncated or corrupt"],
+        );
+    }
+}
+
+#[test]
+fn evaluate_and_predict_with_a_file_that_is_not_a_model_exit_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _, image) = cli_setup(dir.path());
+    // An image given where the model goes (arguments swapped), and a foreign safetensors file.
+    let foreign = dir.path().join("foreign.safetensors");
+    let t = Tensor {
+        name: "w".into(),
+        dtype: Dtype::F32,
+        shape: vec![2],
+        data: vec![0; 8],
+    };
+    std::fs::write(&foreign, assemble(None, &[t])).unwrap();
+    for (bad, needle) in [
+        (&image, "not a readable safetensors file"),
+        (&foreign, "no deepcat metadata"),
+    ] {
+        let name = bad.display().to_string();
+        for cmd in ["evaluate", "predict"] {
+            let target = if cmd == "evaluate" { &data } else { &image };
+            fails_with(
+                deepcat().arg(cmd).arg(bad).arg(target),
+                1,
+                &["cannot use model file", &name, needle],
+            );
+        }
+    }
+}
+
+#[test]
+fn evaluate_and_predict_with_a_missing_model_exit_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _, image) = cli_setup(dir.path());
+    let missing = dir.path().join("no-such-model.safetensors");
+    let name = missing.display().to_string();
+    for cmd in ["evaluate", "predict"] {
+        let target = if cmd == "evaluate" { &data } else { &image };
+        fails_with(
+            deepcat().arg(cmd).arg(&missing).arg(target),
+            1,
+            &["cannot read model file", &name],
+        );
+    }
+}
+
+#[test]
+fn evaluate_on_folders_that_are_not_the_models_classes_exits_1_naming_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, model, _) = cli_setup(dir.path());
+    let other = dir.path().join("other");
+    for (class, colour) in [("horses", [200u8, 10, 10]), ("zebras", [10u8, 10, 200])] {
+        std::fs::create_dir_all(other.join(class)).unwrap();
+        solid_ish(&other.join(class).join("a.png"), colour, 1);
+    }
+    let folder = other.join("horses").display().to_string();
+    fails_with(
+        deepcat().arg("evaluate").arg(&model).arg(&other),
+        1,
+        &[&folder, "is not one of the classes (cats, dogs)"],
+    );
+}
+
+#[test]
+fn a_model_trained_at_one_size_evaluates_images_of_other_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let train_dir = dir.path().join("train");
+    synthetic(&train_dir, 10);
+    let model = dir.path().join("m.safetensors");
+    succeeds(
+        deepcat()
+            .arg("train")
+            .arg(&train_dir)
+            .args(["--size", "8", "--layers", "4", "--iterations", "20"])
+            .args(["--test-split", "0.2", "--quiet", "--model"])
+            .arg(&model),
+    );
+    // The same colours at 30×17, 5×5 and 8×8: the model's preprocessing resizes them to 8×8.
+    let eval = dir.path().join("eval");
+    let mut count: u64 = 0;
+    for (class, base) in [("cats", [200u8, 60, 40]), ("dogs", [40u8, 60, 200])] {
+        std::fs::create_dir_all(eval.join(class)).unwrap();
+        for (w, h) in [(30u32, 17u32), (5, 5), (8, 8)] {
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let n = ((x * 7 + y * 3) % 30) as u8;
+                image::Rgb([base[0] + n, base[1] + n, base[2] + n])
+            });
+            img.save(eval.join(class).join(format!("{w}x{h}.png")))
+                .unwrap();
+            count += 1;
+        }
+    }
+    let out = succeeds(
+        deepcat()
+            .arg("evaluate")
+            .arg(&model)
+            .arg(&eval)
+            .arg("--json"),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(json["size"], count, "{json}");
+    let out = succeeds(
+        deepcat()
+            .arg("predict")
+            .arg(&model)
+            .arg(eval.join("dogs/30x17.png"))
+            .arg("--json"),
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert!(line["class"] == "cats" || line["class"] == "dogs", "{line}");
+}
