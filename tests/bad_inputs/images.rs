@@ -1,7 +1,7 @@
 //! Image files as people keep them: empty, cut short, misnamed, rotated, 16-bit, CMYK,
 //! animated, enormous, unreadable, linked in loops, oddly named, hidden.
 
-use super::{deepcat, fails_with, fixture, solid_ish, stderr_of, succeeds, synthetic};
+use super::{deepcat, fails_with, fixture, make_fifo, solid_ish, stderr_of, succeeds, synthetic};
 use deepcat::data::{Preprocess, ResizeFilter, load_one};
 use image::codecs::gif::GifEncoder;
 use image::{Delay, Frame, ImageBuffer, Rgb, Rgba, RgbaImage};
@@ -276,14 +276,7 @@ fn links_loops_pipes_hidden_and_oddly_named_files_in_a_real_run() {
         solid_ish(&cats.join(latin1), [200, 60, 40], 98);
         symlink(&root, cats.join("back-to-root")).unwrap();
         symlink(cats.join("loop"), cats.join("loop")).unwrap();
-        let fifo = cats.join("pipe.png");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        make_fifo(&cats.join("pipe.png"));
     }
     let model = dir.path().join("m.safetensors");
     let out =
@@ -376,13 +369,7 @@ fn predict_never_waits_on_a_named_pipe_or_follows_a_link_loop() {
     let model = dir.path().join("m.safetensors");
     succeeds(&mut quick_train(&root, &model));
     let fifo = dir.path().join("photo.jpg");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    make_fifo(&fifo);
     // Named on the command line, the pipe is reported, not opened (opening would block).
     let err = fails_with(
         deepcat()

@@ -68,6 +68,15 @@ pub fn solid_ish(path: &Path, base: [u8; 3], seed: u32) {
     img.save(path).expect("write test image");
 }
 
+/// Makes a named pipe at `path` (`mkfifo`, on every Unix CI machine).
+pub fn make_fifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
 /// Committed test files (made by `scripts/make-fixtures.py`).
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
