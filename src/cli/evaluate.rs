@@ -1,6 +1,6 @@
 //! `deepcat evaluate`: a saved model on a folder of class sub-folders.
 
-use super::{usage, warn_skipped};
+use super::{check_max_skipped, warn_skipped};
 use anyhow::{Context, Result};
 use clap::Args;
 use deepcat::data::load_labelled;
@@ -29,12 +29,7 @@ pub struct EvaluateArgs {
 }
 
 pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
-    if !(0.0..=1.0).contains(&a.max_skipped) {
-        usage!(
-            "--max-skipped must be between 0 and 1, got {}",
-            a.max_skipped
-        );
-    }
+    check_max_skipped(a.max_skipped)?;
     let file = model_file::load(&a.model)?;
     let model = file.model;
     // Exactly the preprocessing recorded in the model.

@@ -83,6 +83,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// `--max-skipped` must be a fraction.
+fn check_max_skipped(value: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&value) {
+        usage!("--max-skipped must be between 0 and 1, got {value}");
+    }
+    Ok(())
+}
+
 /// Prints skipped files as warnings on standard error.
 fn warn_skipped(skipped: &[deepcat::data::SkippedFile]) {
     for s in skipped {

@@ -1,6 +1,6 @@
 //! `deepcat train`: flags → [`TrainConfig`] + [`SplitSpec`], then load, train, measure, save.
 
-use super::{INTERRUPTED, UsageError, peak_memory_bytes, usage, warn_skipped};
+use super::{INTERRUPTED, UsageError, check_max_skipped, peak_memory_bytes, usage, warn_skipped};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use deepcat::data::augment::Augment;
@@ -260,6 +260,17 @@ fn check_writable(path: &Path, flag: &str) -> Result<()> {
             path.display()
         );
     }
+    // Saving writes a temporary file there first: find out now, not after training.
+    tempfile::Builder::new()
+        .prefix(".deepcat-")
+        .tempfile_in(dir)
+        .with_context(|| {
+            format!(
+                "{flag} {}: cannot write in folder {}",
+                path.display(),
+                dir.display()
+            )
+        })?;
     Ok(())
 }
 
@@ -268,12 +279,7 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
     let config = build_config(&a)?;
     let test_split = test_fraction(a.test_split)?;
     let val_split = fraction(a.val_split, "--val-split")?;
-    if !(0.0..=1.0).contains(&a.max_skipped) {
-        usage!(
-            "--max-skipped must be between 0 and 1, got {}",
-            a.max_skipped
-        );
-    }
+    check_max_skipped(a.max_skipped)?;
     check_writable(&a.model, "--model")?;
     if let Some(p) = &a.plot {
         check_writable(p, "--plot")?;

@@ -1,7 +1,7 @@
 //! Arguments out of range or contradicting each other: exit code 2 with the flag named, before
 //! any image is read or memory allocated.
 
-use super::{deepcat, fails_with, succeeds, synthetic};
+use super::{deepcat, deepcat_unprivileged, fails_with, succeeds, synthetic};
 use std::path::Path;
 
 /// A quick `train` on `root` with `extra` flags, which replace the quick defaults they name.
@@ -97,5 +97,33 @@ fn an_image_size_needing_more_memory_than_the_machine_has_is_refused_before_load
         &mut train(&root, &["--size", "4096"]),
         2,
         &["GiB", "memory is available", "use a smaller --size"],
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_model_folder_that_cannot_be_written_is_refused_before_training() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    synthetic(&root, 6);
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let model = locked.join("m.safetensors");
+    let args: Vec<std::ffi::OsString> = vec![
+        "train".into(),
+        root.clone().into(),
+        "--size".into(),
+        "8".into(),
+        "--model".into(),
+        model.into(),
+    ];
+    let mut cmd = deepcat_unprivileged(&args, &[dir.path()]);
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
+    // A runtime failure (1), found before training rather than when saving after it.
+    fails_with(
+        &mut cmd,
+        1,
+        &["--model", "cannot write in folder", "locked"],
     );
 }

@@ -1,7 +1,10 @@
 //! Image files as people keep them: empty, cut short, misnamed, rotated, 16-bit, CMYK,
 //! animated, enormous, unreadable, linked in loops, oddly named, hidden.
 
-use super::{deepcat, fails_with, fixture, make_fifo, solid_ish, stderr_of, succeeds, synthetic};
+use super::{
+    deepcat, deepcat_unprivileged, fails_with, fixture, make_fifo, solid_ish, stderr_of, succeeds,
+    synthetic,
+};
 use deepcat::data::{Preprocess, ResizeFilter, load_one};
 use image::codecs::gif::GifEncoder;
 use image::{Delay, Frame, ImageBuffer, Rgb, Rgba, RgbaImage};
@@ -309,21 +312,11 @@ fn an_unreadable_file_is_skipped_with_permission_denied() {
     solid_ish(&locked, [200, 60, 40], 7);
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
     let model = dir.path().join("m.safetensors");
-    let mut cmd = quick_train(&root, &model);
-    if std::fs::read(&locked).is_ok() {
-        // Root reads anything: run deepcat as the unprivileged user `nobody` instead.
-        for p in [dir.path(), root.as_path()] {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
-        }
-        let binary = assert_cmd::cargo::cargo_bin("deepcat");
-        let mut privless = assert_cmd::Command::new("setpriv");
-        privless
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(binary)
-            .args(quick_train_args(&root, &model))
-            .timeout(Duration::from_secs(60));
-        cmd = privless;
-    }
+    let mut cmd = deepcat_unprivileged(
+        &quick_train_args(&root, &model),
+        &[dir.path(), root.as_path()],
+    );
+    cmd.timeout(Duration::from_secs(60));
     let out = succeeds(&mut cmd);
     let reasons = skipped_reasons(&train_json(&out));
     assert!(

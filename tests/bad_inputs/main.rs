@@ -68,6 +68,32 @@ pub fn solid_ish(path: &Path, base: [u8; 3], seed: u32) {
     img.save(path).expect("write test image");
 }
 
+/// `deepcat ARGS`, run as the unprivileged user `nobody` when the tests run as root: root may
+/// read and write anything, so permission errors need another user. The folders in `open_up`
+/// (and the temporary folders holding them) are made accessible to `nobody` first.
+#[cfg(unix)]
+pub fn deepcat_unprivileged(args: &[std::ffi::OsString], open_up: &[&Path]) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    let uid = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("run id");
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        let mut cmd = deepcat();
+        cmd.args(args);
+        return cmd;
+    }
+    for p in open_up {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777))
+            .expect("open up a test folder");
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(assert_cmd::cargo::cargo_bin("deepcat"))
+        .args(args);
+    cmd
+}
+
 /// Makes a named pipe at `path` (`mkfifo`, on every Unix CI machine).
 pub fn make_fifo(path: &Path) {
     let status = std::process::Command::new("mkfifo")
