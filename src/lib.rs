@@ -34,8 +34,10 @@ pub use error::{Error, Result};
 
 use rand::SeedableRng;
 
-/// The one random-number generator type, always seeded explicitly. A named generator (PCG),
-/// so a seed gives the same numbers whatever version of `rand` is in use.
+/// The random-number generator of the split and of training, always seeded explicitly. A
+/// named generator (PCG), so a seed gives the same numbers whatever version of `rand` is in
+/// use. Initial weights come from their own generator, NumPy's ([`nn::Mt19937`]), seeded with
+/// the user's seed as `np.random.seed` is.
 pub type Rng = rand_pcg::Pcg64Mcg;
 
 /// Independent random streams drawn from one user seed, so that (say) turning dropout on does
@@ -44,8 +46,6 @@ pub type Rng = rand_pcg::Pcg64Mcg;
 pub enum Stream {
     /// The shuffled train/test/validation split.
     Split = 1,
-    /// Initial weights.
-    Init = 2,
     /// Everything during training: mini-batch order, dropout masks, augmentation.
     Train = 3,
 }

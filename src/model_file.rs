@@ -609,9 +609,7 @@ pub fn load(path: &Path) -> Result<ModelFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Rng;
     use crate::nn::{Architecture, Init};
-    use rand::SeedableRng;
 
     fn small_model(classes: &[&str]) -> Model {
         let classes = Classes::new(classes.iter().map(|s| s.to_string()).collect(), None).unwrap();
@@ -626,7 +624,7 @@ mod tests {
             outputs: classes.outputs(),
             dropout: 0.0,
         };
-        let mut rng = Rng::seed_from_u64(9);
+        let mut rng = crate::nn::Mt19937::new(9);
         Model {
             network: Network::new(&arch, Init::Document, &mut rng),
             classes,

@@ -1,9 +1,7 @@
 //! Weight initialisation. Biases always start at zero (the weights already break symmetry).
 
-use crate::Rng;
+use super::Mt19937;
 use ndarray::Array2;
-use rand::RngExt;
-use rand_distr::StandardNormal;
 
 /// How dense weights are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -18,25 +16,24 @@ pub enum Init {
 }
 
 impl Init {
-    /// A `(fan_out, fan_in)` weight matrix drawn from `rng`, row by row.
-    pub fn weights(self, fan_out: usize, fan_in: usize, rng: &mut Rng) -> Array2<f32> {
+    /// A `(fan_out, fan_in)` weight matrix drawn from `rng`, row by row, computed in f64 and
+    /// rounded to f32 as NumPy's `(np.random.randn(fan_out, fan_in) / np.sqrt(fan_in))
+    /// .astype(np.float32)` is (and likewise `* np.sqrt(2 / fan_in)` for He,
+    /// `np.random.uniform(-l, l, ...)` for Xavier).
+    pub fn weights(self, fan_out: usize, fan_in: usize, rng: &mut Mt19937) -> Array2<f32> {
         match self {
             Init::Document => {
-                let scale = 1.0 / (fan_in as f64).sqrt();
-                Array2::from_shape_simple_fn((fan_out, fan_in), || {
-                    (rng.sample::<f64, _>(StandardNormal) * scale) as f32
-                })
+                let root = (fan_in as f64).sqrt();
+                Array2::from_shape_simple_fn((fan_out, fan_in), || (rng.normal() / root) as f32)
             }
             Init::He => {
                 let scale = (2.0 / fan_in as f64).sqrt();
-                Array2::from_shape_simple_fn((fan_out, fan_in), || {
-                    (rng.sample::<f64, _>(StandardNormal) * scale) as f32
-                })
+                Array2::from_shape_simple_fn((fan_out, fan_in), || (rng.normal() * scale) as f32)
             }
             Init::Xavier => {
                 let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
                 Array2::from_shape_simple_fn((fan_out, fan_in), || {
-                    rng.random_range(-limit..limit) as f32
+                    (-limit + 2.0 * limit * rng.uniform()) as f32
                 })
             }
         }
@@ -55,11 +52,10 @@ impl Init {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
 
     #[test]
     fn document_init_has_unit_variance_times_fan_in() {
-        let mut rng = Rng::seed_from_u64(1);
+        let mut rng = Mt19937::new(1);
         let w = Init::Document.weights(50, 400, &mut rng);
         let var = w.mapv(|v| f64::from(v) * f64::from(v)).mean().unwrap();
         // Expected variance 1/400.
@@ -76,7 +72,23 @@ mod tests {
             var * 200.0
         );
         let x = Init::Xavier.weights(50, 400, &mut rng);
+        assert!(x.iter().any(|&v| v < 0.0) && x.iter().any(|&v| v > 0.0));
         let limit = (6.0f32 / 450.0).sqrt();
         assert!(x.iter().all(|v| v.abs() <= limit));
+    }
+
+    #[test]
+    fn document_init_draws_numpys_weights_for_the_same_seed() {
+        // np.random.seed(3); (np.random.randn(4, 6) / np.sqrt(6)).astype(np.float32)[3]
+        let w = Init::Document.weights(4, 6, &mut Mt19937::new(3));
+        let expected: [f32; 6] = [
+            0.401_049_82,
+            -0.449_508_97,
+            -0.483_793_23,
+            -0.083_956_22,
+            0.606_717_5,
+            0.096_639_015,
+        ];
+        assert_eq!(w.row(3).to_vec(), expected.to_vec());
     }
 }

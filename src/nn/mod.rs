@@ -22,11 +22,13 @@ mod activation;
 mod dense;
 mod dropout;
 mod init;
+mod mt19937;
 
 pub use activation::Relu;
 pub use dense::Dense;
 pub use dropout::Dropout;
 pub use init::Init;
+pub use mt19937::Mt19937;
 
 use crate::Rng;
 use crate::loss::Head;
@@ -172,7 +174,7 @@ impl Network {
     ///
     /// # Panics
     /// If any size is zero (configurations are checked before this is called).
-    pub fn new(arch: &Architecture, init: Init, rng: &mut Rng) -> Self {
+    pub fn new(arch: &Architecture, init: Init, rng: &mut Mt19937) -> Self {
         let sizes = arch.sizes();
         assert!(
             sizes.iter().all(|&s| s > 0),

@@ -28,7 +28,7 @@ use crate::data::augment::Augment;
 use crate::loss::Head;
 use crate::model::Classes;
 use crate::model_file::SavedOptimizer;
-use crate::nn::{Architecture, Init, Network};
+use crate::nn::{Architecture, Init, Mt19937, Network};
 use crate::optim::{Optimizer, OptimizerConfig, Schedule};
 use crate::{Error, Result, Stream, rng_for};
 use engine::{Engine, Outcome, Score};
@@ -401,7 +401,7 @@ pub fn train(
     };
     let mut optimizer = config.optimizer.build();
     let mut net = match start {
-        None => Network::new(&arch, config.init, &mut rng_for(config.seed, Stream::Init)),
+        None => Network::new(&arch, config.init, &mut Mt19937::new(config.seed)),
         Some(s) => {
             if s.network.sizes() != arch.sizes() {
                 return Err(Error::Config(format!(
@@ -414,8 +414,7 @@ pub fn train(
                 *optimizer.state_mut() = saved.state;
             }
             // Rebuild with this run's dropout, keeping the trained weights.
-            let mut fresh =
-                Network::new(&arch, config.init, &mut rng_for(config.seed, Stream::Init));
+            let mut fresh = Network::new(&arch, config.init, &mut Mt19937::new(config.seed));
             for (dst, src) in fresh.params_mut().into_iter().zip(s.network.params_from(0)) {
                 let mut dst = dst;
                 dst.assign(&src);

@@ -50,12 +50,16 @@ fn a_diverging_run_stops_at_once_and_never_saves_nan_weights() {
     synthetic(&root, 8);
     let model = dir.path().join("m.safetensors");
     std::fs::write(&model, b"the user's previous model").unwrap();
+    // One wide hidden layer: after the first giant step some of its units are hugely active
+    // and the next logits overflow. (With 20,7,5 every unit of a narrow layer can die instead,
+    // leaving logits that are enormous but finite, which is not what this test is about.)
     let run = |extra: &[&str]| {
         let err = fails_with(
             deepcat()
                 .arg("train")
                 .arg(&root)
-                .args(["--size", "8", "--lr", "1e30", "--iterations", "100"])
+                .args(["--size", "8", "--layers", "32", "--lr", "1e30"])
+                .args(["--iterations", "100"])
                 .args(["--quiet", "--model"])
                 .arg(&model)
                 .args(extra),

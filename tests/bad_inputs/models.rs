@@ -44,7 +44,7 @@ fn small_model(classes: &[&str]) -> Model {
         outputs: classes.outputs(),
         dropout: 0.0,
     };
-    let mut rng = deepcat::Rng::seed_from_u64(9);
+    let mut rng = deepcat::nn::Mt19937::new(9);
     Model {
         network: Network::new(&arch, Init::Document, &mut rng),
         classes,
