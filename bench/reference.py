@@ -83,10 +83,12 @@ def load(root, size, filt):
 # Layout follows the article: X is (features, m), one example per COLUMN; activations are (units, m).
 # Everything is float32; every scalar that touches an array is np.float32 so nothing upcasts.
 
-def init_params(dims, rng):
+def init_params(dims, seed):
+    # np.random.seed(seed) then the article's randn/sqrt(fan_in): the weights deepcat draws for --seed.
+    legacy = np.random.RandomState(seed)
     params = []
     for fan_in, fan_out in zip(dims[:-1], dims[1:]):
-        W = (rng.standard_normal((fan_out, fan_in)) / np.sqrt(fan_in)).astype(F32)  # randn/sqrt(in)
+        W = (legacy.randn(fan_out, fan_in) / np.sqrt(fan_in)).astype(F32)
         b = np.zeros((fan_out, 1), dtype=F32)
         params.append([W, b])
     return params
@@ -178,7 +180,7 @@ def train(args):
     del X_all
     assert X_train.dtype == F32 and X_train.flags.f_contiguous
 
-    params = init_params([features] + layers + [1], rng)
+    params = init_params([features] + layers + [1], args.seed)
     lr, inv_m = F32(args.lr), F32(1.0 / X_train.shape[1])
 
     costs = []

@@ -21,8 +21,9 @@ pub enum Error {
     #[error("cannot use model file {path}: {reason}")]
     Model { path: PathBuf, reason: String },
 
-    /// Reading or writing a file failed.
-    #[error("{context}: {source}")]
+    /// Reading or writing a file failed. The message is `context`; the operating system's reason
+    /// is the error's [`source`](std::error::Error::source) (`{:#}` in anyhow shows both, once).
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
