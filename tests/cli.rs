@@ -165,6 +165,33 @@ fn train_then_predict_and_evaluate_agree_on_real_images() {
     }
 }
 
+/// Loading, `--seed`'s initial weights, the forward pass and the cost, all against one NumPy
+/// computation: the `catvnoncat` training images read with Pillow, `np.random.seed(1)`, the
+/// document's `initialize([12288, 20, 7, 5, 1])` and forward pass in float64 give a first cost
+/// of 0.7717493284.
+#[test]
+fn the_first_cost_is_the_one_numpy_computes_from_the_same_seed() {
+    let Some(root) = shared("catvnoncat") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = succeeds(
+        deepcat()
+            .arg("train")
+            .arg(root.join("train"))
+            .arg("--test-dir")
+            .arg(root.join("test"))
+            .args(["--size", "64", "--seed", "1", "--iterations", "1"])
+            .args(["--json", "--quiet", "--model"])
+            .arg(dir.path().join("m.safetensors")),
+    );
+    let first = last_json(&out.stdout)["costs"][0].as_f64().unwrap();
+    assert!(
+        (first - 0.771_749_328_4).abs() < 1e-6,
+        "first cost {first}, NumPy's 0.7717493284"
+    );
+}
+
 #[test]
 fn bundled_demo_data_trains_with_defaults_except_length() {
     let dir = tempfile::tempdir().unwrap();
