@@ -157,11 +157,16 @@ fn try_assemble(meta: Option<HashMap<String, String>>, tensors: &[Tensor]) -> Op
     safetensors::serialize(views, meta).ok()
 }
 
-/// `bytes` with its metadata edited by `edit`, tensors unchanged.
-fn with_meta(bytes: &[u8], edit: impl FnOnce(&mut HashMap<String, String>)) -> Vec<u8> {
+/// `bytes` with metadata entries set (`Some`) or removed (`None`), tensors unchanged.
+fn with_meta(bytes: &[u8], entries: &[(&str, Option<&str>)]) -> Vec<u8> {
     let (meta, tensors) = split(bytes);
     let mut meta = meta.unwrap();
-    edit(&mut meta);
+    for &(key, value) in entries {
+        match value {
+            Some(v) => meta.insert(key.to_string(), v.to_string()),
+            None => meta.remove(key),
+        };
+    }
     assemble(Some(meta), &tensors)
 }
 
@@ -570,9 +575,10 @@ fn a_header_claiming_a_giant_tensor_is_refused_without_allocating_it() {
         );
     }
     // A deepcat header whose hidden layer claims 10^12 units: refused at the first tensor.
-    let bytes = with_meta(&two_class_bytes(), |m| {
-        m.insert("layer_sizes".into(), "[48,1000000000000,3,1]".into());
-    });
+    let bytes = with_meta(
+        &two_class_bytes(),
+        &[("layer_sizes", Some("[48,1000000000000,3,1]"))],
+    );
     let msg = scratch.refused("giant.safetensors", &bytes);
     assert!(
         msg.contains("tensor dense1.weight has shape [5, 48], expected [1000000000000, 48]"),
@@ -645,11 +651,7 @@ fn a_model_path_that_never_ends_is_refused_without_waiting_for_the_end() {
 fn another_format_version_is_refused_naming_the_version() {
     let scratch = Scratch::new();
     let bytes = two_class_bytes();
-    let set = |v: &str| {
-        with_meta(&bytes, |m| {
-            m.insert("format_version".into(), v.into());
-        })
-    };
+    let set = |v: &str| with_meta(&bytes, &[("format_version", Some(v))]);
     let msg = scratch.refused("v2.safetensors", &set("2"));
     assert!(
         msg.contains("format version 2") && msg.contains("reads version 1"),
@@ -666,9 +668,7 @@ fn another_format_version_is_refused_naming_the_version() {
     }
     let msg = scratch.refused(
         "vnone.safetensors",
-        &with_meta(&bytes, |m| {
-            m.remove("format_version");
-        }),
+        &with_meta(&bytes, &[("format_version", None)]),
     );
     assert!(msg.contains("no \"format_version\" entry"), "{msg}");
 }
@@ -723,9 +723,7 @@ fn tensor_shapes_that_disagree_with_the_metadata_are_refused() {
     // Metadata rewritten: the first hidden layer claims 6 units, the file holds 5.
     let msg = scratch.refused(
         "sizes.safetensors",
-        &with_meta(&bytes, |m| {
-            m.insert("layer_sizes".into(), "[48,6,3,1]".into());
-        }),
+        &with_meta(&bytes, &[("layer_sizes", Some("[48,6,3,1]"))]),
     );
     assert!(
         msg.contains("tensor dense1.weight has shape [5, 48], expected [6, 48]"),
@@ -734,10 +732,13 @@ fn tensor_shapes_that_disagree_with_the_metadata_are_refused() {
     // One layer fewer than the tensors: dense2.weight no longer fits.
     let msg = scratch.refused(
         "fewer.safetensors",
-        &with_meta(&bytes, |m| {
-            m.insert("layer_sizes".into(), "[48,5,1]".into());
-            m.insert("activations".into(), r#"["relu","sigmoid"]"#.into());
-        }),
+        &with_meta(
+            &bytes,
+            &[
+                ("layer_sizes", Some("[48,5,1]")),
+                ("activations", Some(r#"["relu","sigmoid"]"#)),
+            ],
+        ),
     );
     assert!(
         msg.contains("tensor dense2.weight has shape [3, 5]"),
@@ -746,9 +747,7 @@ fn tensor_shapes_that_disagree_with_the_metadata_are_refused() {
     // Inputs that do not match the image size.
     let msg = scratch.refused(
         "inputs.safetensors",
-        &with_meta(&bytes, |m| {
-            m.insert("image_size".into(), "5".into());
-        }),
+        &with_meta(&bytes, &[("image_size", Some("5"))]),
     );
     assert!(
         msg.contains("layer_sizes starts with 48 inputs, but 5×5 RGB images have 75"),
@@ -757,10 +756,13 @@ fn tensor_shapes_that_disagree_with_the_metadata_are_refused() {
     // Outputs that do not match the classes.
     let msg = scratch.refused(
         "outputs.safetensors",
-        &with_meta(&bytes, |m| {
-            m.insert("classes".into(), r#"["a","b","c"]"#.into());
-            m.insert("positive".into(), String::new());
-        }),
+        &with_meta(
+            &bytes,
+            &[
+                ("classes", Some(r#"["a","b","c"]"#)),
+                ("positive", Some("")),
+            ],
+        ),
     );
     assert!(
         msg.contains("the output layer has 1 units, but 3 classes need 3"),
@@ -842,10 +844,10 @@ fn classes_must_be_at_least_two_distinct_names() {
         (r#"[]"#, ""),
         (r#"["cats","cats"]"#, "cats"),
     ] {
-        let b = with_meta(&bytes, |m| {
-            m.insert("classes".into(), classes.into());
-            m.insert("positive".into(), positive.into());
-        });
+        let b = with_meta(
+            &bytes,
+            &[("classes", Some(classes)), ("positive", Some(positive))],
+        );
         let msg = scratch.refused("classes.safetensors", &b);
         assert!(
             msg.contains("must be at least two distinct names"),
@@ -853,9 +855,7 @@ fn classes_must_be_at_least_two_distinct_names() {
         );
     }
     for classes in ["cats,dogs", r#"{"cats":0}"#, "[1,2]", "null", ""] {
-        let b = with_meta(&bytes, |m| {
-            m.insert("classes".into(), classes.into());
-        });
+        let b = with_meta(&bytes, &[("classes", Some(classes))]);
         let msg = scratch.refused("classes.safetensors", &b);
         assert!(
             msg.contains("metadata \"classes\"") && msg.contains("is not valid"),
@@ -864,9 +864,7 @@ fn classes_must_be_at_least_two_distinct_names() {
     }
     let msg = scratch.refused(
         "classes.safetensors",
-        &with_meta(&bytes, |m| {
-            m.remove("classes");
-        }),
+        &with_meta(&bytes, &[("classes", None)]),
     );
     assert!(msg.contains("no \"classes\" entry"), "{msg}");
 }
@@ -877,9 +875,7 @@ fn a_positive_class_that_does_not_fit_the_classes_is_refused() {
     // Not one of the two classes.
     let msg = scratch.refused(
         "positive.safetensors",
-        &with_meta(&two_class_bytes(), |m| {
-            m.insert("positive".into(), "horses".into());
-        }),
+        &with_meta(&two_class_bytes(), &[("positive", Some("horses"))]),
     );
     assert!(
         msg.contains("positive class \"horses\" is not one of the classes"),
@@ -888,17 +884,13 @@ fn a_positive_class_that_does_not_fit_the_classes_is_refused() {
     // Two classes but no positive class: which one the sigmoid means is unknown.
     let msg = scratch.refused(
         "positive.safetensors",
-        &with_meta(&two_class_bytes(), |m| {
-            m.insert("positive".into(), String::new());
-        }),
+        &with_meta(&two_class_bytes(), &[("positive", Some(""))]),
     );
     assert!(msg.contains("no positive class"), "{msg}");
     // A positive class with three classes (softmax has none).
     let msg = scratch.refused(
         "positive.safetensors",
-        &with_meta(&three_class_adam_bytes(), |m| {
-            m.insert("positive".into(), "a".into());
-        }),
+        &with_meta(&three_class_adam_bytes(), &[("positive", Some("a"))]),
     );
     assert!(
         msg.contains("positive class \"a\"") && msg.contains("3 classes"),
@@ -978,14 +970,7 @@ fn other_inconsistent_metadata_is_refused_with_the_entry_named() {
         ),
     ];
     for (key, value, needle) in cases {
-        let b = with_meta(&bytes, |m| match value {
-            Some(v) => {
-                m.insert(key.to_string(), v.to_string());
-            }
-            None => {
-                m.remove(*key);
-            }
-        });
+        let b = with_meta(&bytes, &[(*key, *value)]);
         let msg = scratch.refused("meta.safetensors", &b);
         assert!(
             msg.contains(needle),
@@ -1020,9 +1005,7 @@ fn optimiser_settings_out_of_range_or_a_missing_step_are_refused() {
             "step",
         ),
     ] {
-        let b = with_meta(&bytes, |m| {
-            m.insert("optimizer".into(), optimizer.into());
-        });
+        let b = with_meta(&bytes, &[("optimizer", Some(optimizer))]);
         let msg = scratch.refused("opt.safetensors", &b);
         assert!(
             msg.contains("optimizer") && msg.contains(needle),
@@ -1030,12 +1013,13 @@ fn optimiser_settings_out_of_range_or_a_missing_step_are_refused() {
         );
     }
     // Momentum's β out of range; the file's Adam slots are then simply unused.
-    let b = with_meta(&bytes, |m| {
-        m.insert(
-            "optimizer".into(),
-            r#"{"kind":"momentum","beta":1.5,"step":1}"#.into(),
-        );
-    });
+    let b = with_meta(
+        &bytes,
+        &[(
+            "optimizer",
+            Some(r#"{"kind":"momentum","beta":1.5,"step":1}"#),
+        )],
+    );
     let msg = scratch.refused("opt.safetensors", &b);
     assert!(msg.contains("beta"), "{msg}");
 }
@@ -1048,7 +1032,7 @@ fn models_with_and_without_optimiser_state_still_load() {
     for bytes in [two_class_bytes(), three_class_adam_bytes()] {
         let (_, file) = scratch.load("good.safetensors", &bytes);
         assert_usable(&file.unwrap());
-        let (_, file) = scratch.load("again.safetensors", &with_meta(&bytes, |_| {}));
+        let (_, file) = scratch.load("again.safetensors", &with_meta(&bytes, &[]));
         assert_usable(&file.unwrap());
     }
     // An optimiser saved before its first step has no slots yet.
