@@ -212,16 +212,9 @@ fn canonical_header(encoded: Vec<u8>) -> Vec<u8> {
 /// # Errors
 /// [`Error::Io`] naming the path.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = folder_of(path);
     let context = || format!("cannot write {}", path.display());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".deepcat-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(context(), e))?;
+    let mut tmp = temporary_in(dir).map_err(|e| Error::io(context(), e))?;
     tmp.write_all(bytes).map_err(|e| Error::io(context(), e))?;
     // Temporary files are created private (0600); a model or plot is an ordinary file.
     #[cfg(unix)]
@@ -244,6 +237,31 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = folder.sync_all();
     }
     Ok(())
+}
+
+/// The folder `path` is (or will be) in: its parent, or `.` for a bare file name.
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// A new hidden temporary file in `dir`, as [`write_atomically`] makes before renaming it.
+fn temporary_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(".deepcat-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+}
+
+/// Whether [`write_atomically`] could write in `dir`: makes and removes the temporary file it
+/// would make there. For checking before long work whose result must be saved.
+///
+/// # Errors
+/// The operating system's reason the file cannot be made.
+pub fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    temporary_in(dir).map(drop)
 }
 
 /// `value` as `{:?}` shows it, cut to a readable length: messages quote metadata, and a

@@ -243,10 +243,7 @@ fn build_config(a: &TrainArgs) -> Result<TrainConfig> {
 
 /// Fails early (before any image is read) if the model cannot be written where asked.
 fn check_writable(path: &Path, flag: &str) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = model_file::folder_of(path);
     if !dir.is_dir() {
         usage!(
             "{flag} {}: folder {} does not exist",
@@ -261,16 +258,13 @@ fn check_writable(path: &Path, flag: &str) -> Result<()> {
         );
     }
     // Saving writes a temporary file there first: find out now, not after training.
-    tempfile::Builder::new()
-        .prefix(".deepcat-")
-        .tempfile_in(dir)
-        .with_context(|| {
-            format!(
-                "{flag} {}: cannot write in folder {}",
-                path.display(),
-                dir.display()
-            )
-        })?;
+    model_file::probe_writable(dir).with_context(|| {
+        format!(
+            "{flag} {}: cannot write in folder {}",
+            path.display(),
+            dir.display()
+        )
+    })?;
     Ok(())
 }
 
