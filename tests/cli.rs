@@ -64,6 +64,22 @@ fn synthetic(root: &Path, per_class: usize) {
     }
 }
 
+/// `deepcat train` on `catvnoncat` (its own test folder, 64 px, JSON, quiet) with `extra`
+/// flags, saving to `model`; must succeed.
+fn train_catvnoncat(root: &Path, extra: &[&str], model: &Path) -> std::process::Output {
+    succeeds(
+        deepcat()
+            .arg("train")
+            .arg(root.join("train"))
+            .arg("--test-dir")
+            .arg(root.join("test"))
+            .args(["--size", "64", "--json", "--quiet"])
+            .args(extra)
+            .arg("--model")
+            .arg(model),
+    )
+}
+
 #[test]
 fn train_then_predict_and_evaluate_agree_on_real_images() {
     let Some(root) = shared("catvnoncat") else {
@@ -71,23 +87,7 @@ fn train_then_predict_and_evaluate_agree_on_real_images() {
     };
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("cat.safetensors");
-    let out = succeeds(
-        deepcat()
-            .arg("train")
-            .arg(root.join("train"))
-            .arg("--test-dir")
-            .arg(root.join("test"))
-            .args([
-                "--size",
-                "64",
-                "--iterations",
-                "300",
-                "--json",
-                "--quiet",
-                "--model",
-            ])
-            .arg(&model),
-    );
+    let out = train_catvnoncat(&root, &["--iterations", "300"], &model);
     let train = last_json(&out.stdout);
     for key in [
         "classes",
@@ -175,16 +175,8 @@ fn the_first_cost_is_the_one_numpy_computes_from_the_same_seed() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let out = succeeds(
-        deepcat()
-            .arg("train")
-            .arg(root.join("train"))
-            .arg("--test-dir")
-            .arg(root.join("test"))
-            .args(["--size", "64", "--seed", "1", "--iterations", "1"])
-            .args(["--json", "--quiet", "--model"])
-            .arg(dir.path().join("m.safetensors")),
-    );
+    let model = dir.path().join("m.safetensors");
+    let out = train_catvnoncat(&root, &["--seed", "1", "--iterations", "1"], &model);
     let first = last_json(&out.stdout)["costs"][0].as_f64().unwrap();
     assert!(
         (first - 0.771_749_328_4).abs() < 1e-6,
