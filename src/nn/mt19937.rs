@@ -104,7 +104,7 @@ impl Mt19937 {
     }
 
     /// The next 32 random bits.
-    pub fn next_u32(&mut self) -> u32 {
+    fn next_u32(&mut self) -> u32 {
         if self.next >= N {
             self.twist();
         }
