@@ -59,11 +59,23 @@ fn as_faer_mut(mut a: ArrayViewMut2<'_, f32>) -> MatMut<'_, f32> {
 /// # Panics
 /// If the shapes do not chain; the message gives all three.
 pub fn matmul_into(
+    c: ArrayViewMut2<'_, f32>,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    alpha: f32,
+    accumulate: bool,
+) {
+    matmul_on(c, a, b, alpha, accumulate, true);
+}
+
+/// The product of [`matmul_into`], split across threads only when `parallel`.
+fn matmul_on(
     mut c: ArrayViewMut2<'_, f32>,
     a: ArrayView2<'_, f32>,
     b: ArrayView2<'_, f32>,
     alpha: f32,
     accumulate: bool,
+    parallel: bool,
 ) {
     assert!(
         a.ncols() == b.nrows() && c.nrows() == a.nrows() && c.ncols() == b.ncols(),
@@ -100,7 +112,7 @@ pub fn matmul_into(
             Par::Seq,
         )
     };
-    if threads < 2 || m * n * k < PARALLEL_MIN_WORK || m.max(n) < 2 * threads {
+    if !parallel || threads < 2 || m * n * k < PARALLEL_MIN_WORK || m.max(n) < 2 * threads {
         block(c, a, b);
         return;
     }
@@ -120,6 +132,19 @@ pub fn matmul_into(
             .zip(b.axis_chunks_iter(Axis(1), chunk).into_par_iter())
             .for_each(|(c, b)| block(c, a, b));
     }
+}
+
+/// [`matmul_into`] on the calling thread only: for products inside loops that are already
+/// parallel (a convolution runs one per group of images on every thread). Same shapes, same
+/// panics, the same engine (and so the same rounding as a sequential `matmul_into`).
+pub fn matmul_into_seq(
+    c: ArrayViewMut2<'_, f32>,
+    a: ArrayView2<'_, f32>,
+    b: ArrayView2<'_, f32>,
+    alpha: f32,
+    accumulate: bool,
+) {
+    matmul_on(c, a, b, alpha, accumulate, false);
 }
 
 /// `a · b` into a new standard-layout array. Shapes: `a (m, k)`, `b (k, n)` → `(m, n)`.

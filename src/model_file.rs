@@ -1,15 +1,22 @@
 //! The model file: safetensors weights plus the metadata needed to use them.
 //!
-//! Tensors (little-endian f32), named per dense layer, 1-based as the document's `W1..W4`:
-//! `dense1.weight (units_out, units_in)`, `dense1.bias (units_out,)`, ... Optimiser state, when
-//! saved for `--resume`, sits beside them as `optimizer.<slot>.dense1.weight`, ...
+//! Two versions. **Version 1** is the document's network, dense layers with ReLU between
+//! them, and deepcat still writes it for such networks (so every deepcat since the first reads
+//! them). **Version 2** records any architecture: the layer sequence and each layer's settings.
+//!
+//! Tensors (little-endian f32) are named by layer kind and number, 1-based, as the document's
+//! `W1..W4`: `dense1.weight (units_out, units_in)`, `dense1.bias (units_out,)`; in version 2
+//! also `conv1.weight (c_out, c_in, k, k)` (PyTorch's layout), `conv1.bias (c_out,)`,
+//! `batchnorm1.weight` (γ), `batchnorm1.bias` (β), `batchnorm1.running_mean`,
+//! `batchnorm1.running_var` (all `(channels,)`). Optimiser state, when saved for `--resume`,
+//! sits beside them as `optimizer.<slot>.<tensor>`.
 //!
 //! Metadata (`__metadata__`, all values strings):
 //!
 //! | key | example | meaning |
 //! |---|---|---|
 //! | `format` | `deepcat` | always |
-//! | `format_version` | `1` | bumped on incompatible change |
+//! | `format_version` | `1` or `2` | see above |
 //! | `classes` | `["cats","random_images"]` | class names; label = index |
 //! | `positive` | `cats` | class the sigmoid output stands for (empty with softmax) |
 //! | `image_size` | `128` | images are resized to this square |
@@ -17,8 +24,10 @@
 //! | `orientation` | `exif` | `exif`: EXIF orientation applied; `ignored` (or absent: files from before it was applied) |
 //! | `pixel_layout` | `hwc_rgb` | rows are row, column, channel; RGB |
 //! | `normalisation` | `divide_by_255` | pixel values scaled to `[0, 1]` |
-//! | `layer_sizes` | `[49152,20,7,5,1]` | the document's `layers_dimensions` |
-//! | `activations` | `["relu","relu","relu","sigmoid"]` | one per dense layer |
+//! | `layer_sizes` | `[49152,20,7,5,1]` | version 1: the document's `layers_dimensions` |
+//! | `activations` | `["relu","relu","relu","sigmoid"]` | version 1: one per dense layer |
+//! | `layers` | `[{"kind":"conv","channels":16,"kernel":3,"stride":1},{"kind":"batchnorm"},...]` | version 2: every layer, the output head's dense layer last ([`LayerSpec`]) |
+//! | `head` | `sigmoid` | version 2: `sigmoid` or `softmax` |
 //! | `optimizer` | `{"kind":"adam",...,"step":420}` | only with optimiser state |
 //! | `training` | `{...}` | how it was trained (informational) |
 //!
@@ -27,7 +36,7 @@
 
 use crate::data::{Preprocess, ResizeFilter};
 use crate::model::{Classes, Model};
-use crate::nn::{Dense, Network};
+use crate::nn::{Architecture, Dense, Geometry, LayerSpec, Network};
 use crate::optim::{OptimizerConfig, OptimizerState};
 use crate::{Error, Result};
 use ndarray::{Array1, Array2, ArrayD, ArrayViewD, IxDyn};
@@ -38,8 +47,12 @@ use std::path::Path;
 
 /// The format identifier in every file.
 pub const FORMAT: &str = "deepcat";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest format version this build writes and reads (it reads every older one too).
+pub const FORMAT_VERSION: u32 = 2;
+/// The version of the document's dense networks, still written for them.
+pub const DENSE_FORMAT_VERSION: u32 = 1;
+/// The most layers a version-2 file may list (a sanity bound for corrupt files).
+const MAX_LAYERS: usize = 1000;
 const PIXEL_LAYOUT: &str = "hwc_rgb";
 const NORMALISATION: &str = "divide_by_255";
 const ORIENTATION_EXIF: &str = "exif";
@@ -92,48 +105,8 @@ pub fn save(
             "refusing to save: the weights contain NaN or infinite values",
         ));
     }
-    let mut meta: HashMap<String, String> = HashMap::new();
-    meta.insert("format".into(), FORMAT.into());
-    meta.insert("format_version".into(), FORMAT_VERSION.to_string());
-    meta.insert(
-        "classes".into(),
-        serde_json::Value::from(model.classes.names.clone()).to_string(),
-    );
-    meta.insert(
-        "positive".into(),
-        model.classes.positive_name().unwrap_or("").into(),
-    );
-    meta.insert("image_size".into(), model.preprocess.size.to_string());
-    meta.insert("resize".into(), model.preprocess.filter.name().into());
-    meta.insert(
-        "orientation".into(),
-        if model.preprocess.exif_orientation {
-            ORIENTATION_EXIF
-        } else {
-            ORIENTATION_IGNORED
-        }
-        .into(),
-    );
-    meta.insert("pixel_layout".into(), PIXEL_LAYOUT.into());
-    meta.insert("normalisation".into(), NORMALISATION.into());
-    meta.insert(
-        "layer_sizes".into(),
-        serde_json::Value::from(net.sizes()).to_string(),
-    );
-    let dense_count = net.sizes().len() - 1;
-    let activations: Vec<&str> = (0..dense_count)
-        .map(|l| {
-            if l + 1 < dense_count {
-                "relu"
-            } else {
-                net.head().name()
-            }
-        })
-        .collect();
-    meta.insert(
-        "activations".into(),
-        serde_json::Value::from(activations).to_string(),
-    );
+    let mut meta = preprocessing_metadata(model);
+    meta.extend(network_metadata(net));
     if let Some(t) = training {
         meta.insert("training".into(), t.to_string());
     }
@@ -141,6 +114,7 @@ pub fn save(
     let named = net.named_params();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = named
         .iter()
+        .chain(&net.named_buffers())
         .map(|(name, p)| (name.clone(), p.shape().to_vec(), f32_bytes(p)))
         .collect();
     if let Some(opt) = optimizer {
@@ -169,6 +143,69 @@ pub fn save(
     let bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::model(path, format!("cannot encode: {e}")))?;
     write_atomically(path, &canonical_header(bytes))
+}
+
+/// The metadata every version has: format, classes, and how photos become rows.
+fn preprocessing_metadata(model: &Model) -> HashMap<String, String> {
+    let mut meta: HashMap<String, String> = HashMap::new();
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert(
+        "classes".into(),
+        serde_json::Value::from(model.classes.names.clone()).to_string(),
+    );
+    meta.insert(
+        "positive".into(),
+        model.classes.positive_name().unwrap_or("").into(),
+    );
+    meta.insert("image_size".into(), model.preprocess.size.to_string());
+    meta.insert("resize".into(), model.preprocess.filter.name().into());
+    meta.insert(
+        "orientation".into(),
+        if model.preprocess.exif_orientation {
+            ORIENTATION_EXIF
+        } else {
+            ORIENTATION_IGNORED
+        }
+        .into(),
+    );
+    meta.insert("pixel_layout".into(), PIXEL_LAYOUT.into());
+    meta.insert("normalisation".into(), NORMALISATION.into());
+    meta
+}
+
+/// The version and the description of the layers: version 1 (`layer_sizes`, `activations`)
+/// for the document's kind of network, version 2 (`layers`, `head`) for any other.
+fn network_metadata(net: &Network) -> HashMap<String, String> {
+    let mut meta: HashMap<String, String> = HashMap::new();
+    if net.is_dense_stack() {
+        meta.insert("format_version".into(), DENSE_FORMAT_VERSION.to_string());
+        meta.insert(
+            "layer_sizes".into(),
+            serde_json::Value::from(net.sizes()).to_string(),
+        );
+        let dense_count = net.sizes().len() - 1;
+        let activations: Vec<&str> = (0..dense_count)
+            .map(|l| {
+                if l + 1 < dense_count {
+                    "relu"
+                } else {
+                    net.head().name()
+                }
+            })
+            .collect();
+        meta.insert(
+            "activations".into(),
+            serde_json::Value::from(activations).to_string(),
+        );
+    } else {
+        meta.insert("format_version".into(), FORMAT_VERSION.to_string());
+        meta.insert(
+            "layers".into(),
+            serde_json::to_string(&net.specs()).unwrap_or_default(),
+        );
+        meta.insert("head".into(), net.head().name().into());
+    }
+    meta
 }
 
 /// The safetensors header as deepcat writes it: keys sorted, so the same model always gives
@@ -386,7 +423,7 @@ fn read_model_bytes(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Reads and checks a model file.
+/// Reads and checks a model file, of either version.
 ///
 /// # Errors
 /// [`Error::Model`] saying what is wrong: not a safetensors file, truncated, not written by
@@ -407,6 +444,32 @@ pub fn load(path: &Path) -> Result<ModelFile> {
         .ok_or_else(|| Error::model(path, "no deepcat metadata (was it written by deepcat?)"))?;
     let r = Reader { path, meta };
 
+    let version = read_version(&r)?;
+    let classes = read_classes(&r)?;
+    let preprocess = read_preprocess(&r)?;
+    let network = if version == DENSE_FORMAT_VERSION {
+        read_dense_network(&r, &st, &classes, &preprocess)?
+    } else {
+        read_layered_network(&r, &st, &classes, &preprocess)?
+    };
+    let optimizer = read_optimizer(&r, &st, &network)?;
+    let training = r
+        .meta
+        .get("training")
+        .and_then(|t| serde_json::from_str(t).ok());
+    Ok(ModelFile {
+        model: Model {
+            network,
+            classes,
+            preprocess,
+        },
+        optimizer,
+        training,
+    })
+}
+
+/// `format` and `format_version`: a deepcat file of a version this build reads.
+fn read_version(r: &Reader<'_>) -> Result<u32> {
     if r.get("format").ok() != Some(FORMAT) {
         return Err(r.bad("not a deepcat model (metadata \"format\" is not \"deepcat\")"));
     }
@@ -417,12 +480,17 @@ pub fn load(path: &Path) -> Result<ModelFile> {
             shown(&version_text)
         ))
     })?;
-    if version != FORMAT_VERSION {
+    if !(DENSE_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(r.bad(format!(
-            "format version {version}, but this deepcat reads version {FORMAT_VERSION}; use a matching deepcat"
+            "format version {version}, but this deepcat reads versions {DENSE_FORMAT_VERSION} \
+             to {FORMAT_VERSION}; use a matching deepcat"
         )));
     }
+    Ok(version)
+}
 
+/// `classes` and `positive`, checked against each other.
+fn read_classes(r: &Reader<'_>) -> Result<Classes> {
     let names: Vec<String> = r.json("classes")?;
     let unique: std::collections::HashSet<&String> = names.iter().collect();
     if names.len() < 2 || unique.len() != names.len() {
@@ -455,9 +523,12 @@ pub fn load(path: &Path) -> Result<ModelFile> {
             shown(&names)
         )));
     }
-    let classes = Classes::new(names.clone(), (!positive.is_empty()).then_some(positive))
-        .map_err(|e| r.bad(format!("classes and positive class disagree: {e}")))?;
+    Classes::new(names.clone(), (!positive.is_empty()).then_some(positive))
+        .map_err(|e| r.bad(format!("classes and positive class disagree: {e}")))
+}
 
+/// `image_size`, `resize`, `orientation`, `pixel_layout` and `normalisation`.
+fn read_preprocess(r: &Reader<'_>) -> Result<Preprocess> {
     let size_text = r.get("image_size")?;
     let size: u32 = size_text
         .parse()
@@ -486,12 +557,21 @@ pub fn load(path: &Path) -> Result<ModelFile> {
         Some(ORIENTATION_IGNORED) | None => false,
         Some(other) => return Err(r.bad(format!("unknown orientation {other:?}"))),
     };
-    let preprocess = Preprocess {
+    Ok(Preprocess {
         size,
         filter,
         exif_orientation,
-    };
+    })
+}
 
+/// Version 1: `layer_sizes` and `activations`, then `dense1.weight`, `dense1.bias`, ...
+fn read_dense_network(
+    r: &Reader<'_>,
+    st: &SafeTensors<'_>,
+    classes: &Classes,
+    preprocess: &Preprocess,
+) -> Result<Network> {
+    let size = preprocess.size;
     let sizes: Vec<usize> = r.json("layer_sizes")?;
     if sizes.len() < 2 || sizes.contains(&0) {
         return Err(r.bad(format!(
@@ -545,12 +625,12 @@ pub fn load(path: &Path) -> Result<ModelFile> {
     let mut dense = Vec::new();
     for l in 1..sizes.len() {
         let w = read_tensor(
-            &st,
+            st,
             &r,
             &format!("dense{l}.weight"),
             &[sizes[l], sizes[l - 1]],
         )?;
-        let b = read_tensor(&st, &r, &format!("dense{l}.bias"), &[sizes[l]])?;
+        let b = read_tensor(st, &r, &format!("dense{l}.bias"), &[sizes[l]])?;
         // read_tensor checked the shapes, so these conversions cannot fail.
         let w: Array2<f32> = w
             .into_dimensionality()
@@ -560,9 +640,85 @@ pub fn load(path: &Path) -> Result<ModelFile> {
             .map_err(|e| r.bad(format!("dense{l}.bias is not a vector: {e}")))?;
         dense.push(Dense::with_bias(w, b));
     }
-    let network = Network::from_dense(dense, head);
+    Ok(Network::from_dense(dense, head).with_input(Geometry::image(size as usize)))
+}
 
-    let optimizer = match r.meta.get("optimizer") {
+/// Version 2: `layers` and `head`, then each layer's tensors by name.
+fn read_layered_network(
+    r: &Reader<'_>,
+    st: &SafeTensors<'_>,
+    classes: &Classes,
+    preprocess: &Preprocess,
+) -> Result<Network> {
+    let layers_text = r.get("layers")?;
+    // Bounded before parsing into layers: a corrupt header must not cost memory.
+    let count = serde_json::from_str::<Vec<serde_json::Value>>(layers_text)
+        .map_err(|e| {
+            r.bad(format!(
+                "metadata \"layers\" = {} is not a list: {e}",
+                shown(&layers_text)
+            ))
+        })?
+        .len();
+    if count == 0 || count > MAX_LAYERS {
+        return Err(r.bad(format!(
+            "metadata \"layers\" lists {count} layers; a model has 1 to {MAX_LAYERS}"
+        )));
+    }
+    let mut layers: Vec<LayerSpec> = r.json("layers")?;
+    for layer in &layers {
+        layer
+            .check()
+            .map_err(|e| r.bad(format!("layer {}: {e}", layer.token())))?;
+    }
+    let head = classes.head();
+    let head_name = r.get("head")?;
+    if head_name != head.name() {
+        return Err(r.bad(format!(
+            "head {} does not fit {} classes (expected {:?})",
+            shown(&head_name),
+            classes.len(),
+            head.name()
+        )));
+    }
+    let outputs = match layers.pop() {
+        Some(LayerSpec::Dense { units }) => units,
+        other => {
+            return Err(r.bad(format!(
+                "the last layer must be the dense output layer, got {}",
+                other.map_or("nothing".into(), |l| l.token())
+            )));
+        }
+    };
+    if outputs != classes.outputs() {
+        return Err(r.bad(format!(
+            "the output layer has {outputs} units, but {} classes need {}",
+            classes.len(),
+            classes.outputs()
+        )));
+    }
+    let arch = Architecture {
+        input: Geometry::image(preprocess.size as usize),
+        body: layers,
+        outputs,
+    };
+    Network::from_tensors(&arch, |name, shape| read_tensor(st, r, name, shape)).map_err(|e| match e
+    {
+        Error::Config(why) => r.bad(format!(
+            "the layers do not fit {}×{} RGB images: {why}",
+            preprocess.size, preprocess.size
+        )),
+        other => other,
+    })
+}
+
+/// `optimizer` and its state tensors, if saved.
+fn read_optimizer(
+    r: &Reader<'_>,
+    st: &SafeTensors<'_>,
+    network: &Network,
+) -> Result<Option<SavedOptimizer>> {
+    Ok(match r.meta.get("optimizer") {
         None => None,
         Some(text) => {
             let value: serde_json::Value = serde_json::from_str(text)
@@ -592,7 +748,7 @@ pub fn load(path: &Path) -> Result<ModelFile> {
                     let mut per_param = Vec::new();
                     for slot in &slot_names {
                         per_param.push(read_tensor(
-                            &st,
+                            st,
                             &r,
                             &format!("optimizer.{slot}.{name}"),
                             p.shape(),
@@ -607,27 +763,13 @@ pub fn load(path: &Path) -> Result<ModelFile> {
                 slot_names,
             })
         }
-    };
-    let training = r
-        .meta
-        .get("training")
-        .and_then(|t| serde_json::from_str(t).ok());
-
-    Ok(ModelFile {
-        model: Model {
-            network,
-            classes,
-            preprocess,
-        },
-        optimizer,
-        training,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::{Architecture, Init};
+    use crate::nn::Init;
 
     fn small_model(classes: &[&str]) -> Model {
         let classes = Classes::new(classes.iter().map(|s| s.to_string()).collect(), None).unwrap();
@@ -636,15 +778,10 @@ mod tests {
             filter: ResizeFilter::Bilinear,
             exif_orientation: true,
         };
-        let arch = Architecture {
-            inputs: preprocess.features(),
-            hidden: vec![5, 3],
-            outputs: classes.outputs(),
-            dropout: 0.0,
-        };
+        let arch = Architecture::dense(Geometry::image(4), &[5, 3], classes.outputs(), 0.0);
         let mut rng = crate::nn::Mt19937::new(9);
         Model {
-            network: Network::new(&arch, Init::Document, &mut rng),
+            network: Network::new(&arch, Init::Document, &mut rng).unwrap(),
             classes,
             preprocess,
         }

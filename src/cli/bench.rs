@@ -124,7 +124,15 @@ fn step_costs(steps: usize, path: ExactPath, reference: bool, data_dir: &Path) -
         ..TrainConfig::default()
     };
     deepcat::linalg::use_reference_engine(reference);
-    let trained = train(&config, &splits.train, None, &classes, 128, None, &mut []);
+    let trained = train(
+        &config,
+        &splits.train,
+        None,
+        &classes,
+        deepcat::nn::Geometry::image(128),
+        None,
+        &mut [],
+    );
     deepcat::linalg::use_reference_engine(false);
     let trained = trained?;
     Ok(trained.history.costs())

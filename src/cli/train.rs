@@ -1,17 +1,25 @@
 //! `deepcat train`: flags → [`TrainConfig`] + [`SplitSpec`], then load, train, measure, save.
+//!
+//! [`run`] reads as its phases: [`Setup::from_args`] turns the flags (and the recipe of the
+//! architecture they name) into a checked configuration before any image is read, then
+//! [`load`] the data, [`fit`] the network with the callbacks, [`finish`] (save, measure) and
+//! print the report.
 
 use super::{INTERRUPTED, UsageError, check_max_skipped, peak_memory_bytes, usage, warn_skipped};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use deepcat::data::augment::Augment;
-use deepcat::data::{Preprocess, ResizeFilter, SplitSpec, load_splits};
-use deepcat::metrics::{evaluate, most_confident_errors};
+use deepcat::data::{Preprocess, ResizeFilter, SplitSpec, Splits, load_splits};
+use deepcat::metrics::{Metrics, Mistake, evaluate, most_confident_errors};
 use deepcat::model::{Classes, Model};
-use deepcat::model_file;
-use deepcat::nn::Init;
+use deepcat::model_file::{self, ModelFile};
+use deepcat::nn::spec::{dense_body, describe, parse_body};
+use deepcat::nn::{Architecture, Geometry, Init, LayerSpec, Network};
 use deepcat::optim::{OptimizerConfig, Schedule};
 use deepcat::train::callbacks::{Checkpoint, Progress, StopFlag};
-use deepcat::train::{Callback, ExactPath, Length, Start, TrainConfig, train};
+use deepcat::train::{
+    Callback, DOCUMENT_HIDDEN, ExactPath, Length, Recipe, Start, TrainConfig, Trained, train,
+};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,7 +61,8 @@ fn parse_layers(text: &str) -> Result<Vec<usize>> {
             "--layers is empty; give hidden layer sizes like 20,7,5, or none for no hidden layer"
         );
     }
-    text.split(',')
+    let sizes = text
+        .split(',')
         .map(|s| {
             s.trim().parse::<usize>().map_err(|_| {
                 anyhow::Error::new(UsageError(format!(
@@ -61,10 +70,15 @@ fn parse_layers(text: &str) -> Result<Vec<usize>> {
                 )))
             })
         })
-        .collect()
+        .collect::<Result<Vec<usize>>>()?;
+    if sizes.contains(&0) {
+        usage!("--layers: every hidden layer needs at least one unit, got {text:?}");
+    }
+    Ok(sizes)
 }
 
-/// Flags of `deepcat train`. Defaults are the document's.
+/// Flags of `deepcat train`. Defaults are the document's; an architecture with conv layers
+/// brings the conv recipe instead (see `--arch`). Every flag given overrides the recipe.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Folder with one sub-folder of images per class (e.g. data/cats, data/random_images).
@@ -78,24 +92,33 @@ pub struct TrainArgs {
     /// Resize filter [default: nearest, as the document's loader].
     #[arg(long, value_enum)]
     resize: Option<ResizeName>,
-    /// Hidden layer sizes, comma-separated ("none" for no hidden layer).
-    #[arg(long, default_value = "20,7,5")]
-    layers: String,
-    /// Learning rate.
-    #[arg(long, default_value_t = 0.0075)]
-    lr: f32,
-    /// Optimiser steps (the document's iterations) [default: 2500].
+    /// The layers before the output head: a preset (cnn) or layers such as
+    /// "conv16 bn relu pool gap" (see the README's grammar). Conv layers bring the conv
+    /// recipe: adam, lr 0.001, batch 32, epochs, flip+crop, cosine, he.
+    #[arg(long, value_name = "SPEC")]
+    arch: Option<String>,
+    /// Hidden dense layer sizes, comma-separated ("none" for no hidden layer) [default:
+    /// 20,7,5; none after --arch]. After --arch they come between it and the head.
+    #[arg(long)]
+    layers: Option<String>,
+    /// Print the network's layers, output shapes and parameter counts before training.
+    #[arg(long)]
+    summary: bool,
+    /// Learning rate [default: 0.0075, or the recipe's].
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Optimiser steps (the document's iterations) [default: 2500, or the recipe's].
     #[arg(long, conflicts_with = "epochs")]
     iterations: Option<usize>,
     /// Passes over the training set, instead of --iterations.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Examples per step [default: the whole training set, as the document].
+    /// Examples per step [default: the whole training set as the document, or the recipe's].
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Optimiser.
-    #[arg(long, value_enum, default_value = "gd")]
-    optimizer: OptimizerName,
+    /// Optimiser [default: gd, or the recipe's].
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerName>,
     /// Momentum's β, or Adam's β1.
     #[arg(long, default_value_t = 0.9)]
     beta1: f32,
@@ -106,18 +129,18 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1e-8)]
     epsilon: f32,
     /// Learning-rate schedule: constant, step:EVERY:FACTOR (EVERY in iterations, or epochs
-    /// with --epochs) or cosine[:MIN_FACTOR].
-    #[arg(long, default_value = "constant")]
-    schedule: String,
+    /// with --epochs) or cosine[:MIN_FACTOR] [default: constant, or the recipe's].
+    #[arg(long)]
+    schedule: Option<String>,
     /// L2 penalty λ: the cost gains λ/2·Σ‖W‖² over all weights.
     #[arg(long, default_value_t = 0.0)]
     l2: f32,
-    /// Inverted-dropout probability after each hidden layer (training only).
+    /// Inverted-dropout probability after each hidden dense layer of --layers (training only).
     #[arg(long, default_value_t = 0.0)]
     dropout: f32,
-    /// Weight initialisation.
-    #[arg(long, value_enum, default_value = "document")]
-    init: InitName,
+    /// Weight initialisation [default: document, or the recipe's].
+    #[arg(long, value_enum)]
+    init: Option<InitName>,
     /// Fraction of DATA_DIR held out for testing, above 0 and below 1.
     #[arg(long, default_value_t = 0.2, conflicts_with = "test_dir")]
     test_split: f64,
@@ -134,9 +157,10 @@ pub struct TrainArgs {
     /// Continue training a saved model, with its optimiser state when the optimiser matches.
     #[arg(long, value_name = "MODEL")]
     resume: Option<PathBuf>,
-    /// Augment training images on the fly: any of flip,crop,jitter.
-    #[arg(long, default_value = "none")]
-    augment: String,
+    /// Augment training images on the fly: any of flip,crop,jitter, or none [default: none,
+    /// or the recipe's].
+    #[arg(long)]
+    augment: Option<String>,
     /// Stop with an error when more than this fraction of the files cannot be used.
     #[arg(long, value_name = "F", default_value_t = deepcat::data::DEFAULT_MAX_SKIPPED)]
     max_skipped: f64,
@@ -190,47 +214,93 @@ fn test_fraction(value: f64) -> Result<f64> {
     }
 }
 
-fn build_config(a: &TrainArgs) -> Result<TrainConfig> {
-    let length = match (a.iterations, a.epochs) {
-        (_, Some(e)) => Length::Epochs(e),
-        (Some(i), None) => Length::Iterations(i),
-        (None, None) => Length::Iterations(2500),
+/// The layers before the head: `--arch`, then `--layers` as dense layers (with `--dropout`);
+/// with neither, the resumed model's own layers or the document's.
+fn build_body(a: &TrainArgs, resumed: Option<&ModelFile>) -> Result<Vec<LayerSpec>> {
+    if !(0.0..1.0).contains(&a.dropout) {
+        usage!("--dropout must be in [0, 1), got {}", a.dropout);
+    }
+    let hidden = a.layers.as_deref().map(parse_layers).transpose()?;
+    let mut body = match &a.arch {
+        Some(spec) => parse_body(spec)?,
+        None => Vec::new(),
     };
-    let by_epochs = matches!(length, Length::Epochs(_));
-    let optimizer = match a.optimizer {
-        OptimizerName::Gd => OptimizerConfig::Gd,
-        OptimizerName::Momentum => OptimizerConfig::Momentum { beta: a.beta1 },
-        OptimizerName::Adam => OptimizerConfig::Adam {
+    match (hidden, &a.arch, resumed) {
+        (Some(h), _, _) => body.extend(dense_body(&h, a.dropout)),
+        (None, Some(_), _) => {}
+        (None, None, Some(r)) => {
+            let net = &r.model.network;
+            body = if net.is_dense_stack() {
+                let sizes = net.sizes();
+                dense_body(&sizes[1..sizes.len() - 1], a.dropout)
+            } else {
+                net.architecture().body
+            };
+        }
+        (None, None, None) => body = dense_body(&DOCUMENT_HIDDEN, a.dropout),
+    }
+    if a.dropout > 0.0 && !body.iter().any(|l| matches!(l, LayerSpec::Dropout { .. })) {
+        usage!("--dropout applies to hidden dense layers (--layers), and there are none");
+    }
+    Ok(body)
+}
+
+/// The configuration: the architecture's recipe, overridden by every flag given.
+fn build_config(a: &TrainArgs, body: Vec<LayerSpec>) -> Result<(TrainConfig, Recipe)> {
+    let recipe = Recipe::for_body(&body);
+    let mut config = recipe.config(body);
+    match (a.iterations, a.epochs) {
+        (_, Some(e)) => config.length = Length::Epochs(e),
+        (Some(i), None) => config.length = Length::Iterations(i),
+        (None, None) => {}
+    }
+    let by_epochs = matches!(config.length, Length::Epochs(_));
+    if let Some(o) = a.optimizer {
+        config.optimizer = match o {
+            OptimizerName::Gd => OptimizerConfig::Gd,
+            OptimizerName::Momentum => OptimizerConfig::Momentum { beta: a.beta1 },
+            OptimizerName::Adam => OptimizerConfig::Adam {
+                beta1: a.beta1,
+                beta2: a.beta2,
+                epsilon: a.epsilon,
+            },
+        };
+    } else if let OptimizerConfig::Adam { .. } = config.optimizer {
+        config.optimizer = OptimizerConfig::Adam {
             beta1: a.beta1,
             beta2: a.beta2,
             epsilon: a.epsilon,
-        },
-    };
-    let config = TrainConfig {
-        hidden: parse_layers(&a.layers)?,
-        learning_rate: a.lr,
-        length,
-        batch_size: a.batch_size,
-        optimizer,
-        schedule: Schedule::parse(&a.schedule)?,
-        l2: a.l2,
-        dropout: a.dropout,
-        init: match a.init {
+        };
+    }
+    if let Some(lr) = a.lr {
+        config.learning_rate = lr;
+    }
+    if let Some(b) = a.batch_size {
+        config.batch_size = Some(b);
+    }
+    if let Some(s) = &a.schedule {
+        config.schedule = Schedule::parse(s)?;
+    }
+    if let Some(list) = &a.augment {
+        config.augment = Augment::parse(list)?;
+    }
+    if let Some(init) = a.init {
+        config.init = match init {
             InitName::Document => Init::Document,
             InitName::He => Init::He,
             InitName::Xavier => Init::Xavier,
-        },
-        seed: a.seed,
-        patience: a.patience,
-        exact_path: match a.exact_path {
-            PathName::Auto => ExactPath::Auto,
-            PathName::Gram => ExactPath::Gram,
-            PathName::Direct => ExactPath::Direct,
-        },
-        record_every: a.record_every,
-        log_every: a.log_every.unwrap_or(if by_epochs { 1 } else { 50 }),
-        augment: Augment::parse(&a.augment)?,
+        };
+    }
+    config.l2 = a.l2;
+    config.seed = a.seed;
+    config.patience = a.patience;
+    config.exact_path = match a.exact_path {
+        PathName::Auto => ExactPath::Auto,
+        PathName::Gram => ExactPath::Gram,
+        PathName::Direct => ExactPath::Direct,
     };
+    config.record_every = a.record_every;
+    config.log_every = a.log_every.unwrap_or(if by_epochs { 1 } else { 50 });
     config.check()?;
     if a.patience.is_some() && a.val_split == 0.0 {
         usage!("--patience needs a validation set: add --val-split (e.g. 0.1)");
@@ -238,7 +308,7 @@ fn build_config(a: &TrainArgs) -> Result<TrainConfig> {
     if a.checkpoint_every == Some(0) {
         usage!("--checkpoint-every must be at least 1");
     }
-    Ok(config)
+    Ok((config, recipe))
 }
 
 /// Fails early (before any image is read) if the model cannot be written where asked.
@@ -268,20 +338,8 @@ fn check_writable(path: &Path, flag: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
-    // Everything that can be checked before reading images is checked here.
-    let config = build_config(&a)?;
-    let test_split = test_fraction(a.test_split)?;
-    let val_split = fraction(a.val_split, "--val-split")?;
-    check_max_skipped(a.max_skipped)?;
-    check_writable(&a.model, "--model")?;
-    if let Some(p) = &a.plot {
-        check_writable(p, "--plot")?;
-    }
-    let resumed = match &a.resume {
-        Some(p) => Some(model_file::load(p).with_context(|| format!("--resume {}", p.display()))?),
-        None => None,
-    };
+/// How photos become rows: the flags, or exactly the resumed model's preprocessing.
+fn build_preprocess(a: &TrainArgs, resumed: Option<&ModelFile>) -> Result<Preprocess> {
     let mut preprocess = Preprocess {
         size: a.size.unwrap_or(128),
         filter: match a.resize.unwrap_or(ResizeName::Nearest) {
@@ -291,7 +349,7 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
         },
         exif_orientation: true,
     };
-    if let Some(r) = &resumed {
+    if let Some(r) = resumed {
         let saved = r.model.preprocess;
         if a.size.is_some_and(|s| s != saved.size)
             || a.resize.is_some() && preprocess.filter != saved.filter
@@ -307,20 +365,74 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
     if preprocess.size == 0 || preprocess.size > 4096 {
         usage!("--size must be between 1 and 4096, got {}", preprocess.size);
     }
+    Ok(preprocess)
+}
 
-    let spec = SplitSpec {
-        data_dir: a.data_dir.clone(),
-        test_dir: a.test_dir.clone(),
-        test_split,
-        val_split,
-        preprocess,
-        seed: a.seed,
-        max_skipped: a.max_skipped,
-    };
-    let splits = load_splits(&spec)?;
+/// Everything decided before any image is read.
+struct Setup {
+    config: TrainConfig,
+    recipe: Recipe,
+    preprocess: Preprocess,
+    spec: SplitSpec,
+    resumed: Option<ModelFile>,
+}
+
+impl Setup {
+    /// Checks every flag, the output paths and the resumed model, and builds the network
+    /// once on its own to check the architecture against the image size.
+    fn from_args(a: &TrainArgs) -> Result<Self> {
+        let test_split = test_fraction(a.test_split)?;
+        let val_split = fraction(a.val_split, "--val-split")?;
+        check_max_skipped(a.max_skipped)?;
+        let resumed = match &a.resume {
+            Some(p) => {
+                Some(model_file::load(p).with_context(|| format!("--resume {}", p.display()))?)
+            }
+            None => None,
+        };
+        let body = build_body(a, resumed.as_ref())?;
+        let (config, recipe) = build_config(a, body)?;
+        check_writable(&a.model, "--model")?;
+        if let Some(p) = &a.plot {
+            check_writable(p, "--plot")?;
+        }
+        let preprocess = build_preprocess(a, resumed.as_ref())?;
+        // The layers must fit the images; the class count only changes the head.
+        Architecture {
+            input: input_geometry(&preprocess),
+            body: config.body.clone(),
+            outputs: 1,
+        }
+        .inputs()?;
+        let spec = SplitSpec {
+            data_dir: a.data_dir.clone(),
+            test_dir: a.test_dir.clone(),
+            test_split,
+            val_split,
+            preprocess,
+            seed: a.seed,
+            max_skipped: a.max_skipped,
+        };
+        Ok(Setup {
+            config,
+            recipe,
+            preprocess,
+            spec,
+            resumed,
+        })
+    }
+}
+
+fn input_geometry(preprocess: &Preprocess) -> Geometry {
+    Geometry::image(preprocess.size as usize)
+}
+
+/// Loads and splits the images, and checks them against the resumed model and the flags.
+fn load(a: &TrainArgs, setup: &Setup) -> Result<(Splits, Classes)> {
+    let splits = load_splits(&setup.spec)?;
     warn_skipped(&splits.skipped);
     let classes = Classes::new(splits.classes.clone(), a.positive.as_deref())?;
-    if let Some(r) = &resumed
+    if let Some(r) = &setup.resumed
         && r.model.classes != classes
     {
         bail!(
@@ -331,32 +443,95 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
             classes.positive_name()
         );
     }
-    let train_set = &splits.train;
-    if let Some(b) = config.batch_size.filter(|&b| b > train_set.len()) {
+    let train_size = splits.train.len();
+    if let Some(b) = setup.config.batch_size.filter(|&b| b > train_size) {
         eprintln!(
-            "warning: --batch-size {b} is more than the {} training images; each step uses all of them",
-            train_set.len()
+            "warning: --batch-size {b} is more than the {train_size} training images; each step uses all of them"
         );
     }
-    let test_size = splits.test.as_ref().map_or(0, |t| t.len());
-    let val_size = splits.val.as_ref().map_or(0, |v| v.len());
-    if !a.json {
-        let counts = train_set.class_counts(classes.len());
-        let per_class: Vec<String> = classes
-            .names
-            .iter()
-            .zip(&counts)
-            .map(|(n, c)| format!("{n} {c}"))
-            .collect();
-        println!(
-            "Loaded {} training, {val_size} validation and {test_size} test images in {:.2} s ({} files skipped); training classes: {}",
-            train_set.len(),
-            splits.load_seconds,
-            splits.skipped.len(),
-            per_class.join(", ")
-        );
-    }
+    Ok((splits, classes))
+}
 
+fn length_text(length: Length) -> String {
+    match length {
+        Length::Iterations(n) => format!("{n} iterations"),
+        Length::Epochs(e) => format!("{e} epochs"),
+    }
+}
+
+/// What is about to happen, in words: the data, the network, the recipe.
+fn print_plan(a: &TrainArgs, setup: &Setup, splits: &Splits, classes: &Classes) -> Result<()> {
+    let train_set = &splits.train;
+    let counts = train_set.class_counts(classes.len());
+    let per_class: Vec<String> = classes
+        .names
+        .iter()
+        .zip(&counts)
+        .map(|(n, c)| format!("{n} {c}"))
+        .collect();
+    println!(
+        "Loaded {} training, {} validation and {} test images in {:.2} s ({} files skipped); training classes: {}",
+        train_set.len(),
+        splits.val.as_ref().map_or(0, |v| v.len()),
+        splits.test.as_ref().map_or(0, |t| t.len()),
+        splits.load_seconds,
+        splits.skipped.len(),
+        per_class.join(", ")
+    );
+    let config = &setup.config;
+    let network = if config.body.iter().any(LayerSpec::is_beyond_dense) {
+        format!(
+            "\"{}\" on {}px images",
+            describe(&config.body),
+            setup.preprocess.size
+        )
+    } else {
+        let sizes: Vec<String> = std::iter::once(train_set.x.ncols())
+            .chain(config.body.iter().filter_map(|l| match l {
+                LayerSpec::Dense { units } => Some(*units),
+                _ => None,
+            }))
+            .chain(std::iter::once(classes.outputs()))
+            .map(|s| s.to_string())
+            .collect();
+        sizes.join("-")
+    };
+    println!(
+        "Network {network} ({}), optimiser {}, learning rate {}, {}",
+        classes.head().name(),
+        config.optimizer.name(),
+        config.learning_rate,
+        length_text(config.length)
+    );
+    if setup.recipe.name != "document" {
+        println!(
+            "Recipe for {} networks: {} (flags given override it)",
+            setup.recipe.name,
+            setup.recipe.flags()
+        );
+    }
+    if a.summary {
+        println!("{}", summary_network(setup, classes)?.summary());
+    }
+    Ok(())
+}
+
+/// The network about to be trained, for `--summary`.
+fn summary_network(setup: &Setup, classes: &Classes) -> Result<Network> {
+    let arch = Architecture {
+        input: input_geometry(&setup.preprocess),
+        body: setup.config.body.clone(),
+        outputs: classes.outputs(),
+    };
+    Ok(Network::new(
+        &arch,
+        setup.config.init,
+        &mut deepcat::nn::Mt19937::new(setup.config.seed),
+    )?)
+}
+
+/// Trains with progress, checkpoints and Ctrl-C handling.
+fn fit(a: &TrainArgs, setup: &mut Setup, splits: &Splits, classes: &Classes) -> Result<Trained> {
     let mut progress = (!a.quiet).then(|| {
         if a.json {
             Progress::lines(Box::new(std::io::stderr()))
@@ -366,7 +541,7 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
     });
     let mut checkpoint = a
         .checkpoint_every
-        .map(|every| Checkpoint::new(a.model.clone(), every, classes.clone(), preprocess));
+        .map(|every| Checkpoint::new(a.model.clone(), every, classes.clone(), setup.preprocess));
     // Ctrl-C (or SIGTERM) from here on finishes the current step and stops; a second one quits
     // at once. Until now the default applies: nothing has been written yet.
     let mut stop = StopFlag::new();
@@ -387,151 +562,187 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
     if let Some(c) = checkpoint.as_mut() {
         callbacks.push(c);
     }
-    let start = resumed.map(|r| Start {
+    let start = setup.resumed.take().map(|r| Start {
         network: r.model.network,
         optimizer: r.optimizer,
     });
-    if !a.json {
-        let sizes: Vec<String> = std::iter::once(train_set.x.ncols())
-            .chain(config.hidden.iter().copied())
-            .chain(std::iter::once(classes.outputs()))
-            .map(|s| s.to_string())
-            .collect();
-        println!(
-            "Network {} ({}), optimiser {}, learning rate {}, {}",
-            sizes.join("-"),
-            classes.head().name(),
-            config.optimizer.name(),
-            config.learning_rate,
-            match config.length {
-                Length::Iterations(n) => format!("{n} iterations"),
-                Length::Epochs(e) => format!("{e} epochs"),
-            }
-        );
-    }
-    let trained = train(
-        &config,
-        train_set,
+    Ok(train(
+        &setup.config,
+        &splits.train,
         splits.val.as_ref(),
-        &classes,
-        preprocess.size as usize,
+        classes,
+        input_geometry(&setup.preprocess),
         start,
         &mut callbacks,
-    )?;
-    drop(callbacks);
+    )?)
+}
 
-    let model = Model {
-        network: trained.network,
-        classes: classes.clone(),
-        preprocess,
-    };
-    if trained.interrupted {
-        let planned = match config.length {
-            Length::Iterations(n) => format!("{n} iterations"),
-            Length::Epochs(e) => format!("{e} epochs"),
-        };
-        if a.checkpoint_every.is_some() {
-            let training = json!({ "interrupted_after_steps": trained.steps });
-            model_file::save(&a.model, &model, Some(&trained.optimizer), Some(&training))
-                .with_context(|| format!("saving the model to {}", a.model.display()))?;
-            eprintln!(
-                "Interrupted after {} steps of {planned}; saved the weights reached to {} (continue with --resume {})",
-                trained.steps,
-                a.model.display(),
-                a.model.display()
-            );
-        } else {
-            eprintln!(
-                "Interrupted after {} steps of {planned}; no model saved (--checkpoint-every N keeps progress)",
-                trained.steps
-            );
-        }
-        return Ok(ExitCode::from(INTERRUPTED));
+/// After Ctrl-C: saves the weights reached when checkpointing, and says what was kept.
+fn save_interrupted(
+    a: &TrainArgs,
+    config: &TrainConfig,
+    trained: &Trained,
+    model: &Model,
+) -> Result<ExitCode> {
+    let planned = length_text(config.length);
+    if a.checkpoint_every.is_some() {
+        let training = json!({ "interrupted_after_steps": trained.steps });
+        model_file::save(&a.model, model, Some(&trained.optimizer), Some(&training))
+            .with_context(|| format!("saving the model to {}", a.model.display()))?;
+        eprintln!(
+            "Interrupted after {} steps of {planned}; saved the weights reached to {} (continue with --resume {})",
+            trained.steps,
+            a.model.display(),
+            a.model.display()
+        );
+    } else {
+        eprintln!(
+            "Interrupted after {} steps of {planned}; no model saved (--checkpoint-every N keeps progress)",
+            trained.steps
+        );
     }
-    let train_accuracy = model.accuracy(train_set);
-    let test_metrics = splits.test.as_ref().map(|t| {
+    Ok(ExitCode::from(INTERRUPTED))
+}
+
+/// What the trained model scores.
+struct Scores {
+    train_accuracy: f64,
+    val_accuracy: Option<f64>,
+    test: Option<(Metrics, Vec<Mistake>)>,
+}
+
+fn measure(a: &TrainArgs, model: &Model, splits: &Splits) -> Scores {
+    let test = splits.test.as_ref().map(|t| {
         let predictions = model.predict(t.x.view());
-        let metrics = evaluate(&classes, &t.labels, &predictions);
-        let errors = most_confident_errors(&classes, &t.paths, &t.labels, &predictions, a.errors);
+        let metrics = evaluate(&model.classes, &t.labels, &predictions);
+        let errors =
+            most_confident_errors(&model.classes, &t.paths, &t.labels, &predictions, a.errors);
         (metrics, errors)
     });
-    let val_accuracy = splits.val.as_ref().map(|v| model.accuracy(v));
+    Scores {
+        train_accuracy: model.accuracy(&splits.train),
+        val_accuracy: splits.val.as_ref().map(|v| model.accuracy(v)),
+        test,
+    }
+}
 
+/// Saves the model (with how it was trained) and the plots; returns the plot files.
+fn finish(a: &TrainArgs, setup: &Setup, trained: &Trained, model: &Model) -> Result<Vec<PathBuf>> {
     let training = json!({
-        "config": &config,
+        "config": &setup.config,
+        "recipe": setup.recipe.name,
         "data_dir": a.data_dir,
         "test_dir": a.test_dir,
-        "test_split": test_split,
-        "val_split": val_split,
+        "test_split": setup.spec.test_split,
+        "val_split": setup.spec.val_split,
         "steps": trained.steps,
         "exact_path": trained.path,
     });
-    model_file::save(&a.model, &model, Some(&trained.optimizer), Some(&training))
+    model_file::save(&a.model, model, Some(&trained.optimizer), Some(&training))
         .with_context(|| format!("saving the model to {}", a.model.display()))?;
-    let plots = match &a.plot {
+    Ok(match &a.plot {
         Some(p) => deepcat::plot::write_curves(&trained.history, p)?,
         None => Vec::new(),
-    };
+    })
+}
 
+pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
+    // Everything that can be checked before reading images is checked here.
+    let mut setup = Setup::from_args(&a)?;
+    let (splits, classes) = load(&a, &setup)?;
+    if !a.json {
+        print_plan(&a, &setup, &splits, &classes)?;
+    }
+    let trained = fit(&a, &mut setup, &splits, &classes)?;
+    let model = Model {
+        network: trained.network.clone(),
+        classes: classes.clone(),
+        preprocess: setup.preprocess,
+    };
+    if trained.interrupted {
+        return save_interrupted(&a, &setup.config, &trained, &model);
+    }
+    let scores = measure(&a, &model, &splits);
+    let plots = finish(&a, &setup, &trained, &model)?;
     if a.json {
-        let out = json!({
-            "classes": classes.names,
-            "positive": classes.positive_name(),
-            "train_size": train_set.len(),
-            "val_size": val_size,
-            "test_size": test_size,
-            "features": train_set.x.ncols(),
-            "layers": model.network.sizes(),
-            "iterations": trained.steps,
-            "epochs": match config.length { Length::Epochs(_) => trained.history.records.last().and_then(|r| r.epoch), _ => None },
-            "costs": trained.history.costs(),
-            "history": trained.history.records,
-            "train_accuracy": train_accuracy,
-            "val_accuracy": val_accuracy,
-            "test_accuracy": test_metrics.as_ref().map(|(m, _)| m.accuracy),
-            "test_metrics": test_metrics.as_ref().map(|(m, _)| m),
-            "errors": test_metrics.as_ref().map(|(_, e)| e),
-            "stopped_early": trained.stopped_early,
-            "restored_step": trained.restored.as_ref().map(|r| r.step),
-            "exact_path": trained.path,
-            "load_seconds": splits.load_seconds,
-            "train_seconds": trained.seconds,
-            "peak_memory_bytes": peak_memory_bytes(),
-            "skipped": splits.skipped,
-            "model": a.model,
-            "plots": plots,
-        });
-        println!("{out}");
+        print_json(&a, &setup, &splits, &trained, &model, &scores, &plots);
     } else {
-        println!("Train accuracy: {train_accuracy:.4}");
-        if let Some(v) = val_accuracy {
-            println!("Validation accuracy: {v:.4}");
-        }
-        if let Some((m, errors)) = &test_metrics {
-            println!("Test accuracy: {:.4}", m.accuracy);
-            println!("\nTest set ({} images):\n{}", m.size, m.report());
-            if !errors.is_empty() {
-                println!("Most confidently wrong test images:");
-                for e in errors {
-                    println!("  {e}");
-                }
-            }
-        }
-        if let Some(r) = &trained.restored {
-            println!(
-                "Early stopping kept the weights of step {} (validation cost {:.4})",
-                r.step,
-                r.val_cost.unwrap_or(f64::NAN)
-            );
-        }
-        println!(
-            "Trained in {:.2} s ({} path, {} steps)",
-            trained.seconds, trained.path, trained.steps
-        );
-        println!("Saved model to {}", a.model.display());
-        for p in plots {
-            println!("Saved plot to {}", p.display());
-        }
+        print_report(&a, &trained, &scores, &plots);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_json(
+    a: &TrainArgs,
+    setup: &Setup,
+    splits: &Splits,
+    trained: &Trained,
+    model: &Model,
+    scores: &Scores,
+    plots: &[PathBuf],
+) {
+    let test = scores.test.as_ref();
+    let out = json!({
+        "classes": model.classes.names,
+        "positive": model.classes.positive_name(),
+        "train_size": splits.train.len(),
+        "val_size": splits.val.as_ref().map_or(0, |v| v.len()),
+        "test_size": splits.test.as_ref().map_or(0, |t| t.len()),
+        "features": splits.train.x.ncols(),
+        "layers": model.network.sizes(),
+        "architecture": describe(&model.network.specs()),
+        "recipe": setup.recipe.name,
+        "parameters": model.network.summary().trainable(),
+        "iterations": trained.steps,
+        "epochs": match setup.config.length { Length::Epochs(_) => trained.history.records.last().and_then(|r| r.epoch), _ => None },
+        "costs": trained.history.costs(),
+        "history": trained.history.records,
+        "train_accuracy": scores.train_accuracy,
+        "val_accuracy": scores.val_accuracy,
+        "test_accuracy": test.map(|(m, _)| m.accuracy),
+        "test_metrics": test.map(|(m, _)| m),
+        "errors": test.map(|(_, e)| e),
+        "stopped_early": trained.stopped_early,
+        "restored_step": trained.restored.as_ref().map(|r| r.step),
+        "exact_path": trained.path,
+        "load_seconds": splits.load_seconds,
+        "train_seconds": trained.seconds,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "skipped": splits.skipped,
+        "model": a.model,
+        "plots": plots,
+    });
+    println!("{out}");
+}
+
+fn print_report(a: &TrainArgs, trained: &Trained, scores: &Scores, plots: &[PathBuf]) {
+    println!("Train accuracy: {:.4}", scores.train_accuracy);
+    if let Some(v) = scores.val_accuracy {
+        println!("Validation accuracy: {v:.4}");
+    }
+    if let Some((m, errors)) = &scores.test {
+        println!("Test accuracy: {:.4}", m.accuracy);
+        println!("\nTest set ({} images):\n{}", m.size, m.report());
+        if !errors.is_empty() {
+            println!("Most confidently wrong test images:");
+            for e in errors {
+                println!("  {e}");
+            }
+        }
+    }
+    if let Some(r) = &trained.restored {
+        println!(
+            "Early stopping kept the weights of step {} (validation cost {:.4})",
+            r.step,
+            r.val_cost.unwrap_or(f64::NAN)
+        );
+    }
+    println!(
+        "Trained in {:.2} s ({} path, {} steps)",
+        trained.seconds, trained.path, trained.steps
+    );
+    println!("Saved model to {}", a.model.display());
+    for p in plots {
+        println!("Saved plot to {}", p.display());
+    }
 }

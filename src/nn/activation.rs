@@ -1,7 +1,7 @@
 //! Hidden-layer activation: ReLU. (The output non-linearities, sigmoid and softmax, live with
 //! the cost in [`crate::loss`], where they are fused for stability.)
 
-use super::{Backward, Layer, Mode, Saved};
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
 use ndarray::{Array2, ArrayView2, Zip};
 
 /// `relu(z) = max(0, z)`, elementwise. No exponentials, so it is cheap; it is exactly zero for
@@ -29,8 +29,12 @@ impl Layer for Relu {
         "relu"
     }
 
-    fn units_out(&self, units_in: usize) -> usize {
-        units_in
+    fn spec(&self) -> LayerSpec {
+        LayerSpec::Relu
+    }
+
+    fn output(&self, input: Geometry) -> Geometry {
+        input
     }
 
     fn forward(&self, z: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {

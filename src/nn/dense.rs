@@ -1,6 +1,6 @@
 //! The dense (fully connected) layer: the document's `linear_forward` / `linear_backward`.
 
-use super::{Backward, Layer, Mode, Saved};
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
 use crate::linalg::{matmul, matmul_into};
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis};
 
@@ -48,8 +48,14 @@ impl Layer for Dense {
         "dense"
     }
 
-    fn units_out(&self, _units_in: usize) -> usize {
-        self.weight.nrows()
+    fn spec(&self) -> LayerSpec {
+        LayerSpec::Dense {
+            units: self.weight.nrows(),
+        }
+    }
+
+    fn output(&self, _input: Geometry) -> Geometry {
+        Geometry::flat(self.weight.nrows())
     }
 
     /// `x (batch, units_in)` → `z = x · Wᵀ + b (batch, units_out)`. Saves nothing: backward

@@ -1,6 +1,6 @@
 //! Inverted dropout for hidden layers: off at inference, no rescaling needed there.
 
-use super::{Backward, Layer, Mode, Saved};
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
 use ndarray::{Array2, ArrayView2};
 use rand::RngExt;
 
@@ -35,8 +35,12 @@ impl Layer for Dropout {
         "dropout"
     }
 
-    fn units_out(&self, units_in: usize) -> usize {
-        units_in
+    fn spec(&self) -> LayerSpec {
+        LayerSpec::Dropout { p: self.p }
+    }
+
+    fn output(&self, input: Geometry) -> Geometry {
+        input
     }
 
     /// `(batch, units)` → `(batch, units)`. In training, saves the mask (0 or `1/(1-p)` per

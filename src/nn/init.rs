@@ -21,18 +21,41 @@ impl Init {
     /// .astype(np.float32)` is (and likewise `* np.sqrt(2 / fan_in)` for He,
     /// `np.random.uniform(-l, l, ...)` for Xavier).
     pub fn weights(self, fan_out: usize, fan_in: usize, rng: &mut Mt19937) -> Array2<f32> {
+        self.draw((fan_out, fan_in), fan_in, fan_out, rng)
+    }
+
+    /// A conv weight `(c_out, c_in, k, k)`, flattened to `(c_out, c_in·k·k)`: drawn in that
+    /// order (NumPy's `randn(c_out, c_in, k, k)`), with PyTorch's fans `c_in·k·k` in and
+    /// `c_out·k·k` out.
+    pub fn conv_weights(
+        self,
+        c_out: usize,
+        c_in: usize,
+        k: usize,
+        rng: &mut Mt19937,
+    ) -> Array2<f32> {
+        self.draw((c_out, c_in * k * k), c_in * k * k, c_out * k * k, rng)
+    }
+
+    fn draw(
+        self,
+        shape: (usize, usize),
+        fan_in: usize,
+        fan_out: usize,
+        rng: &mut Mt19937,
+    ) -> Array2<f32> {
         match self {
             Init::Document => {
                 let root = (fan_in as f64).sqrt();
-                Array2::from_shape_simple_fn((fan_out, fan_in), || (rng.normal() / root) as f32)
+                Array2::from_shape_simple_fn(shape, || (rng.normal() / root) as f32)
             }
             Init::He => {
                 let scale = (2.0 / fan_in as f64).sqrt();
-                Array2::from_shape_simple_fn((fan_out, fan_in), || (rng.normal() * scale) as f32)
+                Array2::from_shape_simple_fn(shape, || (rng.normal() * scale) as f32)
             }
             Init::Xavier => {
                 let limit = (6.0 / (fan_in + fan_out) as f64).sqrt();
-                Array2::from_shape_simple_fn((fan_out, fan_in), || {
+                Array2::from_shape_simple_fn(shape, || {
                     (-limit + 2.0 * limit * rng.uniform()) as f32
                 })
             }

@@ -3,36 +3,58 @@
 //! **Layout.** Everything is row-major with one example per row: a batch of inputs is
 //! `(batch, features)`, a layer's activations are `(batch, units)`. (The document stores
 //! examples as columns; rows keep each image contiguous in memory and make a mini-batch a
-//! slice of rows.) A dense layer's weight is `(units_out, units_in)`, as the document's `W[l]`
-//! and PyTorch's `Linear.weight`, and its bias is `(units_out,)`.
+//! slice of rows.) A [`Geometry`] says how a row is read: `height × width × channels`, channels
+//! last, as the loader's `hwc_rgb` rows; a dense layer's output is `1 × 1 × units`. A dense
+//! weight is `(units_out, units_in)`, as the document's `W[l]` and PyTorch's `Linear.weight`;
+//! a conv weight is `(c_out, c_in, k, k)`, as PyTorch's `Conv2d.weight`.
 //!
 //! **Layers.** A [`Layer`] is a forward/backward pair. `forward` returns the output and what
-//! `backward` will need beyond the input and output (a dropout mask, say); `backward` takes the
-//! gradient of the cost with respect to the output and returns the parameter gradients and,
-//! only when asked, the gradient with respect to the input (nobody needs it for the images).
-//! The layers are [`Dense`], [`Relu`] and [`Dropout`]; the output non-linearity and the cost
-//! are fused in [`Head`](crate::loss::Head) for numerical stability.
+//! `backward` will need beyond the input and output (a dropout mask, batch statistics);
+//! `backward` takes the gradient of the cost with respect to the output and returns the
+//! parameter gradients and, only when asked, the gradient with respect to the input (nobody
+//! needs it for the images). The layers are [`Dense`], [`Conv2d`], [`BatchNorm`], [`Relu`],
+//! [`MaxPool2d`], [`GlobalAvgPool`] and [`Dropout`]; the output non-linearity and the cost are
+//! fused in [`Head`](crate::loss::Head) for numerical stability.
 //!
-//! **Network.** [`Network`] holds the layers and the head. A forward pass keeps every layer's
-//! output in a [`Pass`]; the backward pass walks it in reverse. Training code may start the
-//! forward pass after the first layer and stop the backward pass there (the exact Gram path
-//! computes the first layer itself).
+//! **Network.** [`Network`] holds the layers and the head, built from an [`Architecture`]
+//! (see [`spec`] for its text form) whose geometries are checked to chain. A forward pass
+//! keeps every layer's output in a [`Pass`]; the backward pass walks it in reverse, and
+//! [`Network::absorb`] hands a training pass back so batch norm can update its running
+//! statistics. Training code may start the forward pass after the first layer and stop the
+//! backward pass there (the exact Gram path computes the first layer itself).
 
 mod activation;
+mod batchnorm;
+mod conv;
 mod dense;
 mod dropout;
+mod geometry;
+mod im2col;
 mod init;
 mod mt19937;
+mod pool;
+pub mod spec;
+mod summary;
 
 pub use activation::Relu;
+pub use batchnorm::BatchNorm;
+pub use conv::{
+    Conv2d, reference_backward as conv_reference_backward,
+    reference_forward as conv_reference_forward,
+};
 pub use dense::Dense;
 pub use dropout::Dropout;
+pub use geometry::Geometry;
 pub use init::Init;
 pub use mt19937::Mt19937;
+pub use pool::{GlobalAvgPool, MaxPool2d};
+pub use spec::{Architecture, LayerSpec};
+pub use summary::{Summary, SummaryRow};
 
+use crate::Result;
 use crate::Rng;
 use crate::loss::Head;
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMutD};
+use ndarray::{Array2, Array4, ArrayD, ArrayView2, ArrayViewD, ArrayViewMutD};
 use std::any::Any;
 
 /// Whether a forward pass is for training (dropout on, randomness from the given generator) or
@@ -45,7 +67,8 @@ pub enum Mode<'r> {
 }
 
 /// What a layer keeps from its forward pass for its backward pass, beyond its input and output
-/// (which the [`Pass`] keeps). Dropout keeps its mask; most layers keep nothing.
+/// (which the [`Pass`] keeps). Dropout keeps its mask, batch norm its batch statistics; most
+/// layers keep nothing.
 pub type Saved = Option<Array2<f32>>;
 
 /// The result of a layer's backward pass.
@@ -58,11 +81,14 @@ pub struct Backward {
 
 /// A forward/backward pair. Implementations keep the two methods side by side.
 pub trait Layer: Any + Send + Sync + std::fmt::Debug {
-    /// A short lower-case name ("dense", "relu", "dropout").
+    /// A short lower-case name ("dense", "conv", "relu", ...), as in model files.
     fn kind(&self) -> &'static str;
 
-    /// The number of output units for `units_in` input units.
-    fn units_out(&self, units_in: usize) -> usize;
+    /// The layer's kind and settings, as an architecture names it.
+    fn spec(&self) -> LayerSpec;
+
+    /// The geometry of the output for an `input` geometry.
+    fn output(&self, input: Geometry) -> Geometry;
 
     /// `x (batch, units_in)` → `(batch, units_out)`, plus what backward needs.
     fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved);
@@ -90,10 +116,24 @@ pub trait Layer: Any + Send + Sync + std::fmt::Debug {
     }
 
     /// Whether the parameter at `index` is a weight (L2 regularisation applies) rather than a
-    /// bias (it does not).
+    /// bias or a scale (it does not).
     fn is_weight(&self, _index: usize) -> bool {
         false
     }
+
+    /// State that is saved with the model but not trained by gradients (batch norm's running
+    /// statistics), with names; empty for most layers.
+    fn buffers(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+        Vec::new()
+    }
+
+    /// The same state, mutable, in the same order.
+    fn buffers_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        Vec::new()
+    }
+
+    /// Takes in what a training forward pass saved, to update [`buffers`](Layer::buffers).
+    fn absorb(&mut self, _saved: &Saved) {}
 
     /// A boxed copy (used to keep the best weights seen so far).
     fn clone_box(&self) -> Box<dyn Layer>;
@@ -129,76 +169,128 @@ impl Pass {
     }
 }
 
-/// Dense layers with ReLU (and optional dropout) between them, and an output head.
+/// Layers, input geometry first, and an output head.
 #[derive(Debug, Clone)]
 pub struct Network {
-    input_units: usize,
+    input: Geometry,
     layers: Vec<Box<dyn Layer>>,
     head: Head,
 }
 
-/// How to build a [`Network`]: the document's `layers_dimensions`, split into its parts.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Architecture {
-    /// Input features (49152 for 128×128 RGB).
-    pub inputs: usize,
-    /// Hidden layer sizes (the document: 20, 7, 5).
-    pub hidden: Vec<usize>,
-    /// Output units: 1 for two classes (sigmoid), the number of classes otherwise (softmax).
-    pub outputs: usize,
-    /// Inverted-dropout probability after each hidden layer's ReLU; 0 for none.
-    pub dropout: f32,
-}
-
-impl Architecture {
-    /// Every layer width, input first: the document's `layers_dimensions`.
-    pub fn sizes(&self) -> Vec<usize> {
-        let mut sizes = vec![self.inputs];
-        sizes.extend(&self.hidden);
-        sizes.push(self.outputs);
-        sizes
-    }
-
-    /// The head that fits the output size: sigmoid for one unit, softmax otherwise.
-    pub fn head(&self) -> Head {
-        if self.outputs == 1 {
-            Head::Sigmoid
+/// One layer of `spec` over `input` images, its weights drawn by `init` from `rng`.
+/// With `zeroed`, weights are zero instead (nothing is drawn): they are about to be replaced.
+fn build_layer(
+    spec: LayerSpec,
+    input: Geometry,
+    init: Init,
+    rng: &mut Mt19937,
+    zeroed: bool,
+) -> Box<dyn Layer> {
+    match spec {
+        LayerSpec::Dense { units } => Box::new(Dense::new(if zeroed {
+            Array2::zeros((units, input.len()))
         } else {
-            Head::Softmax
+            init.weights(units, input.len(), rng)
+        })),
+        LayerSpec::Conv {
+            channels,
+            kernel,
+            stride,
+        } => {
+            let shape = (channels, input.channels, kernel, kernel);
+            let flat = if zeroed {
+                Array2::zeros((channels, input.channels * kernel * kernel))
+            } else {
+                init.conv_weights(channels, input.channels, kernel, rng)
+            };
+            #[allow(
+                clippy::expect_used,
+                reason = "a fresh (c_out, c_in·k·k) array has exactly c_out·c_in·k·k values"
+            )]
+            let weight: Array4<f32> = flat.into_shape_with_order(shape).expect("same size");
+            Box::new(Conv2d::new(input, weight, stride))
         }
+        LayerSpec::BatchNorm => Box::new(BatchNorm::new(input)),
+        LayerSpec::Relu => Box::new(Relu),
+        LayerSpec::MaxPool => Box::new(MaxPool2d::new(input)),
+        LayerSpec::Gap => Box::new(GlobalAvgPool::new(input)),
+        LayerSpec::Dropout { p } => Box::new(Dropout::new(p)),
     }
 }
 
 impl Network {
-    /// A freshly initialised network: dense layers drawn by `init` from `rng`, zero biases.
+    /// A freshly initialised network: weights drawn by `init` from `rng` layer by layer (the
+    /// document's order: `W1`, `W2`, ...), zero biases, batch norms at γ = 1, β = 0.
     ///
-    /// # Panics
-    /// If any size is zero (configurations are checked before this is called).
-    pub fn new(arch: &Architecture, init: Init, rng: &mut Mt19937) -> Self {
-        let sizes = arch.sizes();
-        assert!(
-            sizes.iter().all(|&s| s > 0),
-            "layer sizes must be positive: {sizes:?}"
-        );
-        let mut layers: Vec<Box<dyn Layer>> = Vec::new();
-        for (l, pair) in sizes.windows(2).enumerate() {
-            layers.push(Box::new(Dense::new(init.weights(pair[1], pair[0], rng))));
-            let hidden = l + 2 < sizes.len();
-            if hidden {
-                layers.push(Box::new(Relu));
-                if arch.dropout > 0.0 {
-                    layers.push(Box::new(Dropout::new(arch.dropout)));
-                }
-            }
-        }
-        Network {
-            input_units: arch.inputs,
+    /// # Errors
+    /// [`Error::Config`] naming the first layer whose settings are invalid or whose input
+    /// geometry does not fit (a pool on a 1-pixel image, say).
+    pub fn new(arch: &Architecture, init: Init, rng: &mut Mt19937) -> Result<Self> {
+        let inputs = arch.inputs()?;
+        let layers = arch
+            .layers()
+            .into_iter()
+            .zip(inputs)
+            .map(|(spec, input)| build_layer(spec, input, init, rng, false))
+            .collect();
+        Ok(Network {
+            input: arch.input,
             layers,
             head: arch.head(),
-        }
+        })
     }
 
-    /// A network from trained dense layers (input layer first), ReLU between them.
+    /// A network of `arch` with every tensor taken from `fetch(name, shape)` (names as in
+    /// [`named_params`](Network::named_params) and [`named_buffers`](Network::named_buffers)):
+    /// how a model file is read back. Each tensor is asked for with the shape the architecture
+    /// gives it, before the layer is built, so nothing is allocated for a layer whose tensors
+    /// are missing.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) if the architecture does not fit its input, or
+    /// the first error `fetch` returns.
+    pub fn from_tensors(
+        arch: &Architecture,
+        mut fetch: impl FnMut(&str, &[usize]) -> Result<ArrayD<f32>>,
+    ) -> Result<Self> {
+        let inputs = arch.inputs()?;
+        let mut counts: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+        for (spec, input) in arch.layers().into_iter().zip(inputs) {
+            let n = counts.entry(spec.kind()).or_insert(0);
+            *n += 1;
+            let shapes = spec.tensor_shapes(input);
+            let mut get = |(name, shape): &(&str, Vec<usize>)| {
+                fetch(&format!("{}{n}.{name}", spec.kind()), shape)
+            };
+            let params = shapes
+                .params
+                .iter()
+                .map(&mut get)
+                .collect::<Result<Vec<_>>>()?;
+            let buffers = shapes
+                .buffers
+                .iter()
+                .map(&mut get)
+                .collect::<Result<Vec<_>>>()?;
+            let mut layer = build_layer(spec, input, Init::He, &mut Mt19937::new(0), true);
+            for (mut dst, src) in layer.params_mut().into_iter().zip(&params) {
+                dst.assign(src);
+            }
+            for (mut dst, src) in layer.buffers_mut().into_iter().zip(&buffers) {
+                dst.assign(src);
+            }
+            layers.push(layer);
+        }
+        Ok(Network {
+            input: arch.input,
+            layers,
+            head: arch.head(),
+        })
+    }
+
+    /// A network from trained dense layers (input layer first), ReLU between them: what a
+    /// version-1 model file holds.
     ///
     /// # Panics
     /// If consecutive layers' shapes do not chain.
@@ -222,15 +314,35 @@ impl Network {
             }
         }
         Network {
-            input_units,
+            input: Geometry::flat(input_units),
             layers,
             head,
         }
     }
 
+    /// The same network reading its input as `input` (which must have as many values): a
+    /// version-1 file stores only the input width, the image size gives the geometry.
+    ///
+    /// # Panics
+    /// If `input` has another number of values.
+    pub fn with_input(mut self, input: Geometry) -> Self {
+        assert_eq!(
+            input.len(),
+            self.input.len(),
+            "input {input} has another size"
+        );
+        self.input = input;
+        self
+    }
+
+    /// The input geometry.
+    pub fn input(&self) -> Geometry {
+        self.input
+    }
+
     /// The input width.
     pub fn input_units(&self) -> usize {
-        self.input_units
+        self.input.len()
     }
 
     /// The output head.
@@ -251,17 +363,71 @@ impl Network {
             .collect()
     }
 
-    /// Every layer width, input first (the document's `layers_dimensions`).
+    /// Every layer as an architecture names it, the head's dense layer last.
+    pub fn specs(&self) -> Vec<LayerSpec> {
+        self.layers.iter().map(|l| l.spec()).collect()
+    }
+
+    /// The architecture this network was built from (weights aside).
+    pub fn architecture(&self) -> Architecture {
+        let mut body = self.specs();
+        let outputs = match body.pop() {
+            Some(LayerSpec::Dense { units }) => units,
+            _ => 0,
+        };
+        Architecture {
+            input: self.input,
+            body,
+            outputs,
+        }
+    }
+
+    /// Whether the network is the document's kind: dense layers with ReLU (and dropout)
+    /// between them, which the version-1 model format describes.
+    pub fn is_dense_stack(&self) -> bool {
+        !self.specs().iter().any(LayerSpec::is_beyond_dense)
+    }
+
+    /// Each layer's output geometry, in order.
+    pub fn geometries(&self) -> Vec<Geometry> {
+        let mut g = self.input;
+        self.layers
+            .iter()
+            .map(|l| {
+                g = l.output(g);
+                g
+            })
+            .collect()
+    }
+
+    /// Every dense layer width, input first (the document's `layers_dimensions`).
     pub fn sizes(&self) -> Vec<usize> {
-        let mut sizes = vec![self.input_units];
-        let mut units = self.input_units;
-        for layer in &self.layers {
+        let mut sizes = vec![self.input.len()];
+        for (layer, g) in self.layers.iter().zip(self.geometries()) {
             if layer.kind() == "dense" {
-                units = layer.units_out(units);
-                sizes.push(units);
+                sizes.push(g.len());
             }
         }
         sizes
+    }
+
+    /// Each layer's name in summaries and model files: its kind and its number among the
+    /// layers of that kind (`conv1`, `batchnorm1`, `conv2`, ..., `dense1`).
+    pub fn layer_names(&self) -> Vec<String> {
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        self.layers
+            .iter()
+            .map(|l| {
+                let n = seen.entry(l.kind()).or_insert(0);
+                *n += 1;
+                format!("{}{n}", l.kind())
+            })
+            .collect()
+    }
+
+    /// Keras's `model.summary()`: each layer's output geometry and parameter counts.
+    pub fn summary(&self) -> Summary {
+        Summary::of(self)
     }
 
     /// Runs layers `start..` on `x`, which must be the input of layer `start`
@@ -329,6 +495,14 @@ impl Network {
         self.head.probabilities(pass.logits())
     }
 
+    /// Hands a training pass back to the layers it ran, so those with state outside the
+    /// gradients (batch norm's running statistics) can update it.
+    pub fn absorb(&mut self, pass: &Pass) {
+        for (layer, saved) in self.layers[pass.start..].iter_mut().zip(&pass.saved) {
+            layer.absorb(saved);
+        }
+    }
+
     /// Every trainable parameter of layers `start..`, in order, read-only.
     pub fn params_from(&self, start: usize) -> Vec<ArrayViewD<'_, f32>> {
         self.layers[start..]
@@ -350,27 +524,45 @@ impl Network {
         self.params_mut_from(0)
     }
 
-    /// Every trainable parameter with its file name (`dense1.weight`, `dense1.bias`, ...).
+    /// Every trainable parameter with its file name (`dense1.weight`, `conv1.bias`, ...).
     pub fn named_params(&self) -> Vec<(String, ArrayViewD<'_, f32>)> {
-        let mut out = Vec::new();
-        let mut dense = 0;
-        for layer in &self.layers {
-            let params = layer.params();
-            if params.is_empty() {
-                continue;
-            }
-            dense += 1;
-            for (name, p) in params {
-                out.push((format!("{}{dense}.{name}", layer.kind()), p));
-            }
-        }
-        out
+        self.named(|l| l.params())
     }
 
-    /// Whether every parameter is a finite number (no NaN or infinity).
+    /// Every buffer (state saved with the model, not trained) with its file name
+    /// (`batchnorm1.running_mean`, ...).
+    pub fn named_buffers(&self) -> Vec<(String, ArrayViewD<'_, f32>)> {
+        self.named(|l| l.buffers())
+    }
+
+    /// Every buffer, mutable, in [`named_buffers`](Network::named_buffers) order.
+    pub fn buffers_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| l.buffers_mut())
+            .collect()
+    }
+
+    fn named<'a>(
+        &'a self,
+        arrays: impl Fn(&'a dyn Layer) -> Vec<(&'static str, ArrayViewD<'a, f32>)>,
+    ) -> Vec<(String, ArrayViewD<'a, f32>)> {
+        self.layers
+            .iter()
+            .zip(self.layer_names())
+            .flat_map(|(layer, layer_name)| {
+                arrays(layer.as_ref())
+                    .into_iter()
+                    .map(move |(name, p)| (format!("{layer_name}.{name}"), p))
+            })
+            .collect()
+    }
+
+    /// Whether every parameter and buffer is a finite number (no NaN or infinity).
     pub fn is_finite(&self) -> bool {
         self.named_params()
             .iter()
+            .chain(&self.named_buffers())
             .all(|(_, p)| p.iter().all(|v| v.is_finite()))
     }
 

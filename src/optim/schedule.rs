@@ -73,6 +73,16 @@ impl Schedule {
             _ => Err(bad()),
         }
     }
+
+    /// The text form [`parse`](Schedule::parse) reads back.
+    pub fn describe(&self) -> String {
+        match *self {
+            Schedule::Constant => "constant".into(),
+            Schedule::Step { every, factor } => format!("step:{every}:{factor}"),
+            Schedule::Cosine { min_factor } if min_factor == 0.0 => "cosine".into(),
+            Schedule::Cosine { min_factor } => format!("cosine:{min_factor}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +111,9 @@ mod tests {
             Schedule::parse("cosine:0.1").unwrap(),
             Schedule::Cosine { min_factor: 0.1 }
         );
+        for text in ["constant", "step:10:0.5", "cosine", "cosine:0.1"] {
+            assert_eq!(Schedule::parse(text).unwrap().describe(), text);
+        }
         assert!(Schedule::parse("step:0:0.5").is_err());
         assert!(Schedule::parse("linear").is_err());
     }

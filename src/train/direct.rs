@@ -6,7 +6,7 @@ use super::{Labelled, add_l2, is_whole, outcome, score};
 use crate::Rng;
 use crate::data::augment::Augment;
 use crate::model::Classes;
-use crate::nn::{Mode, Network};
+use crate::nn::{Mode, Network, Pass};
 use crate::optim::{Optimizer, OptimizerState};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, CowArray, Ix2};
 
@@ -45,7 +45,8 @@ fn rows<'x>(a: ArrayView2<'x, f32>, batch: &[usize]) -> CowArray<'x, f32, Ix2> {
 }
 
 /// Every parameter's gradient (with `l2·W` added to the weights) for one batch, before any
-/// update, and the batch's score if asked: the heart of a direct step.
+/// update, and the batch's score if asked: the heart of a direct step. The training pass is
+/// returned too, for [`Network::absorb`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_backward(
     net: &Network,
@@ -56,7 +57,7 @@ pub(crate) fn forward_backward(
     l2: f32,
     want_score: bool,
     rng: &mut Rng,
-) -> (Outcome, Vec<ArrayD<f32>>) {
+) -> (Outcome, Vec<ArrayD<f32>>, Pass) {
     let pass = net.forward(x, &mut Mode::Train(rng));
     let scored = outcome(classes, pass.logits(), targets, labels, want_score);
     let dlogits = net.head().cost_gradient(pass.logits(), targets);
@@ -70,7 +71,7 @@ pub(crate) fn forward_backward(
             l2,
         );
     }
-    (scored, grads)
+    (scored, grads, pass)
 }
 
 impl Engine for DirectEngine<'_> {
@@ -93,7 +94,7 @@ impl Engine for DirectEngine<'_> {
         let targets = rows(self.train.targets.view(), batch);
         let labels: Vec<usize> = batch.iter().map(|&i| self.train.labels[i]).collect();
 
-        let (outcome, grads) = forward_backward(
+        let (outcome, grads, pass) = forward_backward(
             net,
             x.view(),
             targets.view(),
@@ -103,6 +104,7 @@ impl Engine for DirectEngine<'_> {
             want_score,
             rng,
         );
+        net.absorb(&pass);
         optimizer.step(&mut net.params_mut(), &grads, learning_rate);
         outcome
     }

@@ -158,6 +158,7 @@ impl Engine for GramEngine<'_> {
         );
         let dlogits = net.head().cost_gradient(pass.logits(), targets.view());
         let (mut grads, dz1) = net.backward(z1.view(), &pass, dlogits, true);
+        net.absorb(&pass);
         drop(pass);
         let dz1 = dz1.expect("asked for the first layer's gradient");
 

@@ -2,7 +2,9 @@
 //!
 //! [`TrainConfig`] holds every hyper-parameter with the document's defaults and is checked
 //! before any image is read. [`train`] runs the loop over a [`Dataset`] and returns a
-//! [`Trained`] network with its [`History`].
+//! [`Trained`] network with its [`History`]. It reads as its phases: check the run, plan its
+//! steps ([`Plan`]), build the starting network (fresh or resumed), choose how the first layer
+//! is computed, run the loop one step at a time, and finish.
 //!
 //! Each step is computed by an [`Engine`](engine::Engine): the direct one (every layer, every
 //! step) or the exact Gram reformulation, which gives the same result without reading the
@@ -13,159 +15,34 @@
 //! [`Callback`]s; early stopping is part of the loop because it changes the result.
 
 pub mod callbacks;
+mod config;
 mod direct;
 mod early_stopping;
 mod engine;
 pub mod gram;
 mod history;
+mod path;
+pub mod recipe;
 
 pub use callbacks::{Callback, RunInfo, StepInfo, TrainingView};
+pub use config::{DEFAULT_SEED, DOCUMENT_HIDDEN, ExactPath, Length, TrainConfig};
 pub use early_stopping::EarlyStopping;
 pub use history::{History, Record};
+pub use recipe::Recipe;
 
 use crate::data::Dataset;
 use crate::data::augment::Augment;
 use crate::loss::Head;
 use crate::model::Classes;
 use crate::model_file::SavedOptimizer;
-use crate::nn::{Architecture, Init, Mt19937, Network};
-use crate::optim::{Optimizer, OptimizerConfig, Schedule};
-use crate::{Error, Result, Stream, rng_for};
+use crate::nn::spec::describe;
+use crate::nn::{Architecture, Geometry, Mt19937, Network};
+use crate::optim::Optimizer;
+use crate::{Error, Result, Rng, Stream, rng_for};
 use engine::{Engine, Outcome, Score};
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Zip};
 use rand::seq::SliceRandom;
 use std::time::Instant;
-
-/// How long to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Length {
-    /// This many optimiser steps (the document: 2500 full-batch iterations).
-    Iterations(usize),
-    /// This many passes over the training set.
-    Epochs(usize),
-}
-
-/// Which way the first layer is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExactPath {
-    /// Gram when it applies and is estimated cheaper, else direct.
-    Auto,
-    /// The exact Gram reformulation (an error if it cannot apply).
-    Gram,
-    /// Every layer, every step.
-    Direct,
-}
-
-/// Every training hyper-parameter. [`Default`] gives the document's.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct TrainConfig {
-    /// Hidden layer sizes (the document: 20, 7, 5).
-    pub hidden: Vec<usize>,
-    /// Base learning rate (0.0075).
-    pub learning_rate: f32,
-    /// Iterations (2500) or epochs.
-    pub length: Length,
-    /// Examples per step; `None` for the whole training set (the document).
-    pub batch_size: Option<usize>,
-    /// The optimiser (gradient descent).
-    pub optimizer: OptimizerConfig,
-    /// Learning-rate schedule over the run (constant).
-    pub schedule: Schedule,
-    /// L2 penalty: the cost gains `l2/2 · Σ‖W‖²` over every weight (not biases); 0 for none.
-    pub l2: f32,
-    /// Inverted-dropout probability after each hidden ReLU; 0 for none.
-    pub dropout: f32,
-    /// Weight initialisation (the document's).
-    pub init: Init,
-    /// Seed for initial weights, batch order, dropout and augmentation.
-    pub seed: u64,
-    /// Early stopping: stop after this many records without a better validation cost, and
-    /// keep the best weights. Needs a validation set.
-    pub patience: Option<usize>,
-    /// How the first layer is computed.
-    pub exact_path: ExactPath,
-    /// Record the history every this many iterations (the document: 100). Training by epochs
-    /// records once per epoch.
-    pub record_every: usize,
-    /// Report the cost to callbacks every this many iterations (the document prints every
-    /// 50) or epochs.
-    pub log_every: usize,
-    /// On-the-fly augmentation of training batches (off).
-    pub augment: Augment,
-}
-
-/// The document's seed is unspecified (NumPy's global state); ours is fixed so runs repeat.
-pub const DEFAULT_SEED: u64 = 1;
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            hidden: vec![20, 7, 5],
-            learning_rate: 0.0075,
-            length: Length::Iterations(2500),
-            batch_size: None,
-            optimizer: OptimizerConfig::Gd,
-            schedule: Schedule::Constant,
-            l2: 0.0,
-            dropout: 0.0,
-            init: Init::Document,
-            seed: DEFAULT_SEED,
-            patience: None,
-            exact_path: ExactPath::Auto,
-            record_every: 100,
-            log_every: 50,
-            augment: Augment::default(),
-        }
-    }
-}
-
-impl TrainConfig {
-    /// Checks every value, naming the flag at fault.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for the first bad value.
-    pub fn check(&self) -> Result<()> {
-        let bad = |msg: String| Err(Error::Config(msg));
-        if self.hidden.contains(&0) {
-            return bad(format!(
-                "--layers: every hidden layer needs at least one unit, got {:?}",
-                self.hidden
-            ));
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad(format!(
-                "--lr must be a positive number, got {}",
-                self.learning_rate
-            ));
-        }
-        match self.length {
-            Length::Iterations(0) => return bad("--iterations must be at least 1".into()),
-            Length::Epochs(0) => return bad("--epochs must be at least 1".into()),
-            _ => {}
-        }
-        if self.batch_size == Some(0) {
-            return bad("--batch-size must be at least 1".into());
-        }
-        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
-            return bad(format!("--l2 must be zero or positive, got {}", self.l2));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("--dropout must be in [0, 1), got {}", self.dropout));
-        }
-        if self.dropout > 0.0 && self.hidden.is_empty() {
-            return bad("--dropout applies to hidden layers, and there are none".into());
-        }
-        if self.patience == Some(0) {
-            return bad("--patience must be at least 1".into());
-        }
-        if self.record_every == 0 || self.log_every == 0 {
-            return bad("--record-every and --log-every must be at least 1".into());
-        }
-        self.optimizer.check()
-    }
-}
 
 /// A labelled set as the engines see it: rows, network targets, labels.
 pub struct Labelled<'a> {
@@ -271,60 +148,6 @@ fn diverged(iteration: usize, learning_rate: f32) -> Error {
     }
 }
 
-/// Multiply-adds of each path, for `auto`. Direct: forward and weight gradient of the first
-/// layer each step. Gram: `G` (half, it is symmetric), `P0`, the final `W1`, validation
-/// products, then `batch·m·h` per step.
-fn choose_path(
-    config: &TrainConfig,
-    optimizer: &dyn Optimizer,
-    net: &Network,
-    m: usize,
-    val_m: usize,
-    batch: usize,
-    steps: usize,
-) -> Result<&'static str> {
-    let n = net.input_units() as f64;
-    let h = net.sizes()[1] as f64;
-    let (mf, bf, sf, vf) = (m as f64, batch as f64, steps as f64, val_m as f64);
-    let why_not = if !optimizer.is_linear() {
-        Some(format!(
-            "the {} optimiser is not linear",
-            optimizer.config().name()
-        ))
-    } else if config.augment.is_on() {
-        Some("augmentation changes the images every epoch".to_string())
-    } else if config.hidden.is_empty() {
-        Some("the network has no hidden layer".to_string())
-    } else if !optimizer.state().slots.is_empty() {
-        Some("resumed optimiser state lives in weight space".to_string())
-    } else if mf * mf * 4.0 > GRAM_MAX_BYTES {
-        Some(format!(
-            "the {m}×{m} Gram matrix would need more than {} GiB",
-            GRAM_MAX_BYTES / (1u64 << 30) as f64
-        ))
-    } else {
-        None
-    };
-    let gram_cost = mf * mf * n / 2.0 + 2.0 * mf * n * h + vf * mf * n + sf * bf * mf * h;
-    let direct_cost = sf * 2.0 * bf * n * h;
-    match (config.exact_path, why_not) {
-        (ExactPath::Direct, _) => Ok("direct"),
-        (ExactPath::Gram, Some(reason)) => Err(Error::Config(format!(
-            "--exact-path gram cannot apply: {reason}"
-        ))),
-        (ExactPath::Gram, None) => Ok("gram"),
-        (ExactPath::Auto, Some(_)) => Ok("direct"),
-        (ExactPath::Auto, None) => Ok(if gram_cost < direct_cost {
-            "gram"
-        } else {
-            "direct"
-        }),
-    }
-}
-
-/// The largest Gram matrix `auto` and `gram` will build.
-const GRAM_MAX_BYTES: f64 = 4.0 * (1u64 << 30) as f64;
-
 struct View<'e> {
     engine: &'e dyn Engine,
     net: &'e Network,
@@ -350,31 +173,112 @@ impl TrainingView for View<'_> {
     }
 }
 
-/// Trains a network on `train` (validating on `val`), from `start` or from fresh weights.
-///
-/// `image_size` is the side of the square images (augmentation needs it).
-///
-/// A callback can end the run early ([`Callback::should_stop`], e.g. on Ctrl-C); the result
-/// then says [`interrupted`](Trained::interrupted) and holds the weights reached so far.
-///
-/// # Errors
-/// [`Error::Config`] for a bad configuration (checked first), an impossible `--exact-path
-/// gram`, a resumed network that does not fit the data, or an error a callback returns (a
-/// checkpoint that cannot be written); [`Error::Diverged`] as soon as a step's outputs are
-/// NaN or infinite (no weights are returned then).
-#[allow(
-    clippy::expect_used,
-    reason = "the loop asks for a score (want_score) at every record and log step"
-)]
-pub fn train(
+/// How a run's steps fall: batch size, epochs, and when to record and log.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Training examples.
+    pub examples: usize,
+    /// Examples per step.
+    pub batch: usize,
+    /// Steps per pass over the training set.
+    pub steps_per_epoch: usize,
+    /// Optimiser steps in the run.
+    pub total_steps: usize,
+    /// Whether the run is counted in epochs (else iterations).
+    pub by_epochs: bool,
+    /// The run's length in its own unit (iterations or epochs), for the schedule.
+    total_units: f64,
+}
+
+/// What one step does besides the update.
+struct Moment {
+    /// Position of the step's batch in the epoch.
+    pos: usize,
+    /// Learning rate of the step.
+    lr: f32,
+    /// Whether the step ends an epoch (when training by epochs).
+    epoch_end: bool,
+    /// Whether a record is made after the step.
+    record: bool,
+    /// Whether callbacks are asked to show the cost.
+    log: bool,
+}
+
+impl Plan {
+    /// The plan for `config` on `examples` training examples.
+    pub fn new(config: &TrainConfig, examples: usize) -> Self {
+        let batch = config.batch_size.unwrap_or(examples).min(examples).max(1);
+        let steps_per_epoch = examples.div_ceil(batch).max(1);
+        let (total_steps, total_units, by_epochs) = match config.length {
+            Length::Iterations(n) => (n, n as f64, false),
+            Length::Epochs(e) => (e * steps_per_epoch, e as f64, true),
+        };
+        Plan {
+            examples,
+            batch,
+            steps_per_epoch,
+            total_steps,
+            by_epochs,
+            total_units,
+        }
+    }
+
+    fn info(&self, path: &'static str) -> RunInfo {
+        RunInfo {
+            total_steps: self.total_steps,
+            steps_per_epoch: self.steps_per_epoch,
+            by_epochs: self.by_epochs,
+            examples: self.examples,
+            batch: self.batch,
+            path,
+        }
+    }
+
+    /// The 0-based epoch of `step`.
+    fn epoch(&self, step: usize) -> usize {
+        step / self.steps_per_epoch
+    }
+
+    fn moment(&self, config: &TrainConfig, step: usize) -> Moment {
+        let pos = step % self.steps_per_epoch;
+        let last = step + 1 == self.total_steps;
+        let done = if self.by_epochs {
+            step as f64 / self.steps_per_epoch as f64
+        } else {
+            step as f64
+        };
+        let epoch_end = self.by_epochs && pos == self.steps_per_epoch - 1;
+        let (record, log) = if self.by_epochs {
+            let epochs_done = self.epoch(step) + 1;
+            (
+                epoch_end,
+                epoch_end && (epochs_done.is_multiple_of(config.log_every) || last),
+            )
+        } else {
+            (
+                step.is_multiple_of(config.record_every),
+                step.is_multiple_of(config.log_every) || last,
+            )
+        };
+        Moment {
+            pos,
+            lr: config
+                .schedule
+                .rate(config.learning_rate, done, self.total_units),
+            epoch_end,
+            record,
+            log,
+        }
+    }
+}
+
+/// Checks a run before anything is built.
+fn check_run(
     config: &TrainConfig,
     train: &Dataset,
     val: Option<&Dataset>,
-    classes: &Classes,
-    image_size: usize,
-    start: Option<Start>,
-    callbacks: &mut [&mut dyn Callback],
-) -> Result<Trained> {
+    input: Geometry,
+) -> Result<()> {
     config.check()?;
     if config.patience.is_some() && val.is_none() {
         return Err(Error::Config(
@@ -384,210 +288,148 @@ pub fn train(
     if train.is_empty() {
         return Err(Error::Data("there are no training images".into()));
     }
-    let began = Instant::now();
-    let m = train.len();
-    let batch = config.batch_size.unwrap_or(m).min(m);
-    let steps_per_epoch = m.div_ceil(batch);
-    let (total_steps, total_units, by_epochs) = match config.length {
-        Length::Iterations(n) => (n, n as f64, false),
-        Length::Epochs(e) => (e * steps_per_epoch, e as f64, true),
-    };
+    if train.x.ncols() != input.len() {
+        return Err(Error::Config(format!(
+            "the training rows have {} values, but {input} inputs need {}",
+            train.x.ncols(),
+            input.len()
+        )));
+    }
+    if config.augment.is_on() && (input.channels != 3 || input.height != input.width) {
+        return Err(Error::Config(format!(
+            "--augment needs square RGB images, but the inputs are {input}"
+        )));
+    }
+    Ok(())
+}
 
+/// The network's layers with parameters or state, by name and shape: what two networks must
+/// share for one to continue the other's training.
+fn parameter_shapes(net: &Network) -> Vec<(String, Vec<usize>)> {
+    net.named_params()
+        .iter()
+        .chain(&net.named_buffers())
+        .map(|(name, p)| (name.clone(), p.shape().to_vec()))
+        .collect()
+}
+
+/// The network in words for messages: its layer sizes for the document's kind, else its
+/// layers in the text form.
+fn shown(net: &Network) -> String {
+    if net.is_dense_stack() {
+        format!("{:?}", net.sizes())
+    } else {
+        format!("\"{}\" on {} inputs", describe(&net.specs()), net.input())
+    }
+}
+
+/// The network training starts from: fresh weights drawn with the seed, or (`--resume`) the
+/// saved network's weights and state in this run's architecture (whose dropout may differ),
+/// with its optimiser state when the optimiser matches.
+fn starting_network(
+    config: &TrainConfig,
+    arch: &Architecture,
+    start: Option<Start>,
+    optimizer: &mut dyn Optimizer,
+) -> Result<Network> {
+    let mut net = Network::new(arch, config.init, &mut Mt19937::new(config.seed))?;
+    let Some(saved) = start else {
+        return Ok(net);
+    };
+    if parameter_shapes(&saved.network) != parameter_shapes(&net) {
+        return Err(Error::Config(format!(
+            "the model to resume has layers {}, but this data and the architecture give {}",
+            shown(&saved.network),
+            shown(&net)
+        )));
+    }
+    for (mut dst, src) in net
+        .params_mut()
+        .into_iter()
+        .zip(saved.network.params_from(0))
+    {
+        dst.assign(&src);
+    }
+    let buffers: Vec<ArrayD<f32>> = saved
+        .network
+        .named_buffers()
+        .into_iter()
+        .map(|(_, b)| b.to_owned())
+        .collect();
+    for (mut dst, src) in net.buffers_mut().into_iter().zip(buffers) {
+        dst.assign(&src);
+    }
+    if let Some(state) = saved.optimizer.filter(|o| o.config == config.optimizer) {
+        *optimizer.state_mut() = state.state;
+    }
+    Ok(net)
+}
+
+/// The engine for `path`, borrowing the data.
+fn build_engine<'a>(
+    path: &'static str,
+    net: &Network,
+    train: Labelled<'a>,
+    val: Option<Labelled<'a>>,
+    augment: Augment,
+    input: Geometry,
+) -> Box<dyn Engine + 'a> {
+    match path {
+        "gram" => Box::new(gram::GramEngine::new(net, train, val)),
+        _ => Box::new(direct::DirectEngine::new(train, val, augment, input.height)),
+    }
+}
+
+/// Trains a network on `train` (validating on `val`), from `start` or from fresh weights.
+///
+/// `input` says how each row is read: `size × size × 3` for images (conv layers and
+/// augmentation need it), any geometry with as many values for dense-only networks.
+///
+/// A callback can end the run early ([`Callback::should_stop`], e.g. on Ctrl-C); the result
+/// then says [`interrupted`](Trained::interrupted) and holds the weights reached so far.
+///
+/// # Errors
+/// [`Error::Config`] for a bad configuration (checked first), an architecture whose layers do
+/// not fit the input, an impossible `--exact-path gram`, a resumed network that does not fit
+/// the data, or an error a callback returns (a checkpoint that cannot be written);
+/// [`Error::Diverged`] as soon as a step's outputs are NaN or infinite (no weights are
+/// returned then).
+pub fn train(
+    config: &TrainConfig,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    classes: &Classes,
+    input: Geometry,
+    start: Option<Start>,
+    callbacks: &mut [&mut dyn Callback],
+) -> Result<Trained> {
+    check_run(config, train, val, input)?;
+    let began = Instant::now();
+    let plan = Plan::new(config, train.len());
     let arch = Architecture {
-        inputs: train.x.ncols(),
-        hidden: config.hidden.clone(),
+        input,
+        body: config.body.clone(),
         outputs: classes.outputs(),
-        dropout: config.dropout,
     };
     let mut optimizer = config.optimizer.build();
-    let mut net = match start {
-        None => Network::new(&arch, config.init, &mut Mt19937::new(config.seed)),
-        Some(s) => {
-            if s.network.sizes() != arch.sizes() {
-                return Err(Error::Config(format!(
-                    "the model to resume has layers {:?}, but this data and --layers give {:?}",
-                    s.network.sizes(),
-                    arch.sizes()
-                )));
-            }
-            if let Some(saved) = s.optimizer.filter(|o| o.config == config.optimizer) {
-                *optimizer.state_mut() = saved.state;
-            }
-            // Rebuild with this run's dropout, keeping the trained weights.
-            let mut fresh = Network::new(&arch, config.init, &mut Mt19937::new(config.seed));
-            for (dst, src) in fresh.params_mut().into_iter().zip(s.network.params_from(0)) {
-                let mut dst = dst;
-                dst.assign(&src);
-            }
-            fresh
-        }
-    };
-
-    let val_m = val.map_or(0, Dataset::len);
-    let path = choose_path(
+    let mut net = starting_network(config, &arch, start, optimizer.as_mut())?;
+    let path = path::choose_path(
         config,
         optimizer.as_ref(),
         &net,
-        m,
-        val_m,
-        batch,
-        total_steps,
+        train.len(),
+        val.map_or(0, Dataset::len),
+        plan.batch,
+        plan.total_steps,
     )?;
     let train_set = Labelled::new(train, classes);
     let val_set = val.map(|v| Labelled::new(v, classes));
-    let mut engine: Box<dyn Engine + '_> = match path {
-        "gram" => Box::new(gram::GramEngine::new(&net, train_set, val_set)),
-        _ => Box::new(direct::DirectEngine::new(
-            train_set,
-            val_set,
-            config.augment,
-            image_size,
-        )),
-    };
-
-    let info = RunInfo {
-        total_steps,
-        steps_per_epoch,
-        by_epochs,
-        examples: m,
-        batch,
-        path,
-    };
+    let mut engine = build_engine(path, &net, train_set, val_set, config.augment, input);
     for cb in callbacks.iter_mut() {
-        cb.on_start(&info);
+        cb.on_start(&plan.info(path));
     }
-
-    let mut rng = rng_for(config.seed, Stream::Train);
-    let mut order: Vec<usize> = (0..m).collect();
-    let mut history = History::default();
-    let mut early = config.patience.map(EarlyStopping::new);
-    let mut stopped_early = false;
-    let mut interrupted = false;
-    let (mut epoch_cost, mut epoch_correct, mut epoch_seen) = (0.0f64, 0usize, 0usize);
-    let last = total_steps - 1;
-    let mut steps = 0;
-
-    for step in 0..total_steps {
-        let pos = step % steps_per_epoch;
-        if pos == 0 && batch < m {
-            order.shuffle(&mut rng);
-        }
-        let rows = &order[pos * batch..((pos + 1) * batch).min(m)];
-        let done = if by_epochs {
-            step as f64 / steps_per_epoch as f64
-        } else {
-            step as f64
-        };
-        let lr = config
-            .schedule
-            .rate(config.learning_rate, done, total_units);
-        let epoch_end = by_epochs && pos == steps_per_epoch - 1;
-        let record_now = if by_epochs {
-            epoch_end
-        } else {
-            step.is_multiple_of(config.record_every)
-        };
-        let log_now = if by_epochs {
-            epoch_end
-                && ((step / steps_per_epoch + 1).is_multiple_of(config.log_every) || step == last)
-        } else {
-            step.is_multiple_of(config.log_every) || step == last
-        };
-        // Epoch figures average every batch; iteration figures are that step's.
-        let want_score = by_epochs || record_now || log_now;
-        let Outcome {
-            score: scored,
-            finite,
-        } = engine.step(
-            &mut net,
-            optimizer.as_mut(),
-            rows,
-            lr,
-            config.l2,
-            want_score,
-            &mut rng,
-        );
-        if !finite {
-            return Err(diverged(step + 1, config.learning_rate));
-        }
-        steps += 1;
-        if let Some(s) = scored {
-            epoch_cost += s.cost * rows.len() as f64;
-            epoch_correct += s.correct;
-            epoch_seen += rows.len();
-        }
-
-        let l2_term = |engine: &dyn Engine, net: &Network| {
-            if config.l2 > 0.0 {
-                0.5 * f64::from(config.l2) * engine.weight_norm_sq(net)
-            } else {
-                0.0
-            }
-        };
-        let cost = (record_now || log_now).then(|| {
-            let data_cost = if by_epochs {
-                epoch_cost / epoch_seen.max(1) as f64
-            } else {
-                scored.expect("scored at record and log steps").cost
-            };
-            data_cost + l2_term(engine.as_ref(), &net)
-        });
-
-        let view = View {
-            engine: engine.as_ref(),
-            net: &net,
-            optimizer: optimizer.as_ref(),
-        };
-        let step_info = StepInfo {
-            step,
-            epoch: by_epochs.then_some(step / steps_per_epoch),
-            cost,
-            log: log_now,
-            learning_rate: lr,
-        };
-        for cb in callbacks.iter_mut() {
-            cb.on_step(&step_info, &view)?;
-        }
-
-        if record_now {
-            let accuracy = if by_epochs {
-                epoch_correct as f64 / epoch_seen.max(1) as f64
-            } else {
-                scored.expect("scored at record steps").correct as f64 / rows.len() as f64
-            };
-            let validation = engine.validate(&net);
-            let record = Record {
-                step,
-                epoch: by_epochs.then_some(step / steps_per_epoch + 1),
-                cost: cost.expect("computed at record steps"),
-                train_accuracy: accuracy,
-                val_cost: validation.map(|v| v.0),
-                val_accuracy: validation.map(|v| v.1),
-                learning_rate: lr,
-            };
-            for cb in callbacks.iter_mut() {
-                cb.on_record(&record, &view)?;
-            }
-            let stop = match (&mut early, record.val_cost) {
-                (Some(early), Some(val_cost)) => {
-                    early.observe(&record, val_cost, || view.network())
-                }
-                _ => false,
-            };
-            history.records.push(record);
-            if stop {
-                stopped_early = true;
-                break;
-            }
-        }
-        if epoch_end {
-            (epoch_cost, epoch_correct, epoch_seen) = (0.0, 0, 0);
-        }
-        if step < last && callbacks.iter().any(|cb| cb.should_stop()) {
-            interrupted = true;
-            break;
-        }
-    }
+    let ended =
+        Loop::new(config, &plan).run(engine.as_mut(), &mut net, optimizer.as_mut(), callbacks)?;
 
     let saved_optimizer = View {
         engine: engine.as_ref(),
@@ -598,27 +440,222 @@ pub fn train(
     engine.finish(&mut net);
     // The last update is not followed by a forward pass that would show a blow-up.
     if !net.is_finite() {
-        return Err(diverged(steps, config.learning_rate));
+        return Err(diverged(ended.steps, config.learning_rate));
     }
     let mut restored = None;
-    if let Some(best) = early.and_then(EarlyStopping::into_best) {
+    if let Some(best) = ended.early.and_then(EarlyStopping::into_best) {
         restored = Some(best.record);
         net = best.network;
     }
     for cb in callbacks.iter_mut() {
-        cb.on_end(&history);
+        cb.on_end(&ended.history);
     }
     Ok(Trained {
         network: net,
-        history,
+        history: ended.history,
         optimizer: saved_optimizer,
-        steps,
+        steps: ended.steps,
         path,
         restored,
-        stopped_early,
-        interrupted,
+        stopped_early: ended.stopped_early,
+        interrupted: ended.interrupted,
         seconds: began.elapsed().as_secs_f64(),
     })
+}
+
+/// The training loop's state between steps.
+struct Loop<'c> {
+    config: &'c TrainConfig,
+    plan: &'c Plan,
+    rng: Rng,
+    order: Vec<usize>,
+    history: History,
+    early: Option<EarlyStopping>,
+    /// Cost × examples, correct decisions and examples seen so far in the epoch.
+    epoch_totals: (f64, usize, usize),
+    steps: usize,
+}
+
+/// How the loop ended.
+struct Ended {
+    history: History,
+    early: Option<EarlyStopping>,
+    steps: usize,
+    stopped_early: bool,
+    interrupted: bool,
+}
+
+/// What happens after a step.
+enum Flow {
+    Continue,
+    StoppedEarly,
+    Interrupted,
+}
+
+impl<'c> Loop<'c> {
+    fn new(config: &'c TrainConfig, plan: &'c Plan) -> Self {
+        Loop {
+            config,
+            plan,
+            rng: rng_for(config.seed, Stream::Train),
+            order: (0..plan.examples).collect(),
+            history: History::default(),
+            early: config.patience.map(EarlyStopping::new),
+            epoch_totals: (0.0, 0, 0),
+            steps: 0,
+        }
+    }
+
+    fn run(
+        mut self,
+        engine: &mut dyn Engine,
+        net: &mut Network,
+        optimizer: &mut dyn Optimizer,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Ended> {
+        let mut flow = Flow::Continue;
+        for step in 0..self.plan.total_steps {
+            flow = self.step(step, engine, net, optimizer, callbacks)?;
+            if !matches!(flow, Flow::Continue) {
+                break;
+            }
+        }
+        Ok(Ended {
+            history: self.history,
+            early: self.early,
+            steps: self.steps,
+            stopped_early: matches!(flow, Flow::StoppedEarly),
+            interrupted: matches!(flow, Flow::Interrupted),
+        })
+    }
+
+    /// One step: the update, then what callbacks, the history and early stopping need.
+    fn step(
+        &mut self,
+        step: usize,
+        engine: &mut dyn Engine,
+        net: &mut Network,
+        optimizer: &mut dyn Optimizer,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<Flow> {
+        let (plan, config) = (self.plan, self.config);
+        let moment = plan.moment(config, step);
+        if moment.pos == 0 && plan.batch < plan.examples {
+            self.order.shuffle(&mut self.rng);
+        }
+        let rows = &self.order
+            [moment.pos * plan.batch..((moment.pos + 1) * plan.batch).min(plan.examples)];
+        // Epoch figures average every batch; iteration figures are that step's.
+        let want_score = plan.by_epochs || moment.record || moment.log;
+        let outcome = engine.step(
+            net,
+            optimizer,
+            rows,
+            moment.lr,
+            config.l2,
+            want_score,
+            &mut self.rng,
+        );
+        if !outcome.finite {
+            return Err(diverged(step + 1, config.learning_rate));
+        }
+        self.steps += 1;
+        let scored = outcome.score;
+        if let Some(s) = scored {
+            let (cost, correct, seen) = &mut self.epoch_totals;
+            *cost += s.cost * rows.len() as f64;
+            *correct += s.correct;
+            *seen += rows.len();
+        }
+        let batch_size = rows.len();
+        let cost = (moment.record || moment.log).then(|| self.cost(scored, engine, net));
+        let view = View {
+            engine: &*engine,
+            net,
+            optimizer: &*optimizer,
+        };
+        let info = StepInfo {
+            step,
+            epoch: plan.by_epochs.then_some(plan.epoch(step)),
+            cost,
+            log: moment.log,
+            learning_rate: moment.lr,
+        };
+        for cb in callbacks.iter_mut() {
+            cb.on_step(&info, &view)?;
+        }
+        if moment.record {
+            let accuracy = match scored {
+                Some(s) if !plan.by_epochs => s.correct as f64 / batch_size as f64,
+                _ => self.epoch_totals.1 as f64 / self.epoch_totals.2.max(1) as f64,
+            };
+            if self.record(
+                step,
+                &moment,
+                cost.unwrap_or(f64::NAN),
+                accuracy,
+                &view,
+                callbacks,
+            )? {
+                return Ok(Flow::StoppedEarly);
+            }
+        }
+        if moment.epoch_end {
+            self.epoch_totals = (0.0, 0, 0);
+        }
+        if step + 1 < plan.total_steps && callbacks.iter().any(|cb| cb.should_stop()) {
+            return Ok(Flow::Interrupted);
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// The training cost to report: the step's (iterations) or the epoch's mean so far
+    /// (epochs), plus the L2 term.
+    fn cost(&self, scored: Option<Score>, engine: &dyn Engine, net: &Network) -> f64 {
+        let data_cost = match scored {
+            Some(s) if !self.plan.by_epochs => s.cost,
+            _ => self.epoch_totals.0 / self.epoch_totals.2.max(1) as f64,
+        };
+        let l2 = self.config.l2;
+        let l2_term = if l2 > 0.0 {
+            0.5 * f64::from(l2) * engine.weight_norm_sq(net)
+        } else {
+            0.0
+        };
+        data_cost + l2_term
+    }
+
+    /// Makes a record (with validation figures), tells callbacks, and asks early stopping:
+    /// `true` when training should stop here.
+    fn record(
+        &mut self,
+        step: usize,
+        moment: &Moment,
+        cost: f64,
+        train_accuracy: f64,
+        view: &View<'_>,
+        callbacks: &mut [&mut dyn Callback],
+    ) -> Result<bool> {
+        let validation = view.engine.validate(view.net);
+        let record = Record {
+            step,
+            epoch: self.plan.by_epochs.then_some(self.plan.epoch(step) + 1),
+            cost,
+            train_accuracy,
+            val_cost: validation.map(|v| v.0),
+            val_accuracy: validation.map(|v| v.1),
+            learning_rate: moment.lr,
+        };
+        for cb in callbacks.iter_mut() {
+            cb.on_record(&record, view)?;
+        }
+        let stop = match (&mut self.early, record.val_cost) {
+            (Some(early), Some(val_cost)) => early.observe(&record, val_cost, || view.network()),
+            _ => false,
+        };
+        self.history.records.push(record);
+        Ok(stop)
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 use super::direct::forward_backward;
 use super::*;
 use crate::Rng;
-use crate::nn::Mode;
+use crate::nn::spec::dense_body;
+use crate::nn::{Geometry, Init, LayerSpec, Mode};
+use crate::optim::{OptimizerConfig, Schedule};
 use ndarray::{Array2, ArrayView2};
 use rand::{RngExt, SeedableRng};
 use std::path::PathBuf;
@@ -78,12 +80,7 @@ fn distance_to_relu_kink(net: &Network, x: ArrayView2<'_, f32>, mask_seed: u64) 
 fn gradient_check(classes: usize, l2: f32, dropout: f32) {
     let data = problem(12, 7, classes, 3);
     let cls = Classes::new(names(classes), None).unwrap();
-    let arch = Architecture {
-        inputs: 7,
-        hidden: vec![6, 5],
-        outputs: cls.outputs(),
-        dropout,
-    };
+    let arch = Architecture::dense(Geometry::flat(7), &[6, 5], cls.outputs(), dropout);
     let eps = 3e-3f32;
     let mask_seed = 99;
     // Finite differences mean nothing across a ReLU kink. Moving one parameter by eps moves a
@@ -91,7 +88,7 @@ fn gradient_check(classes: usize, l2: f32, dropout: f32) {
     // runs on the first drawn network whose ReLU inputs all keep at least that distance from 0.
     let net = (0..100)
         .map(|seed| {
-            let mut net = Network::new(&arch, Init::He, &mut Mt19937::new(seed));
+            let mut net = Network::new(&arch, Init::He, &mut Mt19937::new(seed)).unwrap();
             // Non-zero biases so that every bias gradient is exercised.
             for mut p in net.params_mut() {
                 if p.ndim() == 1 {
@@ -103,7 +100,7 @@ fn gradient_check(classes: usize, l2: f32, dropout: f32) {
         .find(|net| distance_to_relu_kink(net, data.x.view(), mask_seed) > 3.0 * eps);
     let mut net = net.expect("one of 100 networks keeps its ReLU inputs away from 0");
     let targets = cls.targets(&data.labels);
-    let (_, grads) = forward_backward(
+    let (_, grads, _) = forward_backward(
         &net,
         data.x.view(),
         targets.view(),
@@ -159,15 +156,10 @@ fn the_gradient_check_catches_a_wrong_gradient() {
     let result = std::panic::catch_unwind(|| {
         let data = problem(8, 5, 2, 1);
         let cls = Classes::new(names(2), None).unwrap();
-        let arch = Architecture {
-            inputs: 5,
-            hidden: vec![4],
-            outputs: 1,
-            dropout: 0.0,
-        };
-        let mut net = Network::new(&arch, Init::He, &mut Mt19937::new(2));
+        let arch = Architecture::dense(Geometry::flat(5), &[4], 1, 0.0);
+        let mut net = Network::new(&arch, Init::He, &mut Mt19937::new(2)).unwrap();
         let targets = cls.targets(&data.labels);
-        let (_, mut grads) = forward_backward(
+        let (_, mut grads, _) = forward_backward(
             &net,
             data.x.view(),
             targets.view(),
@@ -196,12 +188,17 @@ fn the_gradient_check_catches_a_wrong_gradient() {
 
 fn config(iterations: usize) -> TrainConfig {
     TrainConfig {
-        hidden: vec![6, 4],
+        body: dense_body(&[6, 4], 0.0),
         learning_rate: 0.05,
         length: Length::Iterations(iterations),
         record_every: 10,
         ..TrainConfig::default()
     }
+}
+
+/// Rows read as flat vectors (dense networks only).
+fn flat(data: &Dataset) -> Geometry {
+    Geometry::flat(data.x.ncols())
 }
 
 fn run(
@@ -210,7 +207,16 @@ fn run(
     val: Option<&Dataset>,
     classes: &Classes,
 ) -> Trained {
-    train(config, train_set, val, classes, 0, None, &mut []).unwrap()
+    train(
+        config,
+        train_set,
+        val,
+        classes,
+        flat(train_set),
+        None,
+        &mut [],
+    )
+    .unwrap()
 }
 
 fn assert_same_training(a: &Trained, b: &Trained) {
@@ -343,7 +349,7 @@ fn auto_chooses_gram_for_few_wide_examples_and_direct_otherwise() {
         exact_path: ExactPath::Gram,
         ..adam
     };
-    let err = train(&forced, &wide, None, &cls, 0, None, &mut [])
+    let err = train(&forced, &wide, None, &cls, flat(&wide), None, &mut [])
         .err()
         .unwrap();
     assert!(err.to_string().contains("not linear"), "{err}");
@@ -358,7 +364,7 @@ fn training_is_reproducible_for_a_seed_and_learns() {
         learning_rate: 0.01,
         batch_size: Some(32),
         length: Length::Epochs(30),
-        dropout: 0.1,
+        body: dense_body(&[6, 4], 0.1),
         ..config(0)
     };
     let a = run(&cfg, &data, None, &cls);
@@ -383,7 +389,7 @@ fn early_stopping_restores_the_best_validation_weights() {
     let val = problem(200, 40, 2, 9);
     let cls = Classes::new(names(2), None).unwrap();
     let cfg = TrainConfig {
-        hidden: vec![64, 64],
+        body: dense_body(&[64, 64], 0.0),
         optimizer: ADAM,
         learning_rate: 0.01,
         length: Length::Epochs(400),
@@ -442,7 +448,7 @@ fn resuming_with_optimiser_state_continues_the_same_run() {
         network: first.network,
         optimizer: Some(first.optimizer),
     };
-    let second = train(&half, &data, None, &cls, 0, Some(start), &mut []).unwrap();
+    let second = train(&half, &data, None, &cls, flat(&data), Some(start), &mut []).unwrap();
     for ((_, a), (_, b)) in whole
         .network
         .named_params()
@@ -484,14 +490,17 @@ fn bad_configurations_are_refused_with_the_flag_named() {
         ),
         (
             TrainConfig {
-                dropout: 1.0,
+                body: vec![
+                    LayerSpec::Dense { units: 20 },
+                    LayerSpec::Dropout { p: 1.0 },
+                ],
                 ..TrainConfig::default()
             },
-            "--dropout",
+            "dropout probability",
         ),
         (
             TrainConfig {
-                hidden: vec![20, 0],
+                body: dense_body(&[20, 0], 0.0),
                 ..TrainConfig::default()
             },
             "--layers",
@@ -515,7 +524,7 @@ fn bad_configurations_are_refused_with_the_flag_named() {
         ..config(10)
     };
     assert!(
-        train(&cfg, &data, None, &cls, 0, None, &mut [])
+        train(&cfg, &data, None, &cls, flat(&data), None, &mut [])
             .err()
             .unwrap()
             .to_string()

@@ -14,7 +14,7 @@ use deepcat::Error;
 use deepcat::data::{Preprocess, ResizeFilter};
 use deepcat::model::{Classes, Model};
 use deepcat::model_file::{ModelFile, SavedOptimizer, load, save};
-use deepcat::nn::{Architecture, Init, Network};
+use deepcat::nn::{Architecture, Geometry, Init, Network};
 use deepcat::optim::OptimizerConfig;
 use ndarray::{Array2, ArrayD};
 use proptest::prelude::*;
@@ -37,15 +37,10 @@ fn small_model(classes: &[&str]) -> Model {
         filter: ResizeFilter::Bilinear,
         ..Preprocess::default()
     };
-    let arch = Architecture {
-        inputs: preprocess.features(),
-        hidden: vec![5, 3],
-        outputs: classes.outputs(),
-        dropout: 0.0,
-    };
+    let arch = Architecture::dense(Geometry::image(4), &[5, 3], classes.outputs(), 0.0);
     let mut rng = deepcat::nn::Mt19937::new(9);
     Model {
-        network: Network::new(&arch, Init::Document, &mut rng),
+        network: Network::new(&arch, Init::Document, &mut rng).unwrap(),
         classes,
         preprocess,
     }

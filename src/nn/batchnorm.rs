@@ -1,0 +1,345 @@
+//! Batch normalisation (Ioffe & Szegedy), per channel: after a conv layer the statistics are
+//! taken over every pixel of every image in the batch, after a dense layer (a `1 × 1 × units`
+//! geometry) over the batch, unit by unit.
+//!
+//! Training: `x̂ = (x − μ_B) / √(σ²_B + ε)`, `y = γ·x̂ + β`, with the batch's mean and (biased)
+//! variance; the pass saves `μ_B` and `1/√(σ²_B + ε)` for backward, as llm.c's layernorm saves
+//! its mean and reciprocal deviation. The running mean and variance move towards the batch's
+//! (`r ← (1 − m)·r + m·batch`, momentum `m` = 0.1 and the unbiased variance, as PyTorch) when
+//! the training loop hands the pass back ([`Layer::absorb`]). Inference uses the running
+//! statistics.
+//!
+//! Sums over the batch run on fixed groups of images in parallel and are added up in group
+//! order (in f64), so results do not depend on the thread count.
+
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, Zip, s};
+use rayon::prelude::*;
+
+/// PyTorch's default ε.
+pub const EPSILON: f32 = 1e-5;
+/// PyTorch's default momentum of the running statistics.
+pub const MOMENTUM: f32 = 0.1;
+/// Images per task in the batch sums.
+const GROUP: usize = 8;
+
+/// Batch normalisation over the channels of `input`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchNorm {
+    /// γ, `(channels,)`; starts at 1.
+    pub gamma: Array1<f32>,
+    /// β, `(channels,)`; starts at 0.
+    pub beta: Array1<f32>,
+    /// Running mean, `(channels,)`; starts at 0.
+    pub running_mean: Array1<f32>,
+    /// Running (unbiased) variance, `(channels,)`; starts at 1.
+    pub running_var: Array1<f32>,
+    input: Geometry,
+}
+
+/// Rows of what a training pass saves: `(3, channels)`.
+const MEAN: usize = 0;
+const INV_STD: usize = 1;
+const UNBIASED_VAR: usize = 2;
+
+impl BatchNorm {
+    /// A fresh layer over `input`'s channels: γ = 1, β = 0, running statistics 0 and 1.
+    pub fn new(input: Geometry) -> Self {
+        let c = input.channels;
+        BatchNorm {
+            gamma: Array1::ones(c),
+            beta: Array1::zeros(c),
+            running_mean: Array1::zeros(c),
+            running_var: Array1::ones(c),
+            input,
+        }
+    }
+
+    /// The input (and output) geometry.
+    pub fn input(&self) -> Geometry {
+        self.input
+    }
+
+    /// `Σ f(a, b, channel)` per channel, over every pixel of every image, where `a` and `b`
+    /// are the values at the same place of two `(batch, h·w·c)` arrays. Each image is summed
+    /// in f32, the images of a group and then the groups (in order) in f64.
+    fn channel_sums(
+        &self,
+        a: ArrayView2<'_, f32>,
+        b: ArrayView2<'_, f32>,
+        f: impl Fn(f32, f32, usize) -> f32 + Sync,
+    ) -> Vec<f64> {
+        let c = self.input.channels;
+        let parts: Vec<Vec<f64>> = a
+            .axis_chunks_iter(Axis(0), GROUP)
+            .into_par_iter()
+            .zip(b.axis_chunks_iter(Axis(0), GROUP).into_par_iter())
+            .map(|(a, b)| {
+                let mut sums = vec![0.0f64; c];
+                let mut image_sums = vec![0.0f32; c];
+                for (a, b) in a.rows().into_iter().zip(b.rows()) {
+                    let (Some(a), Some(b)) = (a.to_slice(), b.to_slice()) else {
+                        continue; // rows of standard-layout arrays are contiguous
+                    };
+                    image_sums.fill(0.0);
+                    for (pa, pb) in a.chunks_exact(c).zip(b.chunks_exact(c)) {
+                        for ch in 0..c {
+                            image_sums[ch] += f(pa[ch], pb[ch], ch);
+                        }
+                    }
+                    sums.iter_mut()
+                        .zip(&image_sums)
+                        .for_each(|(s, &v)| *s += f64::from(v));
+                }
+                sums
+            })
+            .collect();
+        let mut total = vec![0.0f64; c];
+        for part in parts {
+            total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+        }
+        total
+    }
+
+    /// `y = x·scale + shift`, channel by channel, in parallel over images.
+    fn affine(&self, x: ArrayView2<'_, f32>, scale: &[f32], shift: &[f32]) -> Array2<f32> {
+        let c = self.input.channels;
+        let mut y = Array2::<f32>::zeros(x.dim());
+        Zip::from(y.rows_mut())
+            .and(x.rows())
+            .par_for_each(|mut y, x| {
+                for (p, (y, &x)) in y.iter_mut().zip(x).enumerate() {
+                    let ch = p % c;
+                    *y = x * scale[ch] + shift[ch];
+                }
+            });
+        y
+    }
+
+    /// Values per channel in a batch of `batch` examples.
+    fn count(&self, batch: usize) -> f64 {
+        (batch * self.input.pixels()) as f64
+    }
+}
+
+impl Layer for BatchNorm {
+    fn kind(&self) -> &'static str {
+        "batchnorm"
+    }
+
+    fn spec(&self) -> LayerSpec {
+        LayerSpec::BatchNorm
+    }
+
+    fn output(&self, input: Geometry) -> Geometry {
+        input
+    }
+
+    /// `x (batch, h·w·c)` → `y` of the same shape. Training: batch statistics, saved as
+    /// `(3, c)`: mean, `1/√(σ² + ε)`, unbiased variance. Inference: running statistics.
+    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+        assert_eq!(
+            x.ncols(),
+            self.input.len(),
+            "batch norm expects {}",
+            self.input
+        );
+        let x = x.as_standard_layout();
+        let c = self.input.channels;
+        let (mean, var, saved) = match mode {
+            Mode::Infer => (self.running_mean.to_vec(), self.running_var.to_vec(), None),
+            Mode::Train(_) => {
+                let n = self.count(x.nrows());
+                // Two passes (mean, then squared deviations): no cancellation when the mean
+                // is large against the spread.
+                let sum = self.channel_sums(x.view(), x.view(), |v, _, _| v);
+                let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+                let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+                let var: Vec<f64> = self
+                    .channel_sums(x.view(), x.view(), |v, _, ch| {
+                        let d = v - mean32[ch];
+                        d * d
+                    })
+                    .iter()
+                    .map(|q| q / n)
+                    .collect();
+                let mut saved = Array2::<f32>::zeros((3, c));
+                for ch in 0..c {
+                    saved[[MEAN, ch]] = mean[ch] as f32;
+                    saved[[INV_STD, ch]] = (1.0 / (var[ch] + f64::from(EPSILON)).sqrt()) as f32;
+                    saved[[UNBIASED_VAR, ch]] = (if n > 1.0 {
+                        var[ch] * n / (n - 1.0)
+                    } else {
+                        var[ch]
+                    }) as f32;
+                }
+                let to32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
+                (to32(mean), to32(var), Some(saved))
+            }
+        };
+        let scale: Vec<f32> = (0..c)
+            .map(|ch| self.gamma[ch] / (var[ch] + EPSILON).sqrt())
+            .collect();
+        let shift: Vec<f32> = (0..c)
+            .map(|ch| self.beta[ch] - mean[ch] * scale[ch])
+            .collect();
+        (self.affine(x.view(), &scale, &shift), saved)
+    }
+
+    /// `dγ = Σ dy·x̂`, `dβ = Σ dy`; training-mode `dx = γ/σ · (dy − dβ/N − x̂·dγ/N)` over the
+    /// `N` values of each channel (the statistics depend on `x` too); after an inference pass,
+    /// `dx = γ/σ · dy`.
+    fn backward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        _y: ArrayView2<'_, f32>,
+        saved: &Saved,
+        dy: Array2<f32>,
+        _need_dx: bool,
+    ) -> Backward {
+        let c = self.input.channels;
+        let x = x.as_standard_layout();
+        let dy = dy.as_standard_layout();
+        let (mean, inv_std): (Vec<f32>, Vec<f32>) = match saved {
+            Some(s) => (s.row(MEAN).to_vec(), s.row(INV_STD).to_vec()),
+            None => (
+                self.running_mean.to_vec(),
+                self.running_var
+                    .iter()
+                    .map(|v| 1.0 / (v + EPSILON).sqrt())
+                    .collect(),
+            ),
+        };
+        let dbeta = self.channel_sums(dy.view(), dy.view(), |d, _, _| d);
+        let dgamma = self.channel_sums(x.view(), dy.view(), |x, d, ch| {
+            d * (x - mean[ch]) * inv_std[ch]
+        });
+        let n = self.count(x.nrows());
+        let scale: Vec<f32> = (0..c).map(|ch| self.gamma[ch] * inv_std[ch]).collect();
+        let (mean_dy, mean_dy_xhat): (Vec<f32>, Vec<f32>) = if saved.is_some() {
+            (
+                dbeta.iter().map(|d| (d / n) as f32).collect(),
+                dgamma.iter().map(|d| (d / n) as f32).collect(),
+            )
+        } else {
+            (vec![0.0; c], vec![0.0; c])
+        };
+        let mut dx = Array2::<f32>::zeros(x.dim());
+        Zip::from(dx.rows_mut())
+            .and(x.rows())
+            .and(dy.rows())
+            .par_for_each(|mut dx, x, dy| {
+                for (p, ((dx, &x), &dy)) in dx.iter_mut().zip(x).zip(dy).enumerate() {
+                    let ch = p % c;
+                    let xhat = (x - mean[ch]) * inv_std[ch];
+                    *dx = scale[ch] * (dy - mean_dy[ch] - xhat * mean_dy_xhat[ch]);
+                }
+            });
+        let to32 = |v: Vec<f64>| Array1::from_iter(v.into_iter().map(|v| v as f32)).into_dyn();
+        Backward {
+            dx: Some(dx),
+            grads: vec![to32(dgamma), to32(dbeta)],
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+        vec![
+            ("weight", self.gamma.view().into_dyn()),
+            ("bias", self.beta.view().into_dyn()),
+        ]
+    }
+
+    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        vec![
+            self.gamma.view_mut().into_dyn(),
+            self.beta.view_mut().into_dyn(),
+        ]
+    }
+
+    fn buffers(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+        vec![
+            ("running_mean", self.running_mean.view().into_dyn()),
+            ("running_var", self.running_var.view().into_dyn()),
+        ]
+    }
+
+    fn buffers_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        vec![
+            self.running_mean.view_mut().into_dyn(),
+            self.running_var.view_mut().into_dyn(),
+        ]
+    }
+
+    /// Moves the running statistics towards the batch's, from a training pass's saved `(3, c)`.
+    fn absorb(&mut self, saved: &Saved) {
+        let Some(s) = saved else { return };
+        let m = MOMENTUM;
+        Zip::from(&mut self.running_mean)
+            .and(s.slice(s![MEAN, ..]))
+            .for_each(|r, &b| *r = (1.0 - m) * *r + m * b);
+        Zip::from(&mut self.running_var)
+            .and(s.slice(s![UNBIASED_VAR, ..]))
+            .for_each(|r, &b| *r = (1.0 - m) * *r + m * b);
+    }
+
+    fn clone_box(&self) -> Box<dyn Layer> {
+        Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rng;
+    use approx::assert_abs_diff_eq;
+    use ndarray::array;
+    use rand::SeedableRng;
+
+    #[test]
+    fn training_normalises_each_channel_over_pixels_and_images() {
+        // Two images of 2 pixels × 2 channels: channel 0 holds 1 2 3 4, channel 1 holds 10s.
+        let bn = BatchNorm::new(Geometry::new(1, 2, 2));
+        let x = array![[1.0f32, 10.0, 2.0, 10.0], [3.0, 10.0, 4.0, 10.0]];
+        let mut rng = Rng::seed_from_u64(1);
+        let (y, saved) = bn.forward(x.view(), &mut Mode::Train(&mut rng));
+        let saved = saved.unwrap();
+        assert_eq!(saved[[MEAN, 0]], 2.5);
+        assert_eq!(saved[[MEAN, 1]], 10.0);
+        // Biased variance 1.25 normalises; the unbiased 5/3 is what the running average gets.
+        assert_abs_diff_eq!(saved[[UNBIASED_VAR, 0]], 5.0 / 3.0, epsilon = 1e-6);
+        let expected = (1.0 - 2.5) / (1.25f32 + EPSILON).sqrt();
+        assert_abs_diff_eq!(y[[0, 0]], expected, epsilon = 1e-6);
+        assert_eq!(y[[1, 1]], 0.0);
+    }
+
+    #[test]
+    fn inference_uses_the_running_statistics_not_the_batchs() {
+        let mut bn = BatchNorm::new(Geometry::flat(2));
+        bn.running_mean = array![1.0, -2.0];
+        bn.running_var = array![4.0, 0.25];
+        bn.gamma = array![2.0, 1.0];
+        bn.beta = array![0.5, 0.0];
+        let x = array![[3.0f32, -1.0], [5.0, -3.0]];
+        let (y, saved) = bn.forward(x.view(), &mut Mode::Infer);
+        assert!(saved.is_none());
+        let sd = |v: f32| (v + EPSILON).sqrt();
+        assert_abs_diff_eq!(y[[0, 0]], 2.0 * (3.0 - 1.0) / sd(4.0) + 0.5, epsilon = 1e-6);
+        assert_abs_diff_eq!(y[[1, 1]], (-3.0 + 2.0) / sd(0.25), epsilon = 1e-6);
+        // The batch's own statistics (mean 4 and -2) would give other values.
+        let mut rng = Rng::seed_from_u64(1);
+        let (train_y, _) = bn.forward(x.view(), &mut Mode::Train(&mut rng));
+        assert!((train_y[[0, 0]] - y[[0, 0]]).abs() > 0.1);
+    }
+
+    #[test]
+    fn absorbing_a_pass_moves_the_running_statistics_by_the_momentum() {
+        let mut bn = BatchNorm::new(Geometry::flat(1));
+        let x = array![[1.0f32], [3.0]];
+        let mut rng = Rng::seed_from_u64(1);
+        let (_, saved) = bn.forward(x.view(), &mut Mode::Train(&mut rng));
+        bn.absorb(&saved);
+        // Batch mean 2, unbiased variance 2.
+        assert_abs_diff_eq!(bn.running_mean[0], 0.1 * 2.0, epsilon = 1e-6);
+        assert_abs_diff_eq!(bn.running_var[0], 0.9 + 0.1 * 2.0, epsilon = 1e-6);
+    }
+}

@@ -1,0 +1,482 @@
+//! The 2-D convolution layer: square kernels, stride 1 or more, "same" zero padding, a bias.
+//!
+//! `x: (batch, h·w·c_in)` read as `h × w × c_in` → `(batch, h_out·w_out·c_out)`, channels last.
+//!
+//! Forward is [`im2col`] → one matrix product → bias, the way Darknet and Caffe do it: the
+//! patch matrix `cols (pixels_out, k·k·c_in)` times the kernel matrix `Wᵀ (k·k·c_in, c_out)`
+//! gives `(pixels_out, c_out)`, which *is* the output image in channels-last order. Backward
+//! runs the same steps in reverse: `dW = dYᵀ · cols` and `dcols = dY · W`, then [`col2im`].
+//! The patch matrix is rebuilt in backward rather than kept, so a pass stores nothing beyond
+//! the layer's input and output.
+//!
+//! Images are processed in fixed groups (sized by the geometry, never by the thread count),
+//! one group per task on every thread, each with a patch buffer that is reused from step to
+//! step. The weight gradient adds up the groups' parts in group order, so results do not
+//! depend on `--threads`.
+//!
+//! [`reference_forward`] and [`reference_backward`] are the plain nested-loop convolution, the
+//! oracle the tests hold the fast path to.
+
+// The `expect`s below state facts about arrays this module makes or makes contiguous itself
+// (`as_standard_layout`, fresh `zeros`), never about user data.
+#![allow(clippy::expect_used)]
+
+use super::im2col::{Window, col2im, im2col};
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
+use crate::linalg::matmul_into_seq;
+use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis};
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// A convolution with PyTorch's weight layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv2d {
+    /// `(c_out, c_in, k, k)`, as PyTorch's `Conv2d.weight`.
+    pub weight: Array4<f32>,
+    /// `(c_out,)`.
+    pub bias: Array1<f32>,
+    input: Geometry,
+    window: Window,
+}
+
+/// Patch-matrix bytes a task aims at: about half of a core's L2 cache, so a group's patches
+/// stay in cache between being gathered and being multiplied.
+const GROUP_BYTES: usize = 512 * 1024;
+
+thread_local! {
+    /// Each thread's patch buffers, kept between calls so steps do not allocate them again.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a buffer of at least `len` values from this thread's scratch (contents
+/// unspecified). The buffer is taken out while `f` runs, so a nested call (should `f` ever
+/// run another task on this thread) gets a fresh one instead of a conflict.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let result = f(&mut buf[..len]);
+    SCRATCH.with(|s| {
+        let mut slot = s.borrow_mut();
+        if slot.len() < buf.len() {
+            *slot = buf;
+        }
+    });
+    result
+}
+
+impl Conv2d {
+    /// A convolution over `input` images with the given weight `(c_out, c_in, k, k)`, zero
+    /// bias, stride `stride` and "same" padding (`k / 2`).
+    ///
+    /// # Panics
+    /// If the kernel is not square and odd, the stride is 0, `c_in` differs from the input's
+    /// channels, or the window does not fit the input (the architecture is checked first).
+    pub fn new(input: Geometry, weight: Array4<f32>, stride: usize) -> Self {
+        let (c_out, c_in, kh, kw) = weight.dim();
+        assert!(
+            kh == kw && kh % 2 == 1 && stride > 0,
+            "conv kernel must be square and odd with a positive stride, got {kh}×{kw} stride {stride}"
+        );
+        assert_eq!(
+            c_in, input.channels,
+            "conv weight has {c_in} input channels, input {input} has {}",
+            input.channels
+        );
+        let window = Window::same(kh, stride);
+        assert!(
+            window.output(input, c_out).is_some(),
+            "conv window does not fit {input}"
+        );
+        Conv2d {
+            weight,
+            bias: Array1::zeros(c_out),
+            input,
+            window,
+        }
+    }
+
+    /// The input geometry.
+    pub fn input(&self) -> Geometry {
+        self.input
+    }
+
+    /// The output geometry.
+    pub fn output(&self) -> Geometry {
+        self.window
+            .output(self.input, self.weight.dim().0)
+            .unwrap_or(self.input)
+    }
+
+    /// Side of the kernel.
+    pub fn kernel(&self) -> usize {
+        self.window.kernel
+    }
+
+    /// Step between outputs.
+    pub fn stride(&self) -> usize {
+        self.window.stride
+    }
+
+    /// The weight as the product needs it: `(c_out, k·k·c_in)`, columns in patch order
+    /// (kernel row, kernel column, input channel).
+    fn kernel_matrix(&self) -> Array2<f32> {
+        let (c_out, c_in, k, _) = self.weight.dim();
+        let w = &self.weight;
+        Array2::from_shape_fn((c_out, k * k * c_in), |(o, j)| {
+            let (ky, kx, ci) = (j / (k * c_in), (j / c_in) % k, j % c_in);
+            w[[o, ci, ky, kx]]
+        })
+    }
+
+    /// The inverse of [`kernel_matrix`](Conv2d::kernel_matrix): a `(c_out, k·k·c_in)`
+    /// gradient back in the weight's `(c_out, c_in, k, k)` layout.
+    fn from_kernel_matrix(&self, m: &Array2<f32>) -> Array4<f32> {
+        let (c_out, c_in, k, _) = self.weight.dim();
+        Array4::from_shape_fn((c_out, c_in, k, k), |(o, ci, ky, kx)| {
+            m[[o, (ky * k + kx) * c_in + ci]]
+        })
+    }
+
+    /// Whether the patch matrix of an image is the image itself (a 1×1 kernel, stride 1).
+    fn is_pointwise(&self) -> bool {
+        self.window.kernel == 1 && self.window.stride == 1
+    }
+
+    /// Images per task: as many as keep the group's patch matrix near [`GROUP_BYTES`].
+    fn group(&self) -> usize {
+        let patch_bytes = self.output().pixels() * self.window.patch_len(self.input.channels) * 4;
+        (GROUP_BYTES / patch_bytes.max(1)).max(1)
+    }
+
+    /// Gathers the patches of `images` (`(n, h·w·c_in)`, standard layout) into `cols`
+    /// (`(n · pixels_out, k·k·c_in)`), or borrows the images themselves for a 1×1 kernel.
+    fn patches<'a>(&self, images: ArrayView2<'a, f32>, cols: &'a mut [f32]) -> ArrayView2<'a, f32> {
+        let rows = images.nrows() * self.output().pixels();
+        let patch = self.window.patch_len(self.input.channels);
+        if self.is_pointwise() {
+            return images
+                .into_shape_with_order((rows, patch))
+                .expect("pointwise conv: images are contiguous");
+        }
+        let per_image = self.output().pixels() * patch;
+        for (image, out) in images
+            .rows()
+            .into_iter()
+            .zip(cols.chunks_exact_mut(per_image))
+        {
+            let image = image.to_slice().expect("conv: image rows are contiguous");
+            im2col(image, self.input, self.window, out);
+        }
+        ArrayView2::from_shape((rows, patch), &cols[..rows * patch])
+            .expect("conv: patch matrix shape")
+    }
+}
+
+/// `a` as `(rows · pieces, width / pieces)` without copying: a batch of images seen as one
+/// pixel per row.
+fn per_pixel(a: ArrayView2<'_, f32>, channels: usize) -> ArrayView2<'_, f32> {
+    let rows = a.len() / channels;
+    a.into_shape_with_order((rows, channels))
+        .expect("conv: activations are contiguous")
+}
+
+fn per_pixel_mut(a: ArrayViewMut2<'_, f32>, channels: usize) -> ArrayViewMut2<'_, f32> {
+    let rows = a.len() / channels;
+    a.into_shape_with_order((rows, channels))
+        .expect("conv: activations are contiguous")
+}
+
+impl Layer for Conv2d {
+    fn kind(&self) -> &'static str {
+        "conv"
+    }
+
+    fn spec(&self) -> LayerSpec {
+        LayerSpec::Conv {
+            channels: self.weight.dim().0,
+            kernel: self.window.kernel,
+            stride: self.window.stride,
+        }
+    }
+
+    fn output(&self, _input: Geometry) -> Geometry {
+        Conv2d::output(self)
+    }
+
+    /// `x (batch, h·w·c_in)` → `y (batch, h_out·w_out·c_out)`: per group of images, gather
+    /// patches, multiply by the kernel matrix, add the bias. Saves nothing.
+    fn forward(&self, x: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+        assert_eq!(
+            x.ncols(),
+            self.input.len(),
+            "conv expects {} inputs",
+            self.input
+        );
+        let x = x.as_standard_layout();
+        let out = self.output();
+        let wmat = self.kernel_matrix();
+        let group = self.group();
+        let mut y = Array2::<f32>::zeros((x.nrows(), out.len()));
+        y.axis_chunks_iter_mut(Axis(0), group)
+            .into_par_iter()
+            .zip(x.axis_chunks_iter(Axis(0), group).into_par_iter())
+            .for_each(|(y, x)| {
+                let len = x.nrows() * out.pixels() * self.window.patch_len(self.input.channels);
+                with_scratch(len, |cols| {
+                    let cols = self.patches(x, cols);
+                    let mut y = per_pixel_mut(y, out.channels);
+                    matmul_into_seq(y.view_mut(), cols, wmat.t(), 1.0, false);
+                    y += &self.bias;
+                });
+            });
+        (y, None)
+    }
+
+    /// `dy (batch, h_out·w_out·c_out)` → `dW = Σ dYᵀ·cols`, `db = Σ dY`, and only if asked
+    /// `dx` by `dcols = dY·W` and [`col2im`].
+    fn backward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        _y: ArrayView2<'_, f32>,
+        _saved: &Saved,
+        dy: Array2<f32>,
+        need_dx: bool,
+    ) -> Backward {
+        let x = x.as_standard_layout();
+        let dy = dy.as_standard_layout();
+        let out = self.output();
+        let wmat = self.kernel_matrix();
+        let group = self.group();
+        let patch = self.window.patch_len(self.input.channels);
+        let mut dx = need_dx.then(|| Array2::<f32>::zeros(x.dim()));
+        let mut dx_groups: Vec<Option<ArrayViewMut2<'_, f32>>> = match dx.as_mut() {
+            Some(dx) => dx.axis_chunks_iter_mut(Axis(0), group).map(Some).collect(),
+            None => (0..x.nrows().div_ceil(group)).map(|_| None).collect(),
+        };
+        // Each group's share of dW and db, added up below in group order.
+        let parts: Vec<(Array2<f32>, Array1<f32>)> = dx_groups
+            .par_iter_mut()
+            .zip(x.axis_chunks_iter(Axis(0), group).into_par_iter())
+            .zip(dy.axis_chunks_iter(Axis(0), group).into_par_iter())
+            .map(|((dx, x), dy)| {
+                let rows = x.nrows() * out.pixels();
+                let dy = per_pixel(dy, out.channels);
+                let mut dw = Array2::<f32>::zeros(wmat.dim());
+                let len = rows * patch * if dx.is_some() { 2 } else { 1 };
+                with_scratch(len, |buf| {
+                    let (cols_buf, dcols_buf) = buf.split_at_mut(rows * patch);
+                    let cols = self.patches(x, cols_buf);
+                    matmul_into_seq(dw.view_mut(), dy.t(), cols, 1.0, false);
+                    if let Some(dx) = dx {
+                        backward_input(self, dy, &wmat, dx.view_mut(), dcols_buf);
+                    }
+                });
+                (dw, dy.sum_axis(Axis(0)))
+            })
+            .collect();
+        let mut dw = Array2::<f32>::zeros(wmat.dim());
+        let mut db = Array1::<f32>::zeros(out.channels);
+        for (w, b) in &parts {
+            dw += w;
+            db += b;
+        }
+        Backward {
+            dx,
+            grads: vec![self.from_kernel_matrix(&dw).into_dyn(), db.into_dyn()],
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+        vec![
+            ("weight", self.weight.view().into_dyn()),
+            ("bias", self.bias.view().into_dyn()),
+        ]
+    }
+
+    fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        vec![
+            self.weight.view_mut().into_dyn(),
+            self.bias.view_mut().into_dyn(),
+        ]
+    }
+
+    fn is_weight(&self, index: usize) -> bool {
+        index == 0
+    }
+
+    fn clone_box(&self) -> Box<dyn Layer> {
+        Box::new(self.clone())
+    }
+}
+
+/// `dx += col2im(dY · W)` for one group of images; `dcols` is scratch for `dY · W`.
+fn backward_input(
+    conv: &Conv2d,
+    dy: ArrayView2<'_, f32>,
+    wmat: &Array2<f32>,
+    mut dx: ArrayViewMut2<'_, f32>,
+    dcols: &mut [f32],
+) {
+    let patch = wmat.ncols();
+    if conv.is_pointwise() {
+        // The patch matrix is the image: its gradient is the input's.
+        let rows = dy.nrows();
+        let dx = dx
+            .view_mut()
+            .into_shape_with_order((rows, patch))
+            .expect("pointwise conv: gradients are contiguous");
+        matmul_into_seq(dx, dy, wmat.view(), 1.0, false);
+        return;
+    }
+    let rows = dy.nrows();
+    {
+        let dcols = ArrayViewMut2::from_shape((rows, patch), &mut *dcols)
+            .expect("conv: patch gradient shape");
+        matmul_into_seq(dcols, dy, wmat.view(), 1.0, false);
+    }
+    let per_image = conv.output().pixels() * patch;
+    for (mut image, d) in dx.rows_mut().into_iter().zip(dcols.chunks_exact(per_image)) {
+        let image = image
+            .as_slice_mut()
+            .expect("conv: gradient rows are contiguous");
+        col2im(d, conv.input, conv.window, image);
+    }
+}
+
+/// The plain convolution, loop by loop: `x (batch, h·w·c_in)` → `(batch, h_out·w_out·c_out)`.
+/// The oracle for [`Conv2d`]'s forward pass.
+pub fn reference_forward(conv: &Conv2d, x: ArrayView2<'_, f32>) -> Array2<f32> {
+    let (g, win, out) = (conv.input, conv.window, conv.output());
+    let (c_out, c_in, k, _) = conv.weight.dim();
+    let mut y = Array2::<f32>::zeros((x.nrows(), out.len()));
+    for b in 0..x.nrows() {
+        for oy in 0..out.height {
+            for ox in 0..out.width {
+                for o in 0..c_out {
+                    let mut sum = conv.bias[o];
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (Some(iy), Some(ix)) = (
+                                (oy * win.stride + ky).checked_sub(win.pad),
+                                (ox * win.stride + kx).checked_sub(win.pad),
+                            ) else {
+                                continue;
+                            };
+                            if iy >= g.height || ix >= g.width {
+                                continue;
+                            }
+                            for ci in 0..c_in {
+                                sum += conv.weight[[o, ci, ky, kx]]
+                                    * x[[b, (iy * g.width + ix) * c_in + ci]];
+                            }
+                        }
+                    }
+                    y[[b, (oy * out.width + ox) * c_out + o]] = sum;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The plain convolution's backward pass: `(dx, dW, db)` for `dy (batch, h_out·w_out·c_out)`.
+/// The oracle for [`Conv2d`]'s backward pass.
+pub fn reference_backward(
+    conv: &Conv2d,
+    x: ArrayView2<'_, f32>,
+    dy: ArrayView2<'_, f32>,
+) -> (Array2<f32>, Array4<f32>, Array1<f32>) {
+    let (g, win, out) = (conv.input, conv.window, conv.output());
+    let (c_out, c_in, k, _) = conv.weight.dim();
+    let mut dx = Array2::<f32>::zeros(x.dim());
+    let mut dw = Array4::<f32>::zeros(conv.weight.dim());
+    let mut db = Array1::<f32>::zeros(c_out);
+    for b in 0..x.nrows() {
+        for oy in 0..out.height {
+            for ox in 0..out.width {
+                for o in 0..c_out {
+                    let d = dy[[b, (oy * out.width + ox) * c_out + o]];
+                    db[o] += d;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let (Some(iy), Some(ix)) = (
+                                (oy * win.stride + ky).checked_sub(win.pad),
+                                (ox * win.stride + kx).checked_sub(win.pad),
+                            ) else {
+                                continue;
+                            };
+                            if iy >= g.height || ix >= g.width {
+                                continue;
+                            }
+                            for ci in 0..c_in {
+                                let at = (iy * g.width + ix) * c_in + ci;
+                                dw[[o, ci, ky, kx]] += d * x[[b, at]];
+                                dx[[b, at]] += d * conv.weight[[o, ci, ky, kx]];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use approx::assert_abs_diff_eq;
+
+    fn values(shape: (usize, usize), seed: usize) -> Array2<f32> {
+        Array2::from_shape_fn(shape, |(i, j)| {
+            (((i * 131 + j * 71 + seed * 17) % 199) as f32 - 99.0) / 100.0
+        })
+    }
+
+    fn conv(input: Geometry, c_out: usize, k: usize, stride: usize) -> Conv2d {
+        let w = Array4::from_shape_fn((c_out, input.channels, k, k), |(o, i, y, x)| {
+            (((o * 7 + i * 5 + y * 3 + x * 11) % 23) as f32 - 11.0) / 20.0
+        });
+        let mut c = Conv2d::new(input, w, stride);
+        c.bias = Array1::from_shape_fn(c_out, |o| o as f32 * 0.1 - 0.2);
+        c
+    }
+
+    #[test]
+    fn fast_conv_equals_the_plain_loops_forward_and_backward() {
+        // Odd and even sides, strides 1 and 2, kernels 1, 3 and 5, more images than a group.
+        for (g, c_out, k, stride, batch) in [
+            (Geometry::new(6, 5, 3), 4, 3, 1, 3),
+            (Geometry::new(7, 8, 2), 5, 3, 2, 2),
+            (Geometry::new(6, 6, 3), 2, 5, 1, 2),
+            (Geometry::new(5, 4, 3), 6, 1, 1, 2),
+            (Geometry::new(5, 5, 2), 3, 1, 2, 2),
+            (Geometry::new(4, 4, 8), 16, 3, 1, 300),
+        ] {
+            let layer = conv(g, c_out, k, stride);
+            let x = values((batch, g.len()), 1);
+            let (y, _) = layer.forward(x.view(), &mut Mode::Infer);
+            assert_abs_diff_eq!(y, reference_forward(&layer, x.view()), epsilon = 1e-4);
+            let dy = values(y.dim(), 2);
+            let back = layer.backward(x.view(), y.view(), &None, dy.clone(), true);
+            let (dx, dw, db) = reference_backward(&layer, x.view(), dy.view());
+            assert_abs_diff_eq!(back.dx.unwrap(), dx, epsilon = 1e-3);
+            assert_abs_diff_eq!(back.grads[0], dw.into_dyn(), epsilon = 1e-2);
+            assert_abs_diff_eq!(back.grads[1], db.into_dyn(), epsilon = 1e-2);
+            let no_dx = layer.backward(x.view(), y.view(), &None, dy, false);
+            assert!(no_dx.dx.is_none());
+            assert_eq!(no_dx.grads, back.grads);
+        }
+    }
+
+    #[test]
+    fn kernel_matrix_orders_columns_as_patches_and_round_trips() {
+        let layer = conv(Geometry::new(4, 4, 3), 2, 3, 1);
+        let m = layer.kernel_matrix();
+        // Column (ky=1, kx=2, ci=0) of output channel 1.
+        assert_eq!(m[[1, (3 + 2) * 3]], layer.weight[[1, 0, 1, 2]]);
+        assert_eq!(layer.from_kernel_matrix(&m), layer.weight);
+    }
+}

@@ -1,0 +1,133 @@
+//! Every training hyper-parameter, with the document's defaults, checked before any image is
+//! read.
+
+use crate::data::augment::Augment;
+use crate::nn::Init;
+use crate::nn::spec::{LayerSpec, dense_body};
+use crate::optim::{OptimizerConfig, Schedule};
+use crate::{Error, Result};
+
+/// How long to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Length {
+    /// This many optimiser steps (the document: 2500 full-batch iterations).
+    Iterations(usize),
+    /// This many passes over the training set.
+    Epochs(usize),
+}
+
+/// Which way the first layer is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExactPath {
+    /// Gram when it applies and is estimated cheaper, else direct.
+    Auto,
+    /// The exact Gram reformulation (an error if it cannot apply).
+    Gram,
+    /// Every layer, every step.
+    Direct,
+}
+
+/// Every training hyper-parameter. [`Default`] gives the document's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TrainConfig {
+    /// Every layer before the output head (the document: `dense20 relu dense7 relu dense5
+    /// relu`); see [`crate::nn::spec`].
+    pub body: Vec<LayerSpec>,
+    /// Base learning rate (0.0075).
+    pub learning_rate: f32,
+    /// Iterations (2500) or epochs.
+    pub length: Length,
+    /// Examples per step; `None` for the whole training set (the document).
+    pub batch_size: Option<usize>,
+    /// The optimiser (gradient descent).
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule over the run (constant).
+    pub schedule: Schedule,
+    /// L2 penalty: the cost gains `l2/2 · Σ‖W‖²` over every weight (not biases); 0 for none.
+    pub l2: f32,
+    /// Weight initialisation (the document's).
+    pub init: Init,
+    /// Seed for initial weights, batch order, dropout and augmentation.
+    pub seed: u64,
+    /// Early stopping: stop after this many records without a better validation cost, and
+    /// keep the best weights. Needs a validation set.
+    pub patience: Option<usize>,
+    /// How the first layer is computed.
+    pub exact_path: ExactPath,
+    /// Record the history every this many iterations (the document: 100). Training by epochs
+    /// records once per epoch.
+    pub record_every: usize,
+    /// Report the cost to callbacks every this many iterations (the document prints every
+    /// 50) or epochs.
+    pub log_every: usize,
+    /// On-the-fly augmentation of training batches (off).
+    pub augment: Augment,
+}
+
+/// The document's hidden layers.
+pub const DOCUMENT_HIDDEN: [usize; 3] = [20, 7, 5];
+
+/// The document's seed is unspecified (NumPy's global state); ours is fixed so runs repeat.
+pub const DEFAULT_SEED: u64 = 1;
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            body: dense_body(&DOCUMENT_HIDDEN, 0.0),
+            learning_rate: 0.0075,
+            length: Length::Iterations(2500),
+            batch_size: None,
+            optimizer: OptimizerConfig::Gd,
+            schedule: Schedule::Constant,
+            l2: 0.0,
+            init: Init::Document,
+            seed: DEFAULT_SEED,
+            patience: None,
+            exact_path: ExactPath::Auto,
+            record_every: 100,
+            log_every: 50,
+            augment: Augment::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every value, naming the flag at fault.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for the first bad value.
+    pub fn check(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::Config(msg));
+        for layer in &self.body {
+            layer
+                .check()
+                .map_err(|e| Error::Config(format!("--arch/--layers: {e}")))?;
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(format!(
+                "--lr must be a positive number, got {}",
+                self.learning_rate
+            ));
+        }
+        match self.length {
+            Length::Iterations(0) => return bad("--iterations must be at least 1".into()),
+            Length::Epochs(0) => return bad("--epochs must be at least 1".into()),
+            _ => {}
+        }
+        if self.batch_size == Some(0) {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if !(self.l2 >= 0.0 && self.l2.is_finite()) {
+            return bad(format!("--l2 must be zero or positive, got {}", self.l2));
+        }
+        if self.patience == Some(0) {
+            return bad("--patience must be at least 1".into());
+        }
+        if self.record_every == 0 || self.log_every == 0 {
+            return bad("--record-every and --log-every must be at least 1".into());
+        }
+        self.optimizer.check()
+    }
+}

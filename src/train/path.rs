@@ -1,0 +1,63 @@
+//! Which way the first layer is computed: the direct path or the exact Gram reformulation,
+//! and why.
+
+use super::{ExactPath, TrainConfig};
+use crate::nn::Network;
+use crate::optim::Optimizer;
+use crate::{Error, Result};
+
+/// Multiply-adds of each path, for `auto`. Direct: forward and weight gradient of the first
+/// layer each step. Gram: `G` (half, it is symmetric), `P0`, the final `W1`, validation
+/// products, then `batch·m·h` per step.
+pub(super) fn choose_path(
+    config: &TrainConfig,
+    optimizer: &dyn Optimizer,
+    net: &Network,
+    m: usize,
+    val_m: usize,
+    batch: usize,
+    steps: usize,
+) -> Result<&'static str> {
+    let n = net.input_units() as f64;
+    let h = net.first_dense().map_or(1, |d| d.weight.nrows()) as f64;
+    let (mf, bf, sf, vf) = (m as f64, batch as f64, steps as f64, val_m as f64);
+    let why_not = if !optimizer.is_linear() {
+        Some(format!(
+            "the {} optimiser is not linear",
+            optimizer.config().name()
+        ))
+    } else if config.augment.is_on() {
+        Some("augmentation changes the images every epoch".to_string())
+    } else if net.first_dense().is_none() {
+        Some("the first layer is not dense".to_string())
+    } else if net.layers().len() < 2 {
+        Some("the network has no hidden layer".to_string())
+    } else if !optimizer.state().slots.is_empty() {
+        Some("resumed optimiser state lives in weight space".to_string())
+    } else if mf * mf * 4.0 > GRAM_MAX_BYTES {
+        Some(format!(
+            "the {m}×{m} Gram matrix would need more than {} GiB",
+            GRAM_MAX_BYTES / (1u64 << 30) as f64
+        ))
+    } else {
+        None
+    };
+    let gram_cost = mf * mf * n / 2.0 + 2.0 * mf * n * h + vf * mf * n + sf * bf * mf * h;
+    let direct_cost = sf * 2.0 * bf * n * h;
+    match (config.exact_path, why_not) {
+        (ExactPath::Direct, _) => Ok("direct"),
+        (ExactPath::Gram, Some(reason)) => Err(Error::Config(format!(
+            "--exact-path gram cannot apply: {reason}"
+        ))),
+        (ExactPath::Gram, None) => Ok("gram"),
+        (ExactPath::Auto, Some(_)) => Ok("direct"),
+        (ExactPath::Auto, None) => Ok(if gram_cost < direct_cost {
+            "gram"
+        } else {
+            "direct"
+        }),
+    }
+}
+
+/// The largest Gram matrix `auto` and `gram` will build.
+const GRAM_MAX_BYTES: f64 = 4.0 * (1u64 << 30) as f64;
