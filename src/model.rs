@@ -5,7 +5,7 @@ use crate::data::{Dataset, Preprocess};
 use crate::loss::Head;
 use crate::nn::Network;
 use crate::{Error, Result};
-use ndarray::{Array2, ArrayView2, s};
+use ndarray::{Array2, ArrayView2};
 
 /// Class names and how the network's outputs map onto them.
 ///
@@ -151,11 +151,9 @@ pub struct Predictions {
     pub classes: Vec<usize>,
 }
 
-/// Rows per forward pass when predicting, to bound memory on large sets.
-const PREDICT_CHUNK: usize = 4096;
-
 impl Model {
-    /// Class probabilities and decisions for `x (batch, features)`.
+    /// Class probabilities and decisions for `x (batch, features)`. Memory stays bounded on
+    /// large sets: the network runs in passes of a bounded size ([`Network::logits`]).
     ///
     /// # Panics
     /// If `x` does not have the model's feature count.
@@ -166,21 +164,10 @@ impl Model {
             "model expects {} features",
             self.network.input_units()
         );
-        let mut probabilities = Array2::zeros((x.nrows(), self.classes.len()));
-        let mut classes = Vec::with_capacity(x.nrows());
-        let mut start = 0;
-        while start < x.nrows() {
-            let end = (start + PREDICT_CHUNK).min(x.nrows());
-            let p = self.network.probabilities(x.slice(s![start..end, ..]));
-            classes.extend(self.classes.decide(p.view()));
-            probabilities
-                .slice_mut(s![start..end, ..])
-                .assign(&self.classes.class_probabilities(p.view()));
-            start = end;
-        }
+        let p = self.network.probabilities(x);
         Predictions {
-            probabilities,
-            classes,
+            probabilities: self.classes.class_probabilities(p.view()),
+            classes: self.classes.decide(p.view()),
         }
     }
 

@@ -1,13 +1,23 @@
 //! Hidden-layer activation: ReLU. (The output non-linearities, sigmoid and softmax, live with
 //! the cost in [`crate::loss`], where they are fused for stability.)
 
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved, recycle};
 use ndarray::{Array2, ArrayView2, Zip};
+
+/// Activations of at least this many values are computed on every thread.
+const PARALLEL_MIN_LEN: usize = 1 << 16;
 
 /// `relu(z) = max(0, z)`, elementwise. No exponentials, so it is cheap; it is exactly zero for
 /// negative inputs, which makes hidden activations sparse.
 pub fn relu(z: ArrayView2<'_, f32>) -> Array2<f32> {
-    z.mapv(|v| v.max(0.0))
+    let mut a = recycle::scratch(z.dim());
+    let zip = Zip::from(&mut a).and(&z);
+    if z.len() >= PARALLEL_MIN_LEN {
+        zip.par_for_each(|a, &z| *a = z.max(0.0));
+    } else {
+        zip.for_each(|a, &z| *a = z.max(0.0));
+    }
+    a
 }
 
 /// `dz = da` where the unit was active (`a > 0`, equivalently `z > 0`), else 0. The document

@@ -9,10 +9,10 @@
 //! the training loop hands the pass back ([`Layer::absorb`]). Inference uses the running
 //! statistics.
 //!
-//! Sums over the batch run on fixed groups of images in parallel and are added up in group
-//! order (in f64), so results do not depend on the thread count.
+//! Sums over the batch are taken image by image in parallel and added up in image order (in
+//! f64), so results do not depend on the thread count.
 
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved, recycle, standard};
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, Zip, s};
 use rayon::prelude::*;
 
@@ -20,8 +20,6 @@ use rayon::prelude::*;
 pub const EPSILON: f32 = 1e-5;
 /// PyTorch's default momentum of the running statistics.
 pub const MOMENTUM: f32 = 0.1;
-/// Images per task in the batch sums.
-const GROUP: usize = 8;
 
 /// Batch normalisation over the channels of `input`.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,57 +58,98 @@ impl BatchNorm {
         self.input
     }
 
-    /// `Σ f(a, b, channel)` per channel, over every pixel of every image, where `a` and `b`
-    /// are the values at the same place of two `(batch, h·w·c)` arrays. Each image is summed
-    /// in f32, the images of a group and then the groups (in order) in f64.
-    fn channel_sums(
-        &self,
-        a: ArrayView2<'_, f32>,
-        b: ArrayView2<'_, f32>,
-        f: impl Fn(f32, f32, usize) -> f32 + Sync,
-    ) -> Vec<f64> {
-        let c = self.input.channels;
-        let parts: Vec<Vec<f64>> = a
-            .axis_chunks_iter(Axis(0), GROUP)
+    /// Per-channel mean and (biased) variance over every pixel of every image. Each image is
+    /// done in two passes while it is in cache (its mean, then the squared deviations from
+    /// it), and the images are combined in order in f64 (Chan, Golub and LeVeque's pairwise
+    /// update), so a large mean against a small spread loses nothing.
+    fn batch_statistics(&self, x: ArrayView2<'_, f32>) -> (Vec<f64>, Vec<f64>) {
+        let (c, pixels) = (self.input.channels, self.input.pixels());
+        let per_image: Vec<(Vec<f32>, Vec<f32>)> = x
+            .axis_iter(Axis(0))
             .into_par_iter()
-            .zip(b.axis_chunks_iter(Axis(0), GROUP).into_par_iter())
-            .map(|(a, b)| {
-                let mut sums = vec![0.0f64; c];
-                let mut image_sums = vec![0.0f32; c];
-                for (a, b) in a.rows().into_iter().zip(b.rows()) {
-                    let (Some(a), Some(b)) = (a.to_slice(), b.to_slice()) else {
-                        continue; // rows of standard-layout arrays are contiguous
-                    };
-                    image_sums.fill(0.0);
-                    for (pa, pb) in a.chunks_exact(c).zip(b.chunks_exact(c)) {
-                        for ch in 0..c {
-                            image_sums[ch] += f(pa[ch], pb[ch], ch);
-                        }
-                    }
-                    sums.iter_mut()
-                        .zip(&image_sums)
-                        .for_each(|(s, &v)| *s += f64::from(v));
+            .map(|row| {
+                let row = row.to_slice().unwrap_or_default(); // standard layout: contiguous
+                let mut mean = vec![0.0f32; c];
+                for px in row.chunks_exact(c) {
+                    mean.iter_mut().zip(px).for_each(|(s, &v)| *s += v);
                 }
-                sums
+                mean.iter_mut().for_each(|s| *s /= pixels as f32);
+                let mut m2 = vec![0.0f32; c];
+                for px in row.chunks_exact(c) {
+                    for ((q, &v), &m) in m2.iter_mut().zip(px).zip(&mean) {
+                        *q += (v - m) * (v - m);
+                    }
+                }
+                (mean, m2)
             })
             .collect();
-        let mut total = vec![0.0f64; c];
-        for part in parts {
-            total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+        let (mut n, mut mean, mut m2) = (0.0f64, vec![0.0f64; c], vec![0.0f64; c]);
+        let nb = pixels as f64;
+        for (image_mean, image_m2) in per_image {
+            let total = n + nb;
+            for ch in 0..c {
+                let delta = f64::from(image_mean[ch]) - mean[ch];
+                mean[ch] += delta * nb / total;
+                m2[ch] += f64::from(image_m2[ch]) + delta * delta * n * nb / total;
+            }
+            n = total;
         }
-        total
+        let var = m2.iter().map(|q| q / n.max(1.0)).collect();
+        (mean, var)
+    }
+
+    /// `(Σ dy, Σ dy·(x − mean))` per channel over every pixel of every image: each image in
+    /// f32, the images added in order in f64.
+    fn gradient_sums(
+        &self,
+        x: ArrayView2<'_, f32>,
+        dy: ArrayView2<'_, f32>,
+        mean: &[f32],
+    ) -> (Vec<f64>, Vec<f64>) {
+        let c = self.input.channels;
+        let per_image: Vec<(Vec<f32>, Vec<f32>)> = x
+            .axis_iter(Axis(0))
+            .into_par_iter()
+            .zip(dy.axis_iter(Axis(0)).into_par_iter())
+            .map(|(x, dy)| {
+                let (x, dy) = (
+                    x.to_slice().unwrap_or_default(),
+                    dy.to_slice().unwrap_or_default(),
+                );
+                let (mut s1, mut s2) = (vec![0.0f32; c], vec![0.0f32; c]);
+                for (px, pd) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
+                    for ((((a, b), &x), &d), &m) in
+                        s1.iter_mut().zip(s2.iter_mut()).zip(px).zip(pd).zip(mean)
+                    {
+                        *a += d;
+                        *b += d * (x - m);
+                    }
+                }
+                (s1, s2)
+            })
+            .collect();
+        let (mut s1, mut s2) = (vec![0.0f64; c], vec![0.0f64; c]);
+        for (a, b) in per_image {
+            s1.iter_mut().zip(a).for_each(|(t, v)| *t += f64::from(v));
+            s2.iter_mut().zip(b).for_each(|(t, v)| *t += f64::from(v));
+        }
+        (s1, s2)
     }
 
     /// `y = x·scale + shift`, channel by channel, in parallel over images.
     fn affine(&self, x: ArrayView2<'_, f32>, scale: &[f32], shift: &[f32]) -> Array2<f32> {
         let c = self.input.channels;
-        let mut y = Array2::<f32>::zeros(x.dim());
+        let mut y = recycle::scratch(x.dim());
         Zip::from(y.rows_mut())
             .and(x.rows())
             .par_for_each(|mut y, x| {
-                for (p, (y, &x)) in y.iter_mut().zip(x).enumerate() {
-                    let ch = p % c;
-                    *y = x * scale[ch] + shift[ch];
+                let (Some(y), Some(x)) = (y.as_slice_mut(), x.to_slice()) else {
+                    return; // rows of standard-layout arrays are contiguous
+                };
+                for (y, x) in y.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                    for (((y, &x), &a), &b) in y.iter_mut().zip(x).zip(scale).zip(shift) {
+                        *y = x * a + b;
+                    }
                 }
             });
         y
@@ -150,19 +189,7 @@ impl Layer for BatchNorm {
             Mode::Infer => (self.running_mean.to_vec(), self.running_var.to_vec(), None),
             Mode::Train(_) => {
                 let n = self.count(x.nrows());
-                // Two passes (mean, then squared deviations): no cancellation when the mean
-                // is large against the spread.
-                let sum = self.channel_sums(x.view(), x.view(), |v, _, _| v);
-                let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
-                let mean32: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-                let var: Vec<f64> = self
-                    .channel_sums(x.view(), x.view(), |v, _, ch| {
-                        let d = v - mean32[ch];
-                        d * d
-                    })
-                    .iter()
-                    .map(|q| q / n)
-                    .collect();
+                let (mean, var) = self.batch_statistics(x.view());
                 let mut saved = Array2::<f32>::zeros((3, c));
                 for ch in 0..c {
                     saved[[MEAN, ch]] = mean[ch] as f32;
@@ -199,7 +226,7 @@ impl Layer for BatchNorm {
     ) -> Backward {
         let c = self.input.channels;
         let x = x.as_standard_layout();
-        let dy = dy.as_standard_layout();
+        let dy = standard(dy);
         let (mean, inv_std): (Vec<f32>, Vec<f32>) = match saved {
             Some(s) => (s.row(MEAN).to_vec(), s.row(INV_STD).to_vec()),
             None => (
@@ -210,10 +237,12 @@ impl Layer for BatchNorm {
                     .collect(),
             ),
         };
-        let dbeta = self.channel_sums(dy.view(), dy.view(), |d, _, _| d);
-        let dgamma = self.channel_sums(x.view(), dy.view(), |x, d, ch| {
-            d * (x - mean[ch]) * inv_std[ch]
-        });
+        let (dbeta, dy_dev) = self.gradient_sums(x.view(), dy.view(), &mean);
+        let dgamma: Vec<f64> = dy_dev
+            .iter()
+            .zip(&inv_std)
+            .map(|(s, &i)| s * f64::from(i))
+            .collect();
         let n = self.count(x.nrows());
         let scale: Vec<f32> = (0..c).map(|ch| self.gamma[ch] * inv_std[ch]).collect();
         let (mean_dy, mean_dy_xhat): (Vec<f32>, Vec<f32>) = if saved.is_some() {
@@ -224,17 +253,35 @@ impl Layer for BatchNorm {
         } else {
             (vec![0.0; c], vec![0.0; c])
         };
-        let mut dx = Array2::<f32>::zeros(x.dim());
+        // dx = scale·(dy − mean_dy − x̂·mean_dy_x̂) with x̂ = (x − mean)·inv_std, written
+        // as dx = scale·dy + x·k + m per channel.
+        let k: Vec<f32> = (0..c)
+            .map(|ch| -scale[ch] * inv_std[ch] * mean_dy_xhat[ch])
+            .collect();
+        let m: Vec<f32> = (0..c)
+            .map(|ch| -scale[ch] * (mean_dy[ch] - mean[ch] * inv_std[ch] * mean_dy_xhat[ch]))
+            .collect();
+        let mut dx = recycle::scratch(x.dim());
         Zip::from(dx.rows_mut())
             .and(x.rows())
             .and(dy.rows())
             .par_for_each(|mut dx, x, dy| {
-                for (p, ((dx, &x), &dy)) in dx.iter_mut().zip(x).zip(dy).enumerate() {
-                    let ch = p % c;
-                    let xhat = (x - mean[ch]) * inv_std[ch];
-                    *dx = scale[ch] * (dy - mean_dy[ch] - xhat * mean_dy_xhat[ch]);
+                let (Some(dx), Some(x), Some(dy)) =
+                    (dx.as_slice_mut(), x.to_slice(), dy.to_slice())
+                else {
+                    return; // rows of standard-layout arrays are contiguous
+                };
+                for ((dx, x), dy) in dx
+                    .chunks_exact_mut(c)
+                    .zip(x.chunks_exact(c))
+                    .zip(dy.chunks_exact(c))
+                {
+                    for ch in 0..c {
+                        dx[ch] = scale[ch] * dy[ch] + x[ch] * k[ch] + m[ch];
+                    }
                 }
             });
+        recycle::give(dy);
         let to32 = |v: Vec<f64>| Array1::from_iter(v.into_iter().map(|v| v as f32)).into_dyn();
         Backward {
             dx: Some(dx),

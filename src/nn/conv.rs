@@ -22,7 +22,7 @@
 #![allow(clippy::expect_used)]
 
 use super::im2col::{Window, col2im, im2col};
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved, recycle, standard};
 use crate::linalg::matmul_into_seq;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis};
 use rayon::prelude::*;
@@ -218,7 +218,7 @@ impl Layer for Conv2d {
         let out = self.output();
         let wmat = self.kernel_matrix();
         let group = self.group();
-        let mut y = Array2::<f32>::zeros((x.nrows(), out.len()));
+        let mut y = recycle::scratch((x.nrows(), out.len()));
         y.axis_chunks_iter_mut(Axis(0), group)
             .into_par_iter()
             .zip(x.axis_chunks_iter(Axis(0), group).into_par_iter())
@@ -245,12 +245,12 @@ impl Layer for Conv2d {
         need_dx: bool,
     ) -> Backward {
         let x = x.as_standard_layout();
-        let dy = dy.as_standard_layout();
+        let dy = standard(dy);
         let out = self.output();
         let wmat = self.kernel_matrix();
         let group = self.group();
         let patch = self.window.patch_len(self.input.channels);
-        let mut dx = need_dx.then(|| Array2::<f32>::zeros(x.dim()));
+        let mut dx = need_dx.then(|| recycle::zeros(x.dim()));
         let mut dx_groups: Vec<Option<ArrayViewMut2<'_, f32>>> = match dx.as_mut() {
             Some(dx) => dx.axis_chunks_iter_mut(Axis(0), group).map(Some).collect(),
             None => (0..x.nrows().div_ceil(group)).map(|_| None).collect(),
@@ -276,6 +276,8 @@ impl Layer for Conv2d {
                 (dw, dy.sum_axis(Axis(0)))
             })
             .collect();
+        drop(dx_groups);
+        recycle::give(dy);
         let mut dw = Array2::<f32>::zeros(wmat.dim());
         let mut db = Array1::<f32>::zeros(out.channels);
         for (w, b) in &parts {

@@ -33,6 +33,7 @@ mod im2col;
 mod init;
 mod mt19937;
 mod pool;
+pub mod recycle;
 pub mod spec;
 mod summary;
 
@@ -145,14 +146,36 @@ impl Clone for Box<dyn Layer> {
     }
 }
 
+/// `a` in standard layout: itself when it already is, else a copy.
+fn standard(a: Array2<f32>) -> Array2<f32> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
+}
+
+/// Activation values one inference pass may hold in its largest layer output (64 MiB of f32):
+/// [`Network::logits`] splits larger sets into passes of fewer rows.
+const INFERENCE_VALUES: usize = 1 << 24;
+
 /// Every layer's output from one forward pass: `outputs[i]` is layer `i`'s output,
-/// `(batch, units)`, and the last one is the logits.
+/// `(batch, units)`, and the last one is the logits. Dropping a pass hands its arrays back for
+/// reuse.
 pub struct Pass {
     /// Index of the first layer this pass ran.
     pub start: usize,
     /// Outputs of layers `start..`, in order.
     pub outputs: Vec<Array2<f32>>,
     saved: Vec<Saved>,
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        for a in self.outputs.drain(..).chain(self.saved.drain(..).flatten()) {
+            recycle::give(a);
+        }
+    }
 }
 
 impl Pass {
@@ -488,11 +511,43 @@ impl Network {
         (grads, need_dx.then_some(dy))
     }
 
+    /// Inference logits for `x (batch, features)`, keeping only the current layer's output
+    /// (no [`Pass`]), in passes of as many rows as keep the largest activation within
+    /// [`INFERENCE_VALUES`].
+    pub fn logits(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        let widest = self
+            .geometries()
+            .iter()
+            .map(Geometry::len)
+            .max()
+            .unwrap_or(1);
+        let rows = (INFERENCE_VALUES / widest.max(1)).clamp(1, 4096);
+        let outputs = self.geometries().last().map_or(0, Geometry::len);
+        let mut logits = Array2::<f32>::zeros((x.nrows(), outputs));
+        for (x, mut out) in x
+            .axis_chunks_iter(ndarray::Axis(0), rows)
+            .zip(logits.axis_chunks_iter_mut(ndarray::Axis(0), rows))
+        {
+            let mut a: Option<Array2<f32>> = None;
+            for layer in &self.layers {
+                let input = a.as_ref().map_or(x.view(), |a| a.view());
+                let (y, _) = layer.forward(input, &mut Mode::Infer);
+                if let Some(old) = a.replace(y) {
+                    recycle::give(old);
+                }
+            }
+            if let Some(a) = a {
+                out.assign(&a);
+                recycle::give(a);
+            }
+        }
+        logits
+    }
+
     /// Class probabilities for `x (batch, features)`: `(batch, 1)` = P(positive) with the
     /// sigmoid head, `(batch, classes)` with softmax. Inference mode (no dropout).
     pub fn probabilities(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        let pass = self.forward(x, &mut Mode::Infer);
-        self.head.probabilities(pass.logits())
+        self.head.probabilities(self.logits(x).view())
     }
 
     /// Hands a training pass back to the layers it ran, so those with state outside the

@@ -3,7 +3,7 @@
 //! neither saves anything: max-pool's backward finds the arg-max again from the input and
 //! output the pass keeps.
 
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved, recycle, standard};
 use ndarray::{Array2, ArrayView2, Zip};
 
 /// Max over each 2×2 window, stride 2: `h × w × c` → `⌊h/2⌋ × ⌊w/2⌋ × c` (a last odd row or
@@ -39,26 +39,28 @@ impl MaxPool2d {
         )
     }
 
-    /// For each output value of one image, the index (into the image) of the input it came
-    /// from, handed to `visit(output_index, input_index)`.
-    fn for_each_window(&self, x: &[f32], mut visit: impl FnMut(usize, usize)) {
-        let (g, out) = (self.input, self.output());
-        let c = g.channels;
-        for oy in 0..out.height {
-            for ox in 0..out.width {
-                for ch in 0..c {
-                    let mut best = ((oy * POOL) * g.width + ox * POOL) * c + ch;
-                    for (dy, dx) in [(0, 1), (1, 0), (1, 1)] {
-                        let at = ((oy * POOL + dy) * g.width + ox * POOL + dx) * c + ch;
-                        if x[at] > x[best] {
-                            best = at;
-                        }
-                    }
-                    visit((oy * out.width + ox) * c + ch, best);
-                }
-            }
-        }
+    /// Values in one row of input pixels.
+    fn row_len(&self) -> usize {
+        self.input.width * self.input.channels
     }
+}
+
+/// The 2×2 windows of one image, output row by output row: each output row's two input rows
+/// (a last odd row is left out), as slices of `row_len` values.
+fn row_pairs(x: &[f32], row_len: usize) -> impl Iterator<Item = (&[f32], &[f32])> {
+    x.chunks_exact(POOL * row_len)
+        .map(move |pair| pair.split_at(row_len))
+}
+
+/// The windows along a pair of rows: for each, the top row's two pixels and the bottom row's,
+/// `2·c` values each (a last odd column is left out).
+fn windows<'a>(
+    top: &'a [f32],
+    bottom: &'a [f32],
+    c: usize,
+) -> impl Iterator<Item = (&'a [f32], &'a [f32])> {
+    top.chunks_exact(POOL * c)
+        .zip(bottom.chunks_exact(POOL * c))
 }
 
 /// Runs `f(x_row, out_row)` over the rows of `x` and a new `(batch, width)` array, in
@@ -69,7 +71,7 @@ fn per_image(
     f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Array2<f32> {
     let x = x.as_standard_layout();
-    let mut out = Array2::<f32>::zeros((x.nrows(), width));
+    let mut out = recycle::scratch((x.nrows(), width));
     Zip::from(out.rows_mut())
         .and(x.rows())
         .par_for_each(|mut o, x| {
@@ -102,34 +104,70 @@ impl Layer for MaxPool2d {
             "max-pool expects {}",
             self.input
         );
+        let (c, row_len) = (self.input.channels, self.row_len());
+        let out_row = self.output().width * c;
         let y = per_image(x, self.output().len(), |x, y| {
-            self.for_each_window(x, |o, i| y[o] = x[i]);
+            for ((top, bottom), y) in row_pairs(x, row_len).zip(y.chunks_exact_mut(out_row)) {
+                for ((t, b), y) in windows(top, bottom, c).zip(y.chunks_exact_mut(c)) {
+                    let ((p, q), (r, s)) = (t.split_at(c), b.split_at(c));
+                    for ((((y, &p), &q), &r), &s) in y.iter_mut().zip(p).zip(q).zip(r).zip(s) {
+                        *y = p.max(q).max(r.max(s));
+                    }
+                }
+            }
         });
         (y, None)
     }
 
-    /// `dx` is `dy` at each window's arg-max and 0 elsewhere.
+    /// `dx` is `dy` at each window's arg-max and 0 elsewhere: the first of the window's four
+    /// inputs (in reading order) that equals the output gets the gradient.
     fn backward(
         &self,
         x: ArrayView2<'_, f32>,
-        _y: ArrayView2<'_, f32>,
+        y: ArrayView2<'_, f32>,
         _saved: &Saved,
         dy: Array2<f32>,
         _need_dx: bool,
     ) -> Backward {
-        let x = x.as_standard_layout();
-        let dy = dy.as_standard_layout();
-        let mut dx = Array2::<f32>::zeros(x.dim());
+        let (x, y) = (x.as_standard_layout(), y.as_standard_layout());
+        let dy = standard(dy);
+        let (g, c, row_len) = (self.input, self.input.channels, self.row_len());
+        // Windows cover every input unless a side is odd; then the last row or column stays 0.
+        let mut dx = if g.height % POOL == 0 && g.width % POOL == 0 {
+            recycle::scratch(x.dim())
+        } else {
+            recycle::zeros(x.dim())
+        };
         Zip::from(dx.rows_mut())
             .and(x.rows())
+            .and(y.rows())
             .and(dy.rows())
-            .par_for_each(|mut dx, x, dy| {
-                if let (Some(dx), Some(x), Some(dy)) =
-                    (dx.as_slice_mut(), x.to_slice(), dy.to_slice())
-                {
-                    self.for_each_window(x, |o, i| dx[i] = dy[o]);
+            .par_for_each(|mut dx, x, y, dy| {
+                let (Some(dx), Some(x), Some(y), Some(dy)) =
+                    (dx.as_slice_mut(), x.to_slice(), y.to_slice(), dy.to_slice())
+                else {
+                    return; // rows of standard-layout arrays are contiguous
+                };
+                let out_row = self.output().width * c;
+                let dx_pairs = dx
+                    .chunks_exact_mut(POOL * row_len)
+                    .map(|pair| pair.split_at_mut(row_len));
+                let rows = row_pairs(x, row_len)
+                    .zip(dx_pairs)
+                    .zip(y.chunks_exact(out_row).zip(dy.chunks_exact(out_row)));
+                for (((top, bottom), (dtop, dbottom)), (y, dy)) in rows {
+                    let dwindows = dtop
+                        .chunks_exact_mut(POOL * c)
+                        .zip(dbottom.chunks_exact_mut(POOL * c));
+                    let all = windows(top, bottom, c)
+                        .zip(dwindows)
+                        .zip(y.chunks_exact(c).zip(dy.chunks_exact(c)));
+                    for (((t, b), (dt, db)), (y, dy)) in all {
+                        route(t, b, dt, db, y, dy, c);
+                    }
                 }
             });
+        recycle::give(dy);
         Backward {
             dx: Some(dx),
             grads: Vec::new(),
@@ -138,6 +176,41 @@ impl Layer for MaxPool2d {
 
     fn clone_box(&self) -> Box<dyn Layer> {
         Box::new(*self)
+    }
+}
+
+/// One window's gradient: of its four inputs (top-left, top-right, bottom-left, bottom-right),
+/// the first that equals the output `y` gets `dy`, the others 0, channel by channel.
+fn route(
+    top: &[f32],
+    bottom: &[f32],
+    dtop: &mut [f32],
+    dbottom: &mut [f32],
+    y: &[f32],
+    dy: &[f32],
+    c: usize,
+) {
+    let ((xa, xb), (xd, xe)) = (top.split_at(c), bottom.split_at(c));
+    let ((da, db), (dd, de)) = (dtop.split_at_mut(c), dbottom.split_at_mut(c));
+    // Every slice cut to `c` up front, so the loop below runs without bounds checks.
+    let (xb, xe, db, de, y, dy) = (
+        &xb[..c],
+        &xe[..c],
+        &mut db[..c],
+        &mut de[..c],
+        &y[..c],
+        &dy[..c],
+    );
+    for ch in 0..c {
+        let (m, g) = (y[ch], dy[ch]);
+        let at_a = xa[ch] == m;
+        let at_b = !at_a && xb[ch] == m;
+        let at_d = !at_a && !at_b && xd[ch] == m;
+        let at_e = !at_a && !at_b && !at_d;
+        da[ch] = if at_a { g } else { 0.0 };
+        db[ch] = if at_b { g } else { 0.0 };
+        dd[ch] = if at_d { g } else { 0.0 };
+        de[ch] = if at_e { g } else { 0.0 };
     }
 }
 
@@ -182,6 +255,7 @@ impl Layer for GlobalAvgPool {
         );
         let (c, scale) = (self.input.channels, 1.0 / self.input.pixels() as f32);
         let y = per_image(x, c, |x, y| {
+            y.fill(0.0);
             for pixel in x.chunks_exact(c) {
                 for (s, &v) in y.iter_mut().zip(pixel) {
                     *s += v;

@@ -115,8 +115,8 @@ impl Engine for DirectEngine<'_> {
 
     fn validate(&self, net: &Network) -> Option<(f64, f64)> {
         let val = self.val.as_ref()?;
-        let pass = net.forward(val.x, &mut Mode::Infer);
-        let s = score(val.classes, pass.logits(), val.targets.view(), val.labels);
+        let logits = net.logits(val.x);
+        let s = score(val.classes, logits.view(), val.targets.view(), val.labels);
         Some((s.cost, s.correct as f64 / val.labels.len().max(1) as f64))
     }
 
