@@ -1,8 +1,33 @@
 #!/usr/bin/env bash
-# Sets up the Python environment for the NumPy/Pillow reference (bench/reference.py):
-# a virtual environment at .venv in the repository root with bench/requirements.txt installed.
-# Safe to run again; works from any directory.
+# Sets up the Python environment for the reference benchmarks: a virtual environment at .venv in
+# the repository root with bench/requirements.txt (NumPy, Pillow: bench/reference.py,
+# bench/mlp_reference.py, bench/check_cnn.py) installed.
+#
+#   scripts/setup-reference.sh            # NumPy and Pillow
+#   scripts/setup-reference.sh --torch    # also PyTorch (bench/requirements-torch.txt), for
+#                                         # bench/cnn_reference.py
+#
+# --torch installs PyPI's torch wheel, which on Linux pulls in the CUDA libraries: several GB
+# of downloads and disk, although the benchmarks only use the CPU.
+#
+# Safe to run again (pinned requirements already satisfied are left alone); works from any
+# directory. Prints the environment's python.
 set -euo pipefail
+
+with_torch=0
+for arg in "$@"; do
+    case "$arg" in
+        --torch) with_torch=1 ;;
+        -h | --help)
+            sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "setup-reference.sh: unknown option $arg (the only option is --torch)" >&2
+            exit 2
+            ;;
+    esac
+done
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -10,6 +35,11 @@ cd "$root"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+requirements=(-r bench/requirements.txt)
+if [ "$with_torch" = 1 ]; then
+    # One resolution for both files, so torch's dependencies cannot move the NumPy/Pillow pins.
+    requirements+=(-r bench/requirements-torch.txt)
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "${requirements[@]}"
 
 echo "$root/.venv/bin/python"

@@ -3,6 +3,7 @@
 mod bench;
 mod evaluate;
 mod predict;
+mod summary;
 mod train;
 
 use anyhow::{Context, Result};
@@ -60,6 +61,8 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Classify image files (or every image in folders).
     Predict(predict::PredictArgs),
+    /// Show a saved model's layers, output shapes and parameter counts.
+    Summary(summary::SummaryArgs),
     /// Time deepcat against the NumPy and Pillow reference on the same data, as ratios.
     Bench(bench::BenchArgs),
 }
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(args) => train::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Summary(args) => summary::run(args),
         Command::Bench(args) => bench::run(args, cli.threads),
     }
 }

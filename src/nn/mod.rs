@@ -29,6 +29,8 @@ mod conv;
 mod dense;
 mod dropout;
 mod geometry;
+#[cfg(test)]
+mod gradcheck;
 mod im2col;
 mod init;
 mod mt19937;

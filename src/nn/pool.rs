@@ -190,17 +190,11 @@ fn route(
     dy: &[f32],
     c: usize,
 ) {
-    let ((xa, xb), (xd, xe)) = (top.split_at(c), bottom.split_at(c));
+    // The bottom-right input needs no test: it gets the gradient when no other one does.
+    let ((xa, xb), (xd, _)) = (top.split_at(c), bottom.split_at(c));
     let ((da, db), (dd, de)) = (dtop.split_at_mut(c), dbottom.split_at_mut(c));
     // Every slice cut to `c` up front, so the loop below runs without bounds checks.
-    let (xb, xe, db, de, y, dy) = (
-        &xb[..c],
-        &xe[..c],
-        &mut db[..c],
-        &mut de[..c],
-        &y[..c],
-        &dy[..c],
-    );
+    let (xb, db, de, y, dy) = (&xb[..c], &mut db[..c], &mut de[..c], &y[..c], &dy[..c]);
     for ch in 0..c {
         let (m, g) = (y[ch], dy[ch]);
         let at_a = xa[ch] == m;

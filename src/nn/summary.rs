@@ -88,37 +88,54 @@ impl std::fmt::Display for Summary {
                 g.to_string()
             }
         };
-        let rule = "─".repeat(62);
-        writeln!(
-            f,
-            "{:<14} {:<12} {:<16} {:>16}",
-            "Layer", "Type", "Output shape", "Param #"
-        )?;
-        writeln!(f, "{rule}")?;
-        writeln!(
-            f,
-            "{:<14} {:<12} {:<16} {:>16}",
-            "input",
-            "",
-            shape(self.input),
-            0
-        )?;
         let last = self.layers.len().saturating_sub(1);
+        let mut rows = vec![[
+            "input".to_string(),
+            String::new(),
+            shape(self.input),
+            "0".to_string(),
+        ]];
         for (i, r) in self.layers.iter().enumerate() {
             let kind = if i == last {
                 format!("{} ({})", r.layer, self.head)
             } else {
                 r.layer.clone()
             };
-            let params = thousands(r.trainable + r.non_trainable);
-            writeln!(
-                f,
-                "{:<14} {:<12} {:<16} {:>16}",
-                r.name,
+            rows.push([
+                r.name.clone(),
                 kind,
                 shape(r.output),
-                params
-            )?;
+                thousands(r.trainable + r.non_trainable),
+            ]);
+        }
+        let header = ["Layer", "Type", "Output shape", "Param #"].map(String::from);
+        let width = |k: usize| {
+            rows.iter()
+                .chain(std::iter::once(&header))
+                .map(|r| r[k].chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let w = [width(0), width(1), width(2), width(3)];
+        let line = |f: &mut std::fmt::Formatter<'_>, r: &[String; 4]| {
+            writeln!(
+                f,
+                "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                w0 = w[0],
+                w1 = w[1],
+                w2 = w[2],
+                w3 = w[3]
+            )
+        };
+        let rule = "─".repeat(w.iter().sum::<usize>() + 6);
+        line(f, &header)?;
+        writeln!(f, "{rule}")?;
+        for r in &rows {
+            line(f, r)?;
         }
         writeln!(f, "{rule}")?;
         let (t, n) = (self.trainable(), self.non_trainable());

@@ -58,54 +58,95 @@ fn full_cost(
     net.head().cost(pass.logits(), targets) + 0.5 * f64::from(l2) * net.weight_norm_sq_from(0)
 }
 
-/// The smallest `|z|` over every input of every ReLU in the forward pass with the fixed
-/// dropout mask: how far the network is from a kink, where finite differences mean nothing.
-fn distance_to_relu_kink(net: &Network, x: ArrayView2<'_, f32>, mask_seed: u64) -> f32 {
+/// How far the forward pass with the fixed dropout mask is from a kink, where finite
+/// differences mean nothing: the smallest `|z|` over every input of every ReLU, and half the
+/// smallest gap between the largest and second-largest input of every max-pool window.
+fn distance_to_kinks(net: &Network, x: ArrayView2<'_, f32>, mask_seed: u64) -> f32 {
     let mut rng = Rng::seed_from_u64(mask_seed);
     let pass = net.forward(x, &mut Mode::Train(&mut rng));
-    net.layers()
-        .iter()
-        .enumerate()
-        .filter(|(_, layer)| layer.kind() == "relu")
-        .flat_map(|(i, _)| {
-            pass.outputs[i - 1]
-                .iter()
-                .map(|z| z.abs())
-                .collect::<Vec<_>>()
-        })
-        .fold(f32::INFINITY, f32::min)
+    let mut inputs = vec![x.to_owned()];
+    inputs.extend(pass.outputs.iter().cloned());
+    let geometries: Vec<Geometry> = std::iter::once(net.input())
+        .chain(net.geometries())
+        .collect();
+    let mut distance = f32::INFINITY;
+    for (i, layer) in net.layers().iter().enumerate() {
+        let input = &inputs[i];
+        match layer.kind() {
+            "relu" => distance = input.iter().fold(distance, |d, z| d.min(z.abs())),
+            "maxpool" => {
+                let g = geometries[i];
+                let at = |y: usize, x: usize, ch: usize| (y * g.width + x) * g.channels + ch;
+                for row in input.rows() {
+                    for (oy, ox, ch) in grid(g.height / 2, g.width / 2, g.channels) {
+                        let mut w = [
+                            row[at(2 * oy, 2 * ox, ch)],
+                            row[at(2 * oy, 2 * ox + 1, ch)],
+                            row[at(2 * oy + 1, 2 * ox, ch)],
+                            row[at(2 * oy + 1, 2 * ox + 1, ch)],
+                        ];
+                        w.sort_by(f32::total_cmp);
+                        // Windows of a ReLU's exact zeros tie harmlessly: no gradient flows
+                        // there, and the ReLU's own distance covers them turning positive.
+                        if w[3] != 0.0 {
+                            distance = distance.min((w[3] - w[2]) / 2.0);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    distance
 }
 
-/// Backprop against centred finite differences for every parameter of a small network.
+/// Every `(a, b, c)` with `a < na`, `b < nb`, `c < nc`.
+fn grid(na: usize, nb: usize, nc: usize) -> Vec<(usize, usize, usize)> {
+    (0..na)
+        .flat_map(|a| (0..nb).flat_map(move |b| (0..nc).map(move |c| (a, b, c))))
+        .collect()
+}
+
+/// Backprop against centred finite differences for every parameter of a small dense network.
 fn gradient_check(classes: usize, l2: f32, dropout: f32) {
     let data = problem(12, 7, classes, 3);
     let cls = Classes::new(names(classes), None).unwrap();
     let arch = Architecture::dense(Geometry::flat(7), &[6, 5], cls.outputs(), dropout);
-    let eps = 3e-3f32;
+    check_network_gradients(&arch, &data, &cls, l2, 3e-3, 3.0);
+}
+
+/// Backprop against centred finite differences for every parameter of a network of `arch`
+/// on `data`, on the first drawn network whose kinks (ReLU inputs, max-pool ties) all keep
+/// `margin · eps` away: moving one parameter by `eps` moves what a kink sees by less there.
+fn check_network_gradients(
+    arch: &Architecture,
+    data: &Dataset,
+    cls: &Classes,
+    l2: f32,
+    eps: f32,
+    margin: f32,
+) {
     let mask_seed = 99;
-    // Finite differences mean nothing across a ReLU kink. Moving one parameter by eps moves a
-    // ReLU input by well under 3·eps here (inputs and activations are below 3), so the check
-    // runs on the first drawn network whose ReLU inputs all keep at least that distance from 0.
-    let net = (0..100)
+    let net = (0..200)
         .map(|seed| {
-            let mut net = Network::new(&arch, Init::He, &mut Mt19937::new(seed)).unwrap();
-            // Non-zero biases so that every bias gradient is exercised.
+            let mut net = Network::new(arch, Init::He, &mut Mt19937::new(seed)).unwrap();
+            // Non-zero biases (and batch-norm shifts) so that every bias gradient is exercised.
             for mut p in net.params_mut() {
                 if p.ndim() == 1 {
-                    p.mapv_inplace(|_| 0.05);
+                    p.mapv_inplace(|v| v + 0.05);
                 }
             }
             net
         })
-        .find(|net| distance_to_relu_kink(net, data.x.view(), mask_seed) > 3.0 * eps);
-    let mut net = net.expect("one of 100 networks keeps its ReLU inputs away from 0");
+        .find(|net| distance_to_kinks(net, data.x.view(), mask_seed) > margin * eps);
+    let mut net = net.expect("one of 200 networks keeps away from every kink");
     let targets = cls.targets(&data.labels);
     let (_, grads, _) = forward_backward(
         &net,
         data.x.view(),
         targets.view(),
         &data.labels,
-        &cls,
+        cls,
         l2,
         false,
         &mut Rng::seed_from_u64(mask_seed),
@@ -132,6 +173,30 @@ fn gradient_check(classes: usize, l2: f32, dropout: f32) {
         }
     }
     assert!(worst > 0.0, "the check compared nothing");
+}
+
+/// A small image problem: `m` random `side × side` RGB images with labels from a linear rule.
+fn image_problem(m: usize, side: usize, classes: usize, seed: u64) -> Dataset {
+    problem(m, side * side * 3, classes, seed)
+}
+
+#[test]
+fn gradient_check_of_a_whole_cnn_with_softmax_and_sigmoid_heads() {
+    // Conv with stride 1 and 2 (padding at every edge), batch norm in training mode, max-pool,
+    // global average pool, a dense layer and the head. Small, so that few ReLU inputs and
+    // max-pool windows can come near a kink.
+    let body =
+        crate::nn::spec::parse_body("conv2 bn relu pool conv3s2 relu gap dense4 relu").unwrap();
+    for classes in [2, 3] {
+        let data = image_problem(4, 4, classes, 11);
+        let cls = Classes::new(names(classes), None).unwrap();
+        let arch = Architecture {
+            input: Geometry::image(4),
+            body: body.clone(),
+            outputs: cls.outputs(),
+        };
+        check_network_gradients(&arch, &data, &cls, 0.01, 1e-3, 10.0);
+    }
 }
 
 #[test]

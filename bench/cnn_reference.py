@@ -1,0 +1,399 @@
+"""A PyTorch rendering of deepcat's `--arch cnn` preset and the conv recipe, for speed and
+accuracy comparisons with `deepcat train ... --arch cnn`.
+
+    python bench/cnn_reference.py speed DATA_DIR --size 64 --threads 2 --epochs 1 --warmup-batches 5
+    python bench/cnn_reference.py train DATA_DIR [--test-dir DIR] --size 64 --seed 1 [--epochs 40]
+    (both take --arch SPEC; train also --test-split 0.2 and --threads N)
+
+What it renders:
+- images: class = sub-folder name (sorted; label = index), searched recursively, hidden files
+  skipped; for two classes the positive class is one named cat/cats if present, else the
+  second. Decoded with Pillow (EXIF orientation applied), RGB, resized to SIZE x SIZE with the
+  nearest filter, /255, stored height x width x channels.
+- the network: the `--arch` text form deepcat reads (conv<N>[k<K>][s<S>], bn, relu, pool, gap,
+  dense<N>, dropout<P>, block<N> = conv<N> bn relu pool, or the preset name `cnn` =
+  block16 block32 block64 block64 gap dropout0.3), then a dense head: 1 unit, sigmoid and
+  binary cross-entropy for two classes; one unit per class, softmax and cross-entropy for more.
+  Conv: "same" zero padding k // 2, bias. bn: BatchNorm (eps 1e-5, momentum 0.1). pool: 2x2
+  max-pool stride 2. gap: global average. A dense layer after a spatial layer reads channels
+  last, as deepcat does. He-normal weights (std sqrt(2 / fan_in)) for conv and dense, zero biases.
+- the recipe: Adam lr 1e-3 (0.9, 0.999, 1e-8), batches of 32 reshuffled every epoch (the last,
+  partial batch kept), each drawn image mirrored left-right with probability 1/2 then shifted by
+  a uniform integer in [-round(size/8), round(size/8)] in x and y with edge pixels repeated,
+  cosine decay lr * 0.5 * (1 + cos(pi * step / steps_per_epoch / epochs)) set before each step.
+- evaluation: eval() mode (running batch-norm statistics, no dropout), p > 0.5 for sigmoid.
+
+Only the recipe is shared with deepcat, not its random streams (initial weights, split, batch
+order, augmentation): compare means over seeds. The split with no --test-dir is shuffled and
+holds out ceil(test_split * n) images, as deepcat's, but not the same ones.
+
+`speed` prints {"images_per_second", "seconds", "images", "threads", "memory_format", ...};
+`train` prints {"test_accuracy", "train_accuracy", "seconds", ...} (seconds: training only).
+Needs torch, numpy and Pillow (scripts/setup-reference.sh --torch). Not part of the tests.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+PRESETS = {"cnn": "block16 block32 block64 block64 gap dropout0.3"}
+BATCH = 32
+LR = 1e-3
+BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+EPOCHS = 40
+SHIFT_FRACTION = 0.125
+# channels_last vs the default (contiguous NCHW), `speed` on /work/main/data at 64 px with 2
+# threads, torch 2.15 CPU on this project's 2-core AMD EPYC (Zen 4) machine: see the README of
+# the change for the figures. channels_last was the faster here, so it is the default.
+DEFAULT_MEMORY_FORMAT = "channels_last"
+
+
+# --- the architecture's text form -------------------------------------------------------------
+
+
+def parse_arch(text):
+    """The body as a list of (kind, settings) from deepcat's --arch text form."""
+    text = PRESETS.get(text.strip(), text.strip())
+    body = []
+    for token in text.replace(",", " ").lower().split():
+        body += parse_token(token)
+    if not body:
+        raise ValueError("--arch is empty")
+    return body
+
+
+def parse_token(token):
+    def number(s):
+        if not s.isdigit():
+            raise ValueError(f"{token!r}: {s!r} is not a whole number")
+        return int(s)
+
+    simple = {"bn": "batchnorm", "batchnorm": "batchnorm", "relu": "relu", "pool": "maxpool",
+              "maxpool": "maxpool", "gap": "gap"}
+    if token in simple:
+        return [(simple[token], {})]
+    if token.startswith("block"):
+        c = number(token[5:])
+        return [("conv", {"channels": c, "kernel": 3, "stride": 1}), ("batchnorm", {}),
+                ("relu", {}), ("maxpool", {})]
+    if token.startswith("conv"):
+        rest, stride = token[4:], 1
+        if "s" in rest:
+            rest, s = rest.split("s", 1)
+            stride = number(s)
+        kernel = 3
+        if "k" in rest:
+            rest, k = rest.split("k", 1)
+            kernel = number(k)
+        channels = number(rest)
+        if channels == 0 or kernel % 2 == 0 or kernel > 15 or not 1 <= stride <= 4:
+            raise ValueError(f"{token!r}: channels >= 1, an odd kernel <= 15, stride 1 to 4")
+        return [("conv", {"channels": channels, "kernel": kernel, "stride": stride})]
+    if token.startswith("dense"):
+        units = number(token[5:])
+        if units == 0:
+            raise ValueError(f"{token!r}: a dense layer needs at least one unit")
+        return [("dense", {"units": units})]
+    if token.startswith("dropout"):
+        try:
+            p = float(token[7:])
+        except ValueError:
+            raise ValueError(f"{token!r}: not a probability such as 0.3") from None
+        if not 0 < p < 1:
+            raise ValueError(f"{token!r}: the probability must be above 0 and below 1")
+        return [("dropout", {"p": p})]
+    raise ValueError(f"unknown layer {token!r}; use conv<N>[k<K>][s<S>], bn, relu, pool, gap, "
+                     "dense<N>, dropout<P>, block<N> or the preset cnn")
+
+
+class ChannelsLastFlatten(nn.Module):
+    """(n, c, h, w) -> (n, h * w * c): a dense layer after a spatial one reads channels last."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1).flatten(1)
+
+
+def build_network(body, size, outputs):
+    """nn.Sequential for the body and a dense head of `outputs` units, He-normal initialised."""
+    mods = []
+    c, h, w = 3, size, size
+    spatial = True
+    units = None
+    for kind, s in body:
+        if kind == "conv":
+            if not spatial:
+                raise ValueError("a conv layer cannot follow a flat layer")
+            k, st = s["kernel"], s["stride"]
+            mods.append(nn.Conv2d(c, s["channels"], k, stride=st, padding=k // 2, bias=True))
+            c = s["channels"]
+            h, w = (h + 2 * (k // 2) - k) // st + 1, (w + 2 * (k // 2) - k) // st + 1
+        elif kind == "batchnorm":
+            mods.append(nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM) if spatial
+                        else nn.BatchNorm1d(units, eps=BN_EPS, momentum=BN_MOMENTUM))
+        elif kind == "relu":
+            mods.append(nn.ReLU())
+        elif kind == "maxpool":
+            if not spatial or h < 2 or w < 2:
+                raise ValueError("2x2 max-pooling needs an image of at least 2x2 pixels")
+            mods.append(nn.MaxPool2d(2, 2))
+            h, w = h // 2, w // 2
+        elif kind == "gap":
+            if spatial:
+                mods += [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
+                spatial, units = False, c
+        elif kind == "dropout":
+            mods.append(nn.Dropout(s["p"]))
+        elif kind == "dense":
+            fan_in = h * w * c if spatial else units
+            if spatial:
+                mods.append(ChannelsLastFlatten())
+            mods.append(nn.Linear(fan_in, s["units"]))
+            spatial, units = False, s["units"]
+    if spatial:
+        mods.append(ChannelsLastFlatten())
+        units = h * w * c
+    mods.append(nn.Linear(units, outputs))
+    net = nn.Sequential(*mods)
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            with torch.no_grad():
+                m.weight.normal_(0.0, math.sqrt(2.0 / fan_in))
+                m.bias.zero_()
+    return net
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def class_files(root):
+    """Sorted class names and [(path, label)] for every non-hidden file under each class folder."""
+    classes = sorted(d for d in os.listdir(root)
+                     if not d.startswith(".") and os.path.isdir(os.path.join(root, d)))
+    if len(classes) < 2:
+        sys.exit(f"{root}: needs at least two class folders, found {classes}")
+    files = []
+    for label, c in enumerate(classes):
+        found = []
+        for dirpath, dirnames, names in os.walk(os.path.join(root, c)):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found += [os.path.join(dirpath, n) for n in names if not n.startswith(".")]
+        files += [(p, label) for p in sorted(found)]
+    return classes, files
+
+
+def positive_index(classes):
+    if len(classes) != 2:
+        return None
+    for i, c in enumerate(classes):
+        if c.lower() in ("cat", "cats"):
+            return i
+    return 1
+
+
+def load_images(files, size):
+    """(n, size, size, 3) float32 tensor in [0, 1] and the labels; unreadable files skipped."""
+    xs, ys = [], []
+    for path, label in files:
+        try:
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im).convert("RGB").resize((size, size), Image.NEAREST)
+                xs.append(np.asarray(im, dtype=np.uint8))
+                ys.append(label)
+        except (OSError, ValueError) as e:
+            print(f"skipped {path}: {e}", file=sys.stderr)
+    x = torch.from_numpy(np.stack(xs)).float().div_(255.0)
+    return x, torch.tensor(ys, dtype=torch.long)
+
+
+def targets(labels, classes):
+    """What the loss compares with: 0/1 floats for sigmoid (1 = positive), indices for softmax."""
+    pos = positive_index(classes)
+    return (labels == pos).float().unsqueeze(1) if pos is not None else labels
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, net, sigmoid, size, rng, memory_format):
+        self.net = net
+        self.sigmoid = sigmoid
+        self.size = size
+        self.rng = rng
+        self.channels_last = memory_format == "channels_last"
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=LR, betas=BETAS, eps=ADAM_EPS)
+        self.loss = nn.BCEWithLogitsLoss() if sigmoid else nn.CrossEntropyLoss()
+        self.max_shift = int(math.floor(size * SHIFT_FRACTION + 0.5))  # f32::round, half up
+
+    def to_input(self, x):
+        """(n, h, w, c) contiguous -> the network's (n, c, h, w) in the chosen memory format.
+        The permuted view of an NHWC tensor already is channels_last: no copy then."""
+        x = x.permute(0, 3, 1, 2)
+        return x if self.channels_last else x.contiguous()
+
+    def augment(self, x):
+        """Flip (p = 1/2) then shift by (dx, dy) with edge pixels repeated, as one gather."""
+        n, s = x.shape[0], self.size
+        flip = self.rng.random(n) < 0.5
+        m = self.max_shift
+        dx = self.rng.integers(-m, m + 1, n)
+        dy = self.rng.integers(-m, m + 1, n)
+        grid = np.arange(s)
+        rows = np.clip(grid[None, :] - dy[:, None], 0, s - 1)
+        cols = np.clip(grid[None, :] - dx[:, None], 0, s - 1)
+        cols = np.where(flip[:, None], s - 1 - cols, cols)
+        rows, cols = torch.from_numpy(rows), torch.from_numpy(cols)
+        return x[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+    def step(self, x_all, y_all, idx, lr):
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        idx = torch.from_numpy(idx)
+        x = self.to_input(self.augment(x_all[idx]))
+        y = y_all[idx]
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(self.net(x), y)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def epoch(self, x_all, y_all, epoch, epochs):
+        n = x_all.shape[0]
+        steps = math.ceil(n / BATCH)
+        order = self.rng.permutation(n)
+        for i in range(steps):
+            done = (epoch * steps + i) / steps / epochs
+            self.step(x_all, y_all, order[i * BATCH:(i + 1) * BATCH],
+                      LR * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0))))
+
+    @torch.inference_mode()
+    def accuracy(self, x_all, labels, classes):
+        self.net.eval()
+        pos = positive_index(classes)
+        correct = 0
+        for start in range(0, x_all.shape[0], 256):
+            out = self.net(self.to_input(x_all[start:start + 256]))
+            if pos is not None:
+                pred = torch.where(torch.sigmoid(out[:, 0]) > 0.5, pos, 1 - pos)
+            else:
+                pred = out.argmax(1)
+            correct += int((pred == labels[start:start + 256]).sum())
+        self.net.train()
+        return correct / x_all.shape[0]
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    return np.random.default_rng(seed)
+
+
+def cmd_speed(args):
+    torch.set_num_threads(args.threads)
+    rng = seed_everything(args.seed)
+    classes, files = class_files(args.data_dir)
+    x, labels = load_images(files, args.size)
+    y = targets(labels, classes)
+    outputs = 1 if len(classes) == 2 else len(classes)
+    tr = Trainer(build_network(parse_arch(args.arch), args.size, outputs), outputs == 1,
+                 args.size, rng, args.memory_format)
+    tr.net.train()
+    n = x.shape[0]
+    for _ in range(args.warmup_batches):
+        tr.step(x, y, rng.choice(n, min(BATCH, n), replace=False), LR)
+    start = time.perf_counter()
+    for e in range(args.epochs):
+        tr.epoch(x, y, e, args.epochs)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"images_per_second": n * args.epochs / seconds, "seconds": seconds,
+                      "images": n * args.epochs, "threads": args.threads,
+                      "memory_format": args.memory_format, "size": args.size, "epochs": args.epochs,
+                      "arch": args.arch, "torch": torch.__version__}))
+
+
+def cmd_train(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rng = seed_everything(args.seed)
+    t0 = time.perf_counter()
+    classes, files = class_files(args.data_dir)
+    if args.test_dir:
+        test_classes, test_files = class_files(args.test_dir)
+        if test_classes != classes:
+            sys.exit(f"{args.test_dir}: classes {test_classes} are not {classes}")
+        train_files = files
+    else:
+        if not 0 < args.test_split < 1:
+            sys.exit("--test-split must be above 0 and below 1")
+        order = rng.permutation(len(files))
+        k = math.ceil(args.test_split * len(files))
+        test_files = [files[i] for i in order[:k]]
+        train_files = [files[i] for i in order[k:]]
+    x_train, l_train = load_images(train_files, args.size)
+    x_test, l_test = load_images(test_files, args.size)
+    load_seconds = time.perf_counter() - t0
+    y_train = targets(l_train, classes)
+    outputs = 1 if len(classes) == 2 else len(classes)
+    tr = Trainer(build_network(parse_arch(args.arch), args.size, outputs), outputs == 1,
+                 args.size, rng, args.memory_format)
+    tr.net.train()
+    start = time.perf_counter()
+    for e in range(args.epochs):
+        tr.epoch(x_train, y_train, e, args.epochs)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"test_accuracy": tr.accuracy(x_test, l_test, classes),
+                      "train_accuracy": tr.accuracy(x_train, l_train, classes),
+                      "seconds": seconds, "load_seconds": load_seconds, "seed": args.seed,
+                      "epochs": args.epochs, "size": args.size, "arch": args.arch,
+                      "classes": classes, "train_size": len(l_train), "test_size": len(l_test),
+                      "threads": torch.get_num_threads(), "memory_format": args.memory_format,
+                      "torch": torch.__version__}))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("data_dir")
+    common.add_argument("--size", type=int, default=64)
+    common.add_argument("--arch", default="cnn", help="deepcat's --arch text form (default: cnn)")
+    common.add_argument("--memory-format", choices=["channels_last", "contiguous"],
+                        default=DEFAULT_MEMORY_FORMAT)
+    sp = sub.add_parser("speed", parents=[common], help="time training epochs")
+    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--epochs", type=int, default=1)
+    sp.add_argument("--warmup-batches", type=int, default=5)
+    sp.add_argument("--seed", type=int, default=1)
+    tp = sub.add_parser("train", parents=[common], help="train and report accuracies")
+    tp.add_argument("--test-dir")
+    tp.add_argument("--test-split", type=float, default=0.2)
+    tp.add_argument("--seed", type=int, default=1)
+    tp.add_argument("--epochs", type=int, default=EPOCHS)
+    tp.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    args = ap.parse_args(argv)
+    try:
+        parse_arch(args.arch)
+    except ValueError as e:
+        ap.error(f"--arch: {e}")
+    if args.size < 1 or args.epochs < 1:
+        ap.error("--size and --epochs must be positive")
+    (cmd_speed if args.command == "speed" else cmd_train)(args)
+
+
+if __name__ == "__main__":
+    main()
