@@ -626,11 +626,11 @@ fn read_dense_network(
     for l in 1..sizes.len() {
         let w = read_tensor(
             st,
-            &r,
+            r,
             &format!("dense{l}.weight"),
             &[sizes[l], sizes[l - 1]],
         )?;
-        let b = read_tensor(st, &r, &format!("dense{l}.bias"), &[sizes[l]])?;
+        let b = read_tensor(st, r, &format!("dense{l}.bias"), &[sizes[l]])?;
         // read_tensor checked the shapes, so these conversions cannot fail.
         let w: Array2<f32> = w
             .into_dimensionality()
@@ -749,7 +749,7 @@ fn read_optimizer(
                     for slot in &slot_names {
                         per_param.push(read_tensor(
                             st,
-                            &r,
+                            r,
                             &format!("optimizer.{slot}.{name}"),
                             p.shape(),
                         )?);

@@ -4,6 +4,7 @@
 //! The reference lives in `bench/reference.py` and is installed by
 //! `scripts/setup-reference.sh`; it is not needed for anything else.
 
+use super::reference::{last_json, number};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use deepcat::data::{Preprocess, SplitSpec, load_dataset, load_splits, scan_classes};
@@ -48,32 +49,22 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Instead: one epoch of the cnn preset at 64 px, deepcat against PyTorch
+    /// (bench/cnn_reference.py; scripts/setup-reference.sh --torch installs it).
+    #[arg(long)]
+    cnn: bool,
+    /// With --cnn: alternating runs of each; the best counts.
+    #[arg(long, default_value_t = 2)]
+    repeats: usize,
 }
 
-/// Runs a command and parses the JSON object on the last line of its standard output.
-fn last_json(cmd: &mut Command, what: &str) -> Result<(Value, f64)> {
-    let start = Instant::now();
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {what}"))?;
-    let seconds = start.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+impl BenchArgs {
+    /// The reference Python: `--python`, or the one scripts/setup-reference.sh makes.
+    pub fn python_path(&self) -> PathBuf {
+        self.python
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".venv/bin/python"))
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    let value =
-        serde_json::from_str(line).with_context(|| format!("{what} printed no JSON: {line:?}"))?;
-    Ok((value, seconds))
-}
-
-fn number(v: &Value, key: &str) -> Result<f64> {
-    v[key]
-        .as_f64()
-        .with_context(|| format!("no number {key:?} in {v}"))
 }
 
 fn deepcat_train(
@@ -158,10 +149,16 @@ fn max_relative_difference(a: &Value, b: &Value) -> Option<f64> {
 }
 
 pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
-    let python = a
-        .python
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".venv/bin/python"));
+    if a.cnn {
+        let cnn = super::bench_cnn::CnnBench {
+            data: a.data.clone(),
+            python: a.python_path(),
+            repeats: a.repeats,
+            json: a.json,
+        };
+        return super::bench_cnn::run(&cnn, threads);
+    }
+    let python = a.python_path();
     if !python.exists() {
         bail!(
             "{} not found: run scripts/setup-reference.sh first (it installs NumPy and Pillow in .venv), or pass --python",

@@ -1,8 +1,10 @@
 //! Command-line flags and dispatch. Each subcommand has its own file.
 
 mod bench;
+mod bench_cnn;
 mod evaluate;
 mod predict;
+mod reference;
 mod summary;
 mod train;
 

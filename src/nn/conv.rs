@@ -132,7 +132,7 @@ impl Conv2d {
 
     /// The inverse of [`kernel_matrix`](Conv2d::kernel_matrix): a `(c_out, k·k·c_in)`
     /// gradient back in the weight's `(c_out, c_in, k, k)` layout.
-    fn from_kernel_matrix(&self, m: &Array2<f32>) -> Array4<f32> {
+    fn weight_from_kernel_matrix(&self, m: &Array2<f32>) -> Array4<f32> {
         let (c_out, c_in, k, _) = self.weight.dim();
         Array4::from_shape_fn((c_out, c_in, k, k), |(o, ci, ky, kx)| {
             m[[o, (ky * k + kx) * c_in + ci]]
@@ -286,7 +286,10 @@ impl Layer for Conv2d {
         }
         Backward {
             dx,
-            grads: vec![self.from_kernel_matrix(&dw).into_dyn(), db.into_dyn()],
+            grads: vec![
+                self.weight_from_kernel_matrix(&dw).into_dyn(),
+                db.into_dyn(),
+            ],
         }
     }
 
@@ -479,6 +482,6 @@ mod tests {
         let m = layer.kernel_matrix();
         // Column (ky=1, kx=2, ci=0) of output channel 1.
         assert_eq!(m[[1, (3 + 2) * 3]], layer.weight[[1, 0, 1, 2]]);
-        assert_eq!(layer.from_kernel_matrix(&m), layer.weight);
+        assert_eq!(layer.weight_from_kernel_matrix(&m), layer.weight);
     }
 }

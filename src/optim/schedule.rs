@@ -79,7 +79,7 @@ impl Schedule {
         match *self {
             Schedule::Constant => "constant".into(),
             Schedule::Step { every, factor } => format!("step:{every}:{factor}"),
-            Schedule::Cosine { min_factor } if min_factor == 0.0 => "cosine".into(),
+            Schedule::Cosine { min_factor: 0.0 } => "cosine".into(),
             Schedule::Cosine { min_factor } => format!("cosine:{min_factor}"),
         }
     }
