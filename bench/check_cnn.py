@@ -279,14 +279,31 @@ def run_deepcat(binary, model, images):
     return answers
 
 
+def expand(paths):
+    """Image files as given, and every non-hidden file under folders (sorted), as deepcat would
+    find them; the expanded list is what deepcat is given, so its `path` fields match."""
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            for dirpath, dirnames, names in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                files += [os.path.join(dirpath, n) for n in sorted(names) if not n.startswith(".")]
+        else:
+            files.append(p)
+    return files
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--deepcat", default="./target/release/deepcat", help="the deepcat binary")
     ap.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed difference")
     ap.add_argument("--batch", type=int, default=16, help="images per forward pass")
     ap.add_argument("model")
-    ap.add_argument("images", nargs="+")
+    ap.add_argument("images", nargs="+", help="image files (or folders of them)")
     args = ap.parse_args(argv)
+    args.images = expand(args.images)
+    if not args.images:
+        ap.error("no image files found")
     try:
         meta, tensors = read_safetensors(args.model)
         size, layers, head = build_layers(meta, tensors, args.model)
@@ -317,6 +334,8 @@ def main(argv=None):
             missing += 1
             continue
         diff = max(abs(mine[c] - probs[c]) for c in mine)
+        if not math.isfinite(diff):
+            diff = math.inf  # a NaN must fail the check, not vanish in max()
         worst = max(worst, diff)
         ours_class = max(mine, key=mine.get)
         agree = "same class" if ours_class == answer["class"] else \

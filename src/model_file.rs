@@ -665,11 +665,27 @@ fn read_layered_network(
             "metadata \"layers\" lists {count} layers; a model has 1 to {MAX_LAYERS}"
         )));
     }
-    let mut layers: Vec<LayerSpec> = r.json("layers")?;
-    for layer in &layers {
+    let values: Vec<serde_json::Value> = r.json("layers")?;
+    let mut layers = Vec::with_capacity(values.len());
+    for value in values {
+        let layer: LayerSpec = serde_json::from_value(value.clone()).map_err(|e| {
+            r.bad(format!(
+                "layer {} is not one deepcat knows: {e}",
+                shown(&value.to_string())
+            ))
+        })?;
+        // A setting this deepcat does not know would be silently ignored: refuse it.
+        let known = serde_json::to_value(layer).unwrap_or_default();
+        if !same_keys(&value, &known) {
+            return Err(r.bad(format!(
+                "layer {} has settings this deepcat does not know (it reads {known})",
+                shown(&value.to_string())
+            )));
+        }
         layer
             .check()
             .map_err(|e| r.bad(format!("layer {}: {e}", layer.token())))?;
+        layers.push(layer);
     }
     let head = classes.head();
     let head_name = r.get("head")?;
@@ -702,14 +718,28 @@ fn read_layered_network(
         body: layers,
         outputs,
     };
-    Network::from_tensors(&arch, |name, shape| read_tensor(st, r, name, shape)).map_err(|e| match e
-    {
+    let fetch = |name: &str, shape: &[usize]| {
+        let tensor = read_tensor(st, r, name, shape)?;
+        if name.ends_with(".running_var") && tensor.iter().any(|&v| v < 0.0) {
+            return Err(r.bad(format!("tensor {name} holds a negative variance")));
+        }
+        Ok(tensor)
+    };
+    Network::from_tensors(&arch, fetch).map_err(|e| match e {
         Error::Config(why) => r.bad(format!(
             "the layers do not fit {}×{} RGB images: {why}",
             preprocess.size, preprocess.size
         )),
         other => other,
     })
+}
+
+/// Whether two JSON objects have the same keys.
+fn same_keys(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => a.len() == b.len() && a.keys().all(|k| b.contains_key(k)),
+        _ => false,
+    }
 }
 
 /// `optimizer` and its state tensors, if saved.

@@ -475,6 +475,60 @@ fn a_checkpointed_cnn_resumes_for_more_epochs_and_refuses_another_architecture()
     assert!(!d.join("other.safetensors").exists());
 }
 
+#[test]
+fn resuming_a_cnn_with_its_layers_reordered_or_removed_is_refused() {
+    // Pools, ReLUs and batch-norm positions change what the saved weights compute, even where
+    // every tensor keeps its shape: only dropout may differ when resuming.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = cnn_data(d);
+    let model = d.join("m.safetensors");
+    succeeds(
+        deepcat()
+            .arg("train")
+            .arg(&data)
+            .args(["--size", "16", "--arch", TINY, "--epochs", "1", "--quiet"])
+            .arg("--model")
+            .arg(&model),
+    );
+    let resume = |arch: &str| {
+        let mut cmd = deepcat();
+        cmd.arg("train")
+            .arg(&data)
+            .arg("--resume")
+            .arg(&model)
+            .args(["--arch", arch, "--epochs", "1", "--quiet", "--model"])
+            .arg(d.join("resumed.safetensors"));
+        cmd
+    };
+    // Dropout added: the same weights in the same layers, accepted.
+    succeeds(&mut resume(&format!("{TINY} dropout0.5")));
+    let mut accepted = Vec::new();
+    for arch in [
+        "conv4 bn relu pool conv8 relu bn pool gap", // bn and relu swapped
+        "conv4 bn relu conv8 bn relu pool gap",      // a pool removed
+        "conv4 bn pool conv8 bn relu pool gap",      // a relu removed
+        "conv4 bn relu pool pool conv8 bn relu gap", // a pool moved
+    ] {
+        let out = resume(arch).output().unwrap();
+        let err = stderr_of(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        if out.status.code() == Some(2) {
+            assert!(
+                err.contains("resume") && err.contains(arch),
+                "{arch}: {err}"
+            );
+        } else {
+            accepted.push(format!("{arch:?} (exit {:?})", out.status.code()));
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "resumed {TINY:?} as {}: the saved weights now compute something else",
+        accepted.join(", ")
+    );
+}
+
 /// `deepcat train no/such/folder ARGS` in a scratch folder: checks it exits 2 with every one of
 /// `needles`, and that the data folder was never looked at (the architecture is checked before
 /// any image is read).
@@ -574,9 +628,9 @@ fn train_summary_prints_the_layer_table_before_training() {
         "12×12×4",
         "6×6×4",
         "(sigmoid)",
-        // conv 4·3·3·3 + 4 = 112, batch norm 8 + 8, dense 4 + 1.
-        "Total params: 141",
-        "Trainable params: 133",
+        // conv 4·3·3·3 + 4 = 112, batch norm 4 + 4 trained and 4 + 4 running, dense 4 + 1.
+        "Total params: 133",
+        "Trainable params: 125",
         "Non-trainable params: 8",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");

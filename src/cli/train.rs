@@ -221,27 +221,27 @@ fn build_body(a: &TrainArgs, resumed: Option<&ModelFile>) -> Result<Vec<LayerSpe
         usage!("--dropout must be in [0, 1), got {}", a.dropout);
     }
     let hidden = a.layers.as_deref().map(parse_layers).transpose()?;
-    let mut body = match &a.arch {
-        Some(spec) => parse_body(spec)?,
-        None => Vec::new(),
-    };
-    match (hidden, &a.arch, resumed) {
-        (Some(h), _, _) => body.extend(dense_body(&h, a.dropout)),
-        (None, Some(_), _) => {}
+    let (mut body, dense) = match (hidden, &a.arch, resumed) {
+        (hidden, Some(spec), _) => (parse_body(spec)?, hidden.unwrap_or_default()),
+        (Some(h), None, _) => (Vec::new(), h),
         (None, None, Some(r)) => {
             let net = &r.model.network;
-            body = if net.is_dense_stack() {
+            if net.is_dense_stack() {
                 let sizes = net.sizes();
-                dense_body(&sizes[1..sizes.len() - 1], a.dropout)
+                (Vec::new(), sizes[1..sizes.len() - 1].to_vec())
             } else {
-                net.architecture().body
-            };
+                (net.architecture().body, Vec::new())
+            }
         }
-        (None, None, None) => body = dense_body(&DOCUMENT_HIDDEN, a.dropout),
+        (None, None, None) => (Vec::new(), DOCUMENT_HIDDEN.to_vec()),
+    };
+    // --dropout belongs to the dense layers of --layers; elsewhere it is written in --arch.
+    if a.dropout > 0.0 && dense.is_empty() {
+        usage!(
+            "--dropout applies to hidden dense layers (--layers), and there are none; in --arch, write dropout0.3 where you want it"
+        );
     }
-    if a.dropout > 0.0 && !body.iter().any(|l| matches!(l, LayerSpec::Dropout { .. })) {
-        usage!("--dropout applies to hidden dense layers (--layers), and there are none");
-    }
+    body.extend(dense_body(&dense, a.dropout));
     Ok(body)
 }
 

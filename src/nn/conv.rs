@@ -6,8 +6,8 @@
 //! patch matrix `cols (pixels_out, k·k·c_in)` times the kernel matrix `Wᵀ (k·k·c_in, c_out)`
 //! gives `(pixels_out, c_out)`, which *is* the output image in channels-last order. Backward
 //! runs the same steps in reverse: `dW = dYᵀ · cols` and `dcols = dY · W`, then [`col2im`].
-//! The patch matrix is rebuilt in backward rather than kept, so a pass stores nothing beyond
-//! the layer's input and output.
+//! A training pass keeps the patch matrix for backward (it is the weight gradient's other
+//! factor); an inference pass gathers patches into a per-thread buffer and keeps nothing.
 //!
 //! Images are processed in fixed groups (sized by the geometry, never by the thread count),
 //! one group per task on every thread, each with a patch buffer that is reused from step to
@@ -174,6 +174,23 @@ impl Conv2d {
     }
 }
 
+/// One mutable view per group of `group` images (`pixels` rows each) of `kept`, or `None`
+/// for every group when there is nothing to keep.
+fn groups_of(
+    kept: Option<&mut Array2<f32>>,
+    images: usize,
+    group: usize,
+    pixels: usize,
+) -> Vec<Option<ArrayViewMut2<'_, f32>>> {
+    match kept {
+        Some(k) => k
+            .axis_chunks_iter_mut(Axis(0), group * pixels)
+            .map(Some)
+            .collect(),
+        None => (0..images.div_ceil(group)).map(|_| None).collect(),
+    }
+}
+
 /// `a` as `(rows · pieces, width / pieces)` without copying: a batch of images seen as one
 /// pixel per row.
 fn per_pixel(a: ArrayView2<'_, f32>, channels: usize) -> ArrayView2<'_, f32> {
@@ -207,7 +224,7 @@ impl Layer for Conv2d {
 
     /// `x (batch, h·w·c_in)` → `y (batch, h_out·w_out·c_out)`: per group of images, gather
     /// patches, multiply by the kernel matrix, add the bias. Saves nothing.
-    fn forward(&self, x: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
         assert_eq!(
             x.ncols(),
             self.input.len(),
@@ -218,20 +235,36 @@ impl Layer for Conv2d {
         let out = self.output();
         let wmat = self.kernel_matrix();
         let group = self.group();
+        let patch = self.window.patch_len(self.input.channels);
+        // Training keeps the patch matrix for backward's weight gradient.
+        let keep = matches!(mode, Mode::Train(_)) && !self.is_pointwise();
+        let mut kept = keep.then(|| recycle::scratch((x.nrows() * out.pixels(), patch)));
+        let mut kept_groups = groups_of(kept.as_mut(), x.nrows(), group, out.pixels());
         let mut y = recycle::scratch((x.nrows(), out.len()));
         y.axis_chunks_iter_mut(Axis(0), group)
             .into_par_iter()
             .zip(x.axis_chunks_iter(Axis(0), group).into_par_iter())
-            .for_each(|(y, x)| {
-                let len = x.nrows() * out.pixels() * self.window.patch_len(self.input.channels);
-                with_scratch(len, |cols| {
-                    let cols = self.patches(x, cols);
+            .zip(kept_groups.par_iter_mut())
+            .for_each(|((y, x), kept)| {
+                let multiply = |cols: ArrayView2<'_, f32>| {
                     let mut y = per_pixel_mut(y, out.channels);
                     matmul_into_seq(y.view_mut(), cols, wmat.t(), 1.0, false);
                     y += &self.bias;
-                });
+                };
+                match kept {
+                    Some(kept) => {
+                        let buf = kept
+                            .as_slice_mut()
+                            .expect("conv: kept patches are contiguous");
+                        multiply(self.patches(x, buf));
+                    }
+                    None => with_scratch(x.nrows() * out.pixels() * patch, |buf| {
+                        multiply(self.patches(x, buf))
+                    }),
+                }
             });
-        (y, None)
+        drop(kept_groups);
+        (y, kept)
     }
 
     /// `dy (batch, h_out·w_out·c_out)` → `dW = Σ dYᵀ·cols`, `db = Σ dY`, and only if asked
@@ -240,12 +273,21 @@ impl Layer for Conv2d {
         &self,
         x: ArrayView2<'_, f32>,
         _y: ArrayView2<'_, f32>,
-        _saved: &Saved,
+        saved: &Saved,
         dy: Array2<f32>,
         need_dx: bool,
     ) -> Backward {
         let x = x.as_standard_layout();
         let dy = standard(dy);
+        let kept: Vec<Option<ArrayView2<'_, f32>>> = match saved {
+            Some(cols) => cols
+                .axis_chunks_iter(Axis(0), self.group() * self.output().pixels())
+                .map(Some)
+                .collect(),
+            None => (0..x.nrows().div_ceil(self.group()))
+                .map(|_| None)
+                .collect(),
+        };
         let out = self.output();
         let wmat = self.kernel_matrix();
         let group = self.group();
@@ -260,14 +302,16 @@ impl Layer for Conv2d {
             .par_iter_mut()
             .zip(x.axis_chunks_iter(Axis(0), group).into_par_iter())
             .zip(dy.axis_chunks_iter(Axis(0), group).into_par_iter())
-            .map(|((dx, x), dy)| {
+            .zip(kept.into_par_iter())
+            .map(|(((dx, x), dy), kept)| {
                 let rows = x.nrows() * out.pixels();
                 let dy = per_pixel(dy, out.channels);
                 let mut dw = Array2::<f32>::zeros(wmat.dim());
                 let len = rows * patch * if dx.is_some() { 2 } else { 1 };
                 with_scratch(len, |buf| {
                     let (cols_buf, dcols_buf) = buf.split_at_mut(rows * patch);
-                    let cols = self.patches(x, cols_buf);
+                    // The patches the training pass kept, or gathered again.
+                    let cols = kept.unwrap_or_else(|| self.patches(x, cols_buf));
                     matmul_into_seq(dw.view_mut(), dy.t(), cols, 1.0, false);
                     if let Some(dx) = dx {
                         backward_input(self, dy, &wmat, dx.view_mut(), dcols_buf);
@@ -433,6 +477,7 @@ pub fn reference_backward(
 mod tests {
     use super::*;
     use approx::assert_abs_diff_eq;
+    use rand::SeedableRng;
 
     fn values(shape: (usize, usize), seed: usize) -> Array2<f32> {
         Array2::from_shape_fn(shape, |(i, j)| {
@@ -467,12 +512,20 @@ mod tests {
             let dy = values(y.dim(), 2);
             let back = layer.backward(x.view(), y.view(), &None, dy.clone(), true);
             let (dx, dw, db) = reference_backward(&layer, x.view(), dy.view());
-            assert_abs_diff_eq!(back.dx.unwrap(), dx, epsilon = 1e-3);
+            assert_abs_diff_eq!(back.dx.clone().unwrap(), dx, epsilon = 1e-3);
             assert_abs_diff_eq!(back.grads[0], dw.into_dyn(), epsilon = 1e-2);
             assert_abs_diff_eq!(back.grads[1], db.into_dyn(), epsilon = 1e-2);
-            let no_dx = layer.backward(x.view(), y.view(), &None, dy, false);
+            let no_dx = layer.backward(x.view(), y.view(), &None, dy.clone(), false);
             assert!(no_dx.dx.is_none());
             assert_eq!(no_dx.grads, back.grads);
+            // A training pass keeps its patches; backward from them gives the same result.
+            let mut rng = crate::Rng::seed_from_u64(1);
+            let (y_train, kept) = layer.forward(x.view(), &mut Mode::Train(&mut rng));
+            assert_eq!(y_train, y);
+            assert_eq!(kept.is_some(), !layer.is_pointwise());
+            let from_kept = layer.backward(x.view(), y.view(), &kept, dy, true);
+            assert_eq!(from_kept.grads, back.grads);
+            assert_eq!(from_kept.dx, back.dx);
         }
     }
 

@@ -313,6 +313,14 @@ fn parameter_shapes(net: &Network) -> Vec<(String, Vec<usize>)> {
         .collect()
 }
 
+/// The network's layers but its dropout layers: what a resumed run may not change.
+fn without_dropout(net: &Network) -> Vec<crate::nn::LayerSpec> {
+    net.specs()
+        .into_iter()
+        .filter(|l| !matches!(l, crate::nn::LayerSpec::Dropout { .. }))
+        .collect()
+}
+
 /// The network in words for messages: its layer sizes for the document's kind, else its
 /// layers in the text form.
 fn shown(net: &Network) -> String {
@@ -324,7 +332,8 @@ fn shown(net: &Network) -> String {
 }
 
 /// The network training starts from: fresh weights drawn with the seed, or (`--resume`) the
-/// saved network's weights and state in this run's architecture (whose dropout may differ),
+/// saved network's weights and state in this run's architecture (which must have the same
+/// layers, though its dropout may differ),
 /// with its optimiser state when the optimiser matches.
 fn starting_network(
     config: &TrainConfig,
@@ -336,7 +345,9 @@ fn starting_network(
     let Some(saved) = start else {
         return Ok(net);
     };
-    if parameter_shapes(&saved.network) != parameter_shapes(&net) {
+    if parameter_shapes(&saved.network) != parameter_shapes(&net)
+        || without_dropout(&saved.network) != without_dropout(&net)
+    {
         return Err(Error::Config(format!(
             "the model to resume has layers {}, but this data and the architecture give {}",
             shown(&saved.network),

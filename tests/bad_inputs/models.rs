@@ -14,7 +14,8 @@ use deepcat::Error;
 use deepcat::data::{Preprocess, ResizeFilter};
 use deepcat::model::{Classes, Model};
 use deepcat::model_file::{ModelFile, SavedOptimizer, load, save};
-use deepcat::nn::{Architecture, Geometry, Init, Network};
+use deepcat::nn::spec::parse_body;
+use deepcat::nn::{Architecture, Geometry, Init, LayerSpec, Network};
 use deepcat::optim::OptimizerConfig;
 use ndarray::{Array2, ArrayD};
 use proptest::prelude::*;
@@ -44,6 +45,62 @@ fn small_model(classes: &[&str]) -> Model {
         classes,
         preprocess,
     }
+}
+
+/// The version-2 seed's layers before the head.
+const CNN_BODY: &str = "conv4 bn relu pool gap";
+
+/// A small untrained CNN: 8×8 RGB inputs, `conv4 bn relu pool gap` then the head. Its batch
+/// norm's running statistics are set away from their initial 0 and 1, so a loader that filled
+/// them in by default would be noticed.
+fn small_cnn(classes: &[&str]) -> Model {
+    let classes = Classes::new(classes.iter().map(|s| s.to_string()).collect(), None).unwrap();
+    let preprocess = Preprocess {
+        size: 8,
+        filter: ResizeFilter::Nearest,
+        ..Preprocess::default()
+    };
+    let arch = Architecture {
+        input: Geometry::image(8),
+        body: parse_body(CNN_BODY).unwrap(),
+        outputs: classes.outputs(),
+    };
+    let mut rng = deepcat::nn::Mt19937::new(5);
+    let mut network = Network::new(&arch, Init::He, &mut rng).unwrap();
+    for (i, mut b) in network.buffers_mut().into_iter().enumerate() {
+        let base = if i == 0 { 0.25 } else { 1.5 }; // running_mean, running_var
+        for (j, v) in b.iter_mut().enumerate() {
+            *v = base + 0.125 * j as f32;
+        }
+    }
+    Model {
+        network,
+        classes,
+        preprocess,
+    }
+}
+
+/// A valid version-2 model file: the two-class CNN (sigmoid head), without optimiser state.
+fn cnn_bytes() -> Vec<u8> {
+    saved_bytes(&small_cnn(&["cats", "dogs"]), None)
+}
+
+/// A valid version-2 model file: the three-class CNN (softmax head) with Adam state.
+fn cnn_three_class_adam_bytes() -> Vec<u8> {
+    let mut model = small_cnn(&["a", "b", "c"]);
+    let opt = adam_state(&mut model);
+    saved_bytes(&model, Some(&opt))
+}
+
+/// `layers` metadata for `body` (text form) followed by a dense head of `outputs` units.
+fn layers_json(body: &str, outputs: usize) -> String {
+    let mut layers = if body.is_empty() {
+        Vec::new()
+    } else {
+        parse_body(body).unwrap()
+    };
+    layers.push(LayerSpec::Dense { units: outputs });
+    serde_json::to_string(&layers).unwrap()
 }
 
 /// Adam state after one step on `model` (which it changes).
@@ -270,6 +327,7 @@ fn assert_usable(file: &ModelFile) {
     );
     assert_eq!(*sizes.last().unwrap(), model.classes.outputs());
     assert_eq!(net.head(), model.classes.head());
+    assert_layers_fit(file);
     if let Some(opt) = &file.optimizer {
         opt.config
             .check()
@@ -295,6 +353,67 @@ fn assert_usable(file: &ModelFile) {
     let p = model.predict(x.view());
     assert_eq!(p.classes.len(), 1);
     assert_eq!(p.probabilities.dim(), (1, names.len()));
+    // And gives probabilities, whenever the values are moderate (huge ones may overflow in
+    // the products, which no loader can rule out): a batch norm's negative running variance,
+    // say, gives NaN for every image.
+    let moderate = net
+        .named_params()
+        .iter()
+        .chain(&net.named_buffers())
+        .all(|(_, a)| a.iter().all(|v| v.abs() <= 1e3));
+    if moderate {
+        assert!(
+            p.probabilities.iter().all(|v| v.is_finite()),
+            "a loaded model predicts {:?} for a black image",
+            p.probabilities
+        );
+    }
+}
+
+/// The loaded network's layers chain from the image geometry to the classes' head, and it holds
+/// exactly the tensors, of exactly the shapes, its layers need: for both versions (a version-1
+/// network is dense layers with ReLU between them, read as `size × size × 3` images).
+fn assert_layers_fit(file: &ModelFile) {
+    let model = &file.model;
+    let net = &model.network;
+    let size = model.preprocess.size as usize;
+    assert_eq!(net.input(), Geometry::image(size));
+    let arch = net.architecture();
+    assert_eq!(arch.outputs, model.classes.outputs());
+    assert_eq!(arch.head(), net.head());
+    for layer in &arch.body {
+        layer
+            .check()
+            .unwrap_or_else(|e| panic!("a loaded layer has bad settings: {e}"));
+    }
+    let inputs = arch
+        .inputs()
+        .unwrap_or_else(|e| panic!("the loaded layers do not chain from {size}×{size}: {e}"));
+    let geometries = net.geometries();
+    assert_eq!(geometries.len(), inputs.len());
+    assert_eq!(*geometries.last().unwrap(), Geometry::flat(arch.outputs));
+    let mut expected_params = Vec::new();
+    let mut expected_buffers = Vec::new();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (spec, input) in arch.layers().iter().zip(&inputs) {
+        let n = counts.entry(spec.kind()).or_insert(0);
+        *n += 1;
+        let shapes = spec.tensor_shapes(*input);
+        for (name, shape) in shapes.params {
+            expected_params.push((format!("{}{n}.{name}", spec.kind()), shape));
+        }
+        for (name, shape) in shapes.buffers {
+            expected_buffers.push((format!("{}{n}.{name}", spec.kind()), shape));
+        }
+    }
+    let shapes = |named: Vec<(String, ndarray::ArrayViewD<'_, f32>)>| -> Vec<(String, Vec<usize>)> {
+        named
+            .into_iter()
+            .map(|(name, a)| (name, a.shape().to_vec()))
+            .collect()
+    };
+    assert_eq!(shapes(net.named_params()), expected_params);
+    assert_eq!(shapes(net.named_buffers()), expected_buffers);
 }
 
 /// A model loaded from `bytes` says what the file's metadata says: nothing was filled in by
@@ -306,7 +425,8 @@ fn assert_matches_metadata(file: &ModelFile, bytes: &[u8]) {
         .as_ref()
         .expect("a loaded file has metadata");
     assert_eq!(meta["format"], "deepcat");
-    assert_eq!(meta["format_version"].parse::<u32>().ok(), Some(1));
+    let version = meta["format_version"].parse::<u32>().ok();
+    assert!(matches!(version, Some(1 | 2)), "version {version:?}");
     let model = &file.model;
     let names: Vec<String> = serde_json::from_str(&meta["classes"]).unwrap();
     assert_eq!(model.classes.names, names);
@@ -322,8 +442,23 @@ fn assert_matches_metadata(file: &ModelFile, bytes: &[u8]) {
     assert_eq!(meta["resize"], model.preprocess.filter.name());
     assert_eq!(meta["pixel_layout"], "hwc_rgb");
     assert_eq!(meta["normalisation"], "divide_by_255");
-    let sizes: Vec<usize> = serde_json::from_str(&meta["layer_sizes"]).unwrap();
-    assert_eq!(model.network.sizes(), sizes);
+    if version == Some(1) {
+        // The document's dense network: its widths, ReLU between, the head's activation last.
+        let sizes: Vec<usize> = serde_json::from_str(&meta["layer_sizes"]).unwrap();
+        assert_eq!(model.network.sizes(), sizes);
+        assert!(model.network.is_dense_stack());
+        let activations: Vec<String> = serde_json::from_str(&meta["activations"]).unwrap();
+        assert_eq!(activations.len(), sizes.len() - 1);
+        assert_eq!(
+            activations.last().map(String::as_str),
+            Some(model.network.head().name())
+        );
+    } else {
+        // Every layer as listed, in order, the head's dense layer last; no layer_sizes there.
+        let layers: Vec<LayerSpec> = serde_json::from_str(&meta["layers"]).unwrap();
+        assert_eq!(model.network.specs(), layers);
+        assert_eq!(meta["head"], model.network.head().name());
+    }
     match (&file.optimizer, meta.get("optimizer")) {
         (None, None) => {}
         (Some(opt), Some(text)) => {
@@ -402,12 +537,21 @@ fn every_truncation_of_a_model_is_refused_naming_the_file() {
     // that cuts the header and every 7th in the data.
     let small = two_class_bytes();
     let large = three_class_adam_bytes();
+    let cnn = cnn_three_class_adam_bytes();
     let header_end = 8 + header_len(&large);
-    let cuts = (0..small.len()).map(|cut| (&small, cut)).chain(
-        (0..large.len())
-            .filter(|&c| c <= header_end || c % 7 == 0)
-            .map(|cut| (&large, cut)),
-    );
+    let cnn_header_end = 8 + header_len(&cnn);
+    let cuts = (0..small.len())
+        .map(|cut| (&small, cut))
+        .chain(
+            (0..large.len())
+                .filter(|&c| c <= header_end || c % 7 == 0)
+                .map(|cut| (&large, cut)),
+        )
+        .chain(
+            (0..cnn.len())
+                .filter(|&c| c <= cnn_header_end || c % 5 == 0)
+                .map(|cut| (&cnn, cut)),
+        );
     for (bytes, cut) in cuts {
         let msg = scratch.refused("cut.safetensors", &bytes[..cut]);
         assert!(
@@ -430,31 +574,33 @@ fn trailing_garbage_after_a_model_is_refused() {
 #[test]
 fn flipped_bytes_in_the_header_are_refused_or_harmless() {
     let scratch = Scratch::new();
-    let bytes = three_class_adam_bytes();
-    let n = header_len(&bytes);
-    let (mut refused, mut loaded) = (0, 0);
-    for at in 0..8 + n {
-        for mask in [0x01u8, 0x20, 0xff] {
-            let mut b = bytes.clone();
-            b[at] ^= mask;
-            match scratch.load("flip.safetensors", &b) {
-                (_, Ok(file)) => {
-                    assert_usable(&file);
-                    loaded += 1;
-                }
-                (path, result) => {
-                    refusal(&path, result);
-                    refused += 1;
+    for bytes in [three_class_adam_bytes(), cnn_three_class_adam_bytes()] {
+        let n = header_len(&bytes);
+        let (mut refused, mut loaded) = (0, 0);
+        for at in 0..8 + n {
+            for mask in [0x01u8, 0x20, 0xff] {
+                let mut b = bytes.clone();
+                b[at] ^= mask;
+                match scratch.load("flip.safetensors", &b) {
+                    (_, Ok(file)) => {
+                        assert_usable(&file);
+                        assert_matches_metadata(&file, &b);
+                        loaded += 1;
+                    }
+                    (path, result) => {
+                        refusal(&path, result);
+                        refused += 1;
+                    }
                 }
             }
         }
+        // Most header flips break the JSON or a check; a few (in the informational "training"
+        // entry, say) are harmless.
+        assert!(
+            refused > 0 && refused > loaded,
+            "{refused} refused, {loaded} loaded"
+        );
     }
-    // Most header flips break the JSON or a check; a few (in the informational "training"
-    // entry, say) are harmless.
-    assert!(
-        refused > 0 && refused > loaded,
-        "{refused} refused, {loaded} loaded"
-    );
 }
 
 #[test]
@@ -509,9 +655,20 @@ fn flipped_bytes_in_the_data_change_one_value_or_are_refused() {
 #[test]
 fn a_weight_or_optimiser_value_that_is_nan_or_infinite_is_refused() {
     let scratch = Scratch::new();
-    let bytes = three_class_adam_bytes();
-    for name in ["dense1.weight", "dense3.bias", "optimizer.v.dense2.weight"] {
-        let at = data_start(&bytes, name) + 4; // the tensor's second value
+    let v1 = three_class_adam_bytes();
+    let v2 = cnn_three_class_adam_bytes();
+    for (bytes, name) in [
+        (&v1, "dense1.weight"),
+        (&v1, "dense3.bias"),
+        (&v1, "optimizer.v.dense2.weight"),
+        (&v2, "conv1.weight"),
+        (&v2, "batchnorm1.weight"),
+        (&v2, "batchnorm1.running_mean"),
+        (&v2, "batchnorm1.running_var"),
+        (&v2, "dense1.bias"),
+        (&v2, "optimizer.m.conv1.bias"),
+    ] {
+        let at = data_start(bytes, name) + 4; // the tensor's second value
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
             let mut b = bytes.clone();
             b[at..at + 4].copy_from_slice(&bad.to_le_bytes());
@@ -647,13 +804,31 @@ fn another_format_version_is_refused_naming_the_version() {
     let scratch = Scratch::new();
     let bytes = two_class_bytes();
     let set = |v: &str| with_meta(&bytes, &[("format_version", Some(v))]);
+    // A version-1 file relabelled "2" is read as version 2, which lists its layers instead.
     let msg = scratch.refused("v2.safetensors", &set("2"));
+    assert!(msg.contains("no \"layers\" entry"), "{msg}");
+    for newer in ["3", "4294967295"] {
+        let msg = scratch.refused("v3.safetensors", &set(newer));
+        assert!(
+            msg.contains(&format!("format version {newer}"))
+                && msg.contains("reads versions 1 to 2"),
+            "{msg}"
+        );
+    }
+    // A version-2 file relabelled "3" is refused for its version too, not read as version 2.
+    let msg = scratch.refused(
+        "v2as3.safetensors",
+        &with_meta(&cnn_bytes(), &[("format_version", Some("3"))]),
+    );
     assert!(
-        msg.contains("format version 2") && msg.contains("reads version 1"),
+        msg.contains("format version 3") && msg.contains("reads versions 1 to 2"),
         "{msg}"
     );
     let msg = scratch.refused("v0.safetensors", &set("0"));
-    assert!(msg.contains("format version 0"), "{msg}");
+    assert!(
+        msg.contains("format version 0") && msg.contains("reads versions 1 to 2"),
+        "{msg}"
+    );
     for bad in ["abc", "", "1.0", "-1", "99999999999999999999"] {
         let msg = scratch.refused("vabc.safetensors", &set(bad));
         assert!(
@@ -974,6 +1149,486 @@ fn other_inconsistent_metadata_is_refused_with_the_entry_named() {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Library: version-2 files (any architecture) that are inconsistent
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_version_2_model_round_trips_its_layers_weights_and_running_statistics() {
+    let scratch = Scratch::new();
+    let model = small_cnn(&["cats", "dogs"]);
+    let bytes = saved_bytes(&model, None);
+    let meta = split(&bytes).0.unwrap();
+    assert_eq!(meta["format_version"], "2");
+    assert_eq!(meta["head"], "sigmoid");
+    assert_eq!(meta["layers"], layers_json(CNN_BODY, 1));
+    assert!(!meta.contains_key("layer_sizes") && !meta.contains_key("activations"));
+    let (_, file) = scratch.load("cnn.safetensors", &bytes);
+    let file = file.unwrap();
+    assert_usable(&file);
+    assert_matches_metadata(&file, &bytes);
+    let net = &file.model.network;
+    assert_eq!(net.specs(), model.network.specs());
+    for (got, want) in [
+        (net.named_params(), model.network.named_params()),
+        (net.named_buffers(), model.network.named_buffers()),
+    ] {
+        assert_eq!(got.len(), want.len());
+        for ((n1, a1), (n2, a2)) in got.iter().zip(&want) {
+            assert_eq!(n1, n2);
+            assert_eq!(a1, a2, "{n1}");
+        }
+    }
+    let names: Vec<String> = net.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["batchnorm1.running_mean", "batchnorm1.running_var"]);
+    // The same predictions as the network that was saved.
+    let x = Array2::<f32>::from_shape_fn((3, 8 * 8 * 3), |(i, j)| ((i * 7 + j) % 11) as f32 / 10.0);
+    assert_eq!(
+        file.model.predict(x.view()).probabilities,
+        model.predict(x.view()).probabilities
+    );
+}
+
+#[test]
+fn version_2_layers_that_are_not_a_list_of_layers_are_refused() {
+    let scratch = Scratch::new();
+    let bytes = cnn_bytes();
+    let cases: &[(&str, &str)] = &[
+        ("conv4 bn relu pool gap", "metadata \"layers\""),
+        ("[", "is not a list"),
+        ("", "is not a list"),
+        (r#"{"kind":"dense","units":1}"#, "is not a list"),
+        ("null", "is not a list"),
+        ("[]", "lists 0 layers; a model has 1 to 1000"),
+        (
+            r#"[{"kind":"softmax"},{"kind":"dense","units":1}]"#,
+            "softmax",
+        ),
+        (
+            r#"[[],{"kind":"dense","units":1}]"#,
+            "is not one deepcat knows",
+        ),
+        (
+            r#"[{"kind":"conv","channels":4,"kernel":3},{"kind":"gap"},{"kind":"dense","units":1}]"#,
+            "stride",
+        ),
+    ];
+    for (layers, needle) in cases {
+        let msg = scratch.refused(
+            "layers.safetensors",
+            &with_meta(&bytes, &[("layers", Some(layers))]),
+        );
+        assert!(
+            msg.contains(needle) && msg.contains("layers"),
+            "layers={layers:?}: expected {needle:?} in {msg}"
+        );
+        assert!(msg.len() < 600, "a message too long to read: {msg}");
+    }
+    let msg = scratch.refused(
+        "nolayers.safetensors",
+        &with_meta(&bytes, &[("layers", None)]),
+    );
+    assert!(msg.contains("no \"layers\" entry"), "{msg}");
+    // More layers than any model has: refused on the count, before anything is built.
+    let many = format!(
+        "[{}{{\"kind\":\"dense\",\"units\":1}}]",
+        r#"{"kind":"relu"},"#.repeat(1000)
+    );
+    let msg = scratch.refused(
+        "many.safetensors",
+        &with_meta(&bytes, &[("layers", Some(&many))]),
+    );
+    assert!(
+        msg.contains("lists 1001 layers; a model has 1 to 1000"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_version_2_layer_with_a_setting_this_deepcat_does_not_know_is_refused() {
+    // A file from a newer deepcat whose layers have settings this one would ignore (a conv
+    // layer's padding, a batch norm's epsilon) would be read as another network: refused, as
+    // `LayerSpec`'s `deny_unknown_fields` intends, for every kind of layer.
+    let scratch = Scratch::new();
+    let bytes = cnn_bytes();
+    let rest = r#"{"kind":"relu"},{"kind":"maxpool"},{"kind":"gap"},{"kind":"dense","units":1}]"#;
+    let conv = r#"{"kind":"conv","channels":4,"kernel":3,"stride":1}"#;
+    let bn = r#"{"kind":"batchnorm"}"#;
+    let mut accepted = Vec::new();
+    for (layers, field) in [
+        (
+            format!(
+                r#"[{{"kind":"conv","channels":4,"kernel":3,"stride":1,"padding":"valid"}},{bn},{rest}"#
+            ),
+            "padding",
+        ),
+        (
+            format!(
+                r#"[{conv},{bn},{}"#,
+                rest.replace(r#""units":1"#, r#""units":1,"bias":false"#)
+            ),
+            "bias",
+        ),
+        (
+            format!(r#"[{conv},{{"kind":"batchnorm","epsilon":0.001}},{rest}"#),
+            "epsilon",
+        ),
+        (
+            format!(
+                r#"[{conv},{bn},{}"#,
+                rest.replace(r#"{"kind":"gap"}"#, r#"{"kind":"gap","keepdims":true}"#)
+            ),
+            "keepdims",
+        ),
+        (
+            format!(
+                r#"[{conv},{bn},{}"#,
+                rest.replace(
+                    r#"{"kind":"relu"}"#,
+                    r#"{"kind":"relu","negative_slope":0.1}"#
+                )
+            ),
+            "negative_slope",
+        ),
+    ] {
+        match scratch.load(
+            "unknown.safetensors",
+            &with_meta(&bytes, &[("layers", Some(&layers))]),
+        ) {
+            (path, Err(e)) => {
+                let msg = refusal(&path, Err(e));
+                assert!(msg.contains(field), "{field}: {msg}");
+            }
+            (_, Ok(_)) => accepted.push(field),
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "layers with unknown settings {accepted:?} were accepted, the settings ignored"
+    );
+}
+
+#[test]
+fn a_version_2_layer_with_a_bad_setting_is_refused_naming_it() {
+    let scratch = Scratch::new();
+    let bytes = cnn_bytes();
+    let conv = |channels: u64, kernel: u64, stride: u64| {
+        format!(
+            r#"[{{"kind":"conv","channels":{channels},"kernel":{kernel},"stride":{stride}}},{{"kind":"batchnorm"}},{{"kind":"relu"}},{{"kind":"maxpool"}},{{"kind":"gap"}},{{"kind":"dense","units":1}}]"#
+        )
+    };
+    for (layers, needles) in [
+        (conv(4, 4, 1), &["layer conv4k4", "odd"][..]),
+        (
+            conv(4, 17, 1),
+            &["layer conv4k17", "odd and at most 15"][..],
+        ),
+        (conv(4, 3, 0), &["layer conv4s0", "stride"][..]),
+        (conv(4, 3, 9), &["layer conv4s9", "stride"][..]),
+        (conv(0, 3, 1), &["layer conv0", "at least one channel"][..]),
+        (
+            r#"[{"kind":"dropout","p":1.5},{"kind":"dense","units":1}]"#.to_string(),
+            &["layer dropout1.5", "probability"][..],
+        ),
+        (
+            r#"[{"kind":"dense","units":0},{"kind":"dense","units":1}]"#.to_string(),
+            &["layer dense0", "at least one unit"][..],
+        ),
+    ] {
+        let msg = scratch.refused(
+            "setting.safetensors",
+            &with_meta(&bytes, &[("layers", Some(&layers))]),
+        );
+        for n in needles {
+            assert!(msg.contains(n), "{layers}: expected {n:?} in {msg}");
+        }
+    }
+}
+
+#[test]
+fn a_version_2_model_must_end_with_a_dense_layer_of_one_unit_per_class_output() {
+    let scratch = Scratch::new();
+    let bytes = cnn_bytes();
+    // The head's dense layer left out: the file's last layer is gap.
+    let msg = scratch.refused(
+        "nohead.safetensors",
+        &with_meta(
+            &bytes,
+            &[(
+                "layers",
+                Some(&serde_json::to_string(&parse_body(CNN_BODY).unwrap()).unwrap()),
+            )],
+        ),
+    );
+    assert!(
+        msg.contains("the last layer must be the dense output layer, got gap"),
+        "{msg}"
+    );
+    // Three output units for two classes (one sigmoid unit), and one for three classes.
+    let msg = scratch.refused(
+        "units.safetensors",
+        &with_meta(&bytes, &[("layers", Some(&layers_json(CNN_BODY, 3)))]),
+    );
+    assert!(
+        msg.contains("the output layer has 3 units, but 2 classes need 1"),
+        "{msg}"
+    );
+    let msg = scratch.refused(
+        "units3.safetensors",
+        &with_meta(
+            &cnn_three_class_adam_bytes(),
+            &[
+                ("layers", Some(&layers_json(CNN_BODY, 1))),
+                ("head", Some("sigmoid")),
+            ],
+        ),
+    );
+    // Either the head or the output count is named; both disagree with three classes.
+    assert!(
+        msg.contains("does not fit 3 classes") || msg.contains("3 classes need 3"),
+        "{msg}"
+    );
+    // Classes changed under the file: two outputs... three classes need three.
+    let msg = scratch.refused(
+        "classes.safetensors",
+        &with_meta(
+            &bytes,
+            &[
+                ("classes", Some(r#"["a","b","c"]"#)),
+                ("positive", Some("")),
+                ("head", Some("softmax")),
+            ],
+        ),
+    );
+    assert!(
+        msg.contains("the output layer has 1 units, but 3 classes need 3"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_version_2_head_that_does_not_fit_the_classes_is_refused() {
+    let scratch = Scratch::new();
+    for (bytes, head, needle) in [
+        (
+            cnn_bytes(),
+            "softmax",
+            "head \"softmax\" does not fit 2 classes (expected \"sigmoid\")",
+        ),
+        (
+            cnn_three_class_adam_bytes(),
+            "sigmoid",
+            "head \"sigmoid\" does not fit 3 classes (expected \"softmax\")",
+        ),
+        (cnn_bytes(), "relu", "head \"relu\" does not fit 2 classes"),
+        (cnn_bytes(), "", "does not fit 2 classes"),
+    ] {
+        let msg = scratch.refused(
+            "head.safetensors",
+            &with_meta(&bytes, &[("head", Some(head))]),
+        );
+        assert!(msg.contains(needle), "head={head:?}: {msg}");
+    }
+    let msg = scratch.refused(
+        "nohead.safetensors",
+        &with_meta(&cnn_bytes(), &[("head", None)]),
+    );
+    assert!(msg.contains("no \"head\" entry"), "{msg}");
+}
+
+#[test]
+fn version_2_layers_that_do_not_fit_the_image_size_are_refused_naming_the_layer() {
+    let scratch = Scratch::new();
+    let bytes = cnn_bytes();
+    // 8×8 → 4×4 → 2×2: two pools fit; with image_size 2, the second pool has one pixel.
+    let two_pools = layers_json("conv4 bn relu pool pool gap", 1);
+    let (_, file) = scratch.load(
+        "fits.safetensors",
+        &with_meta(&bytes, &[("layers", Some(&two_pools))]),
+    );
+    assert_usable(&file.expect("two pools fit 8×8 images (pools have no tensors)"));
+    let msg = scratch.refused(
+        "size2.safetensors",
+        &with_meta(
+            &bytes,
+            &[("layers", Some(&two_pools)), ("image_size", Some("2"))],
+        ),
+    );
+    assert!(
+        msg.contains("the layers do not fit 2×2 RGB images")
+            && msg.contains("layer 5 (pool)")
+            && msg.contains("1×1×4"),
+        "{msg}"
+    );
+    // The seed's one pool on 1×1 images.
+    let msg = scratch.refused(
+        "size1.safetensors",
+        &with_meta(&bytes, &[("image_size", Some("1"))]),
+    );
+    assert!(
+        msg.contains("the layers do not fit 1×1 RGB images") && msg.contains("layer 4 (pool)"),
+        "{msg}"
+    );
+    // A conv network with global pooling reads any image size: the same weights at 16×16.
+    let (_, file) = scratch.load(
+        "size16.safetensors",
+        &with_meta(&bytes, &[("image_size", Some("16"))]),
+    );
+    let file = file.expect("gap makes the layers fit any size");
+    assert_usable(&file);
+    assert_eq!(file.model.preprocess.size, 16);
+    // Without gap, the dense head's weights are sized for one image size only.
+    let no_gap = with_tensors(
+        &with_meta(
+            &bytes,
+            &[("layers", Some(&layers_json("conv4 bn relu pool", 1)))],
+        ),
+        |ts| {
+            let w = ts.iter_mut().find(|t| t.name == "dense1.weight").unwrap();
+            w.shape = vec![1, 4 * 4 * 4];
+            w.data = vec![0; 64 * 4];
+        },
+    );
+    let (_, file) = scratch.load("nogap.safetensors", &no_gap);
+    assert_usable(&file.expect("a dense head on the 4×4×4 pooled image"));
+    let msg = scratch.refused(
+        "nogap16.safetensors",
+        &with_meta(&no_gap, &[("image_size", Some("16"))]),
+    );
+    assert!(
+        msg.contains("tensor dense1.weight has shape [1, 64], expected [1, 256]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_version_2_file_missing_a_tensor_or_with_one_misshapen_is_refused_naming_it() {
+    let scratch = Scratch::new();
+    let bytes = cnn_three_class_adam_bytes();
+    for name in [
+        "batchnorm1.running_var",
+        "batchnorm1.running_mean",
+        "batchnorm1.weight",
+        "conv1.bias",
+        "dense1.weight",
+        "optimizer.v.batchnorm1.bias",
+        "optimizer.m.conv1.weight",
+    ] {
+        let b = with_tensors(&bytes, |ts| ts.retain(|t| t.name != name));
+        let msg = scratch.refused("missing.safetensors", &b);
+        assert!(msg.contains(&format!("tensor {name} is missing")), "{msg}");
+    }
+    // A conv weight of the wrong shape: transposed channels, a 1×1 kernel, flattened.
+    for shape in [
+        vec![3, 4, 3, 3],
+        vec![4, 3, 1, 1],
+        vec![4, 27],
+        vec![4, 3, 3, 3, 1],
+    ] {
+        let b = with_tensors(&bytes, |ts| {
+            let t = ts.iter_mut().find(|t| t.name == "conv1.weight").unwrap();
+            t.shape = shape.clone();
+            t.data = vec![0; shape.iter().product::<usize>() * 4];
+        });
+        let msg = scratch.refused("conv.safetensors", &b);
+        assert!(
+            msg.contains(&format!(
+                "tensor conv1.weight has shape {shape:?}, expected [4, 3, 3, 3]"
+            )),
+            "{msg}"
+        );
+    }
+    // The layers claim 5 channels, the file holds 4.
+    let msg = scratch.refused(
+        "channels.safetensors",
+        &with_meta(
+            &bytes,
+            &[("layers", Some(&layers_json("conv5 bn relu pool gap", 3)))],
+        ),
+    );
+    assert!(
+        msg.contains("tensor conv1.weight has shape [4, 3, 3, 3], expected [5, 3, 3, 3]"),
+        "{msg}"
+    );
+    // A running statistic per channel: one too many.
+    let b = with_tensors(&bytes, |ts| {
+        let t = ts
+            .iter_mut()
+            .find(|t| t.name == "batchnorm1.running_var")
+            .unwrap();
+        t.shape = vec![5];
+        t.data = vec![0; 20];
+    });
+    let msg = scratch.refused("var.safetensors", &b);
+    assert!(
+        msg.contains("tensor batchnorm1.running_var has shape [5], expected [4]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_negative_batchnorm_running_variance_is_refused() {
+    // Inference divides by √(running_var + ε): a negative variance gives NaN for every image,
+    // so such a file is as unusable as one holding NaN.
+    let scratch = Scratch::new();
+    // The seed, and the seed's tensors read as `conv4 bn gap` (no ReLU after the batch norm,
+    // which would turn the NaN into 0 and hide it).
+    let seed = cnn_bytes();
+    let no_relu = with_meta(&seed, &[("layers", Some(&layers_json("conv4 bn gap", 1)))]);
+    let (_, file) = scratch.load("norelu.safetensors", &no_relu);
+    assert_usable(&file.expect("conv4 bn gap fits the seed's tensors"));
+    let mut accepted = Vec::new();
+    for (what, bytes, bad) in [
+        ("conv4 bn relu pool gap", &seed, -1.0f32),
+        ("conv4 bn gap", &no_relu, -1.0),
+        ("conv4 bn gap", &no_relu, -0.5),
+    ] {
+        let at = data_start(bytes, "batchnorm1.running_var") + 4;
+        let mut b = bytes.clone();
+        b[at..at + 4].copy_from_slice(&bad.to_le_bytes());
+        match scratch.load("var.safetensors", &b) {
+            (_, Ok(file)) => {
+                let x = Array2::<f32>::zeros((1, file.model.preprocess.features()));
+                let p = file.model.predict(x.view()).probabilities;
+                accepted.push(format!(
+                    "{what} with running_var {bad} accepted, predicts {:?} for a black image",
+                    p.row(0).to_vec()
+                ));
+            }
+            (path, result) => {
+                let msg = refusal(&path, result);
+                assert!(msg.contains("batchnorm1.running_var"), "{msg}");
+            }
+        }
+    }
+    assert!(accepted.is_empty(), "{}", accepted.join("; "));
+}
+
+#[test]
+fn a_version_1_file_relabelled_version_2_or_back_is_refused() {
+    let scratch = Scratch::new();
+    // A version-2 file called version 1 has no layer_sizes.
+    let msg = scratch.refused(
+        "v2as1.safetensors",
+        &with_meta(&cnn_bytes(), &[("format_version", Some("1"))]),
+    );
+    assert!(msg.contains("no \"layer_sizes\" entry"), "{msg}");
+    // A version-1 file given version-2 metadata for its own layers loads as the same network.
+    let v1 = two_class_bytes();
+    let relabelled = with_meta(
+        &v1,
+        &[
+            ("format_version", Some("2")),
+            ("layers", Some(&layers_json("dense5 relu dense3 relu", 1))),
+            ("head", Some("sigmoid")),
+        ],
+    );
+    let (_, file) = scratch.load("v1as2.safetensors", &relabelled);
+    let file = file.expect("dense layers described in version-2 form");
+    assert_usable(&file);
+    assert_eq!(file.model.network.sizes(), [48, 5, 3, 1]);
+}
+
 #[test]
 fn optimiser_settings_out_of_range_or_a_missing_step_are_refused() {
     let scratch = Scratch::new();
@@ -1024,10 +1679,13 @@ fn models_with_and_without_optimiser_state_still_load() {
     // The positive control for everything above: the unedited files load and are usable,
     // and re-assembling them (metadata and tensors unchanged) does not break them.
     let scratch = Scratch::new();
-    for bytes in [two_class_bytes(), three_class_adam_bytes()] {
-        let (_, file) = scratch.load("good.safetensors", &bytes);
-        assert_usable(&file.unwrap());
-        let (_, file) = scratch.load("again.safetensors", &with_meta(&bytes, &[]));
+    for bytes in seeds() {
+        let (_, file) = scratch.load("good.safetensors", bytes);
+        let file = file.unwrap();
+        assert_usable(&file);
+        assert_matches_metadata(&file, bytes);
+        let again = with_meta(bytes, &[]);
+        let (_, file) = scratch.load("again.safetensors", &again);
         assert_usable(&file.unwrap());
     }
     // An optimiser saved before its first step has no slots yet.
@@ -1209,10 +1867,18 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     }
 }
 
-/// The valid files mutations start from: two-class (sigmoid), three-class with Adam state.
+/// The valid files mutations start from: version 1 (dense) and version 2 (a CNN), each
+/// two-class (sigmoid) and three-class with Adam state.
 fn seeds() -> &'static [Vec<u8>] {
     static SEEDS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
-    SEEDS.get_or_init(|| vec![two_class_bytes(), three_class_adam_bytes()])
+    SEEDS.get_or_init(|| {
+        vec![
+            two_class_bytes(),
+            three_class_adam_bytes(),
+            cnn_bytes(),
+            cnn_three_class_adam_bytes(),
+        ]
+    })
 }
 
 /// Metadata keys a deepcat file has, and one it does not.
@@ -1228,10 +1894,55 @@ const KEYS: &[&str] = &[
     "normalisation",
     "layer_sizes",
     "activations",
+    "layers",
+    "head",
     "optimizer",
     "training",
     "unknown",
 ];
+
+/// `layers` values around the version-2 seeds' (`conv4 bn relu pool gap` and a head of 1 or 3
+/// units): valid ones, and ones each check of the loader refuses.
+fn layers_values() -> Vec<String> {
+    let mut values: Vec<String> = [
+        (CNN_BODY, 1),
+        (CNN_BODY, 3),
+        (CNN_BODY, 2),
+        ("conv4 bn relu pool pool gap", 1),
+        ("conv4 bn relu pool pool pool pool gap", 3),
+        ("conv4 relu pool gap", 1),
+        ("conv4 bn relu gap", 3),
+        ("conv4 bn relu pool", 1),
+        ("conv4s2 bn relu pool gap", 1),
+        ("conv4k1 bn relu pool gap", 3),
+        ("conv5 bn relu pool gap", 1),
+        ("conv4 bn relu pool gap dropout0.5", 1),
+        ("conv4 bn relu pool gap bn", 3),
+        ("", 1),
+        ("gap", 3),
+        ("dense5 relu dense3 relu", 1),
+    ]
+    .iter()
+    .map(|(body, outputs)| layers_json(body, *outputs))
+    .collect();
+    values.extend(
+        [
+            r#"[{"kind":"conv","channels":4,"kernel":4,"stride":1},{"kind":"batchnorm"},{"kind":"relu"},{"kind":"maxpool"},{"kind":"gap"},{"kind":"dense","units":1}]"#,
+            r#"[{"kind":"conv","channels":4,"kernel":3,"stride":0},{"kind":"gap"},{"kind":"dense","units":1}]"#,
+            r#"[{"kind":"conv","channels":4,"kernel":3},{"kind":"gap"},{"kind":"dense","units":1}]"#,
+            r#"[{"kind":"softmax"},{"kind":"dense","units":1}]"#,
+            r#"[{"kind":"dense","units":0}]"#,
+            r#"[{"kind":"dropout","p":1.5},{"kind":"dense","units":1}]"#,
+            r#"[{"kind":"relu","extra":1},{"kind":"dense","units":1}]"#,
+            r#"[{"kind":"dense","units":18446744073709551616}]"#,
+            r#"{"kind":"dense","units":1}"#,
+            r#"[[]]"#,
+            "[",
+        ]
+        .map(String::from),
+    );
+    values
+}
 
 /// Values that sit on the edges of what the loader checks.
 fn meta_value() -> impl Strategy<Value = String> {
@@ -1289,10 +2000,16 @@ fn meta_value() -> impl Strategy<Value = String> {
         r#"{"kind":"adam","beta1":-0.5,"beta2":0.99,"epsilon":1e-7,"step":1}"#,
         r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":1e-7,"step":-1}"#,
         r#"{"kind":"adam","beta1":0.9,"beta2":0.99,"epsilon":1e-7}"#,
+        "8",
+        "16",
+        "sigmoid",
+        "softmax",
+        "relu",
     ])
     .prop_map(str::to_string);
     prop_oneof![
         6 => edges,
+        2 => prop::sample::select(layers_values()),
         1 => "[ -~]{0,16}",
         1 => prop::collection::vec(0usize..80, 0..6)
             .prop_map(|v| serde_json::to_string(&v).unwrap()),
@@ -1321,16 +2038,30 @@ fn edit() -> impl Strategy<Value = Edit> {
         "dense2.weight",
         "dense3.bias",
         "dense4.weight",
+        "dense2.bias",
+        "conv1.weight",
+        "conv1.bias",
+        "conv2.weight",
+        "batchnorm1.weight",
+        "batchnorm1.bias",
+        "batchnorm1.running_mean",
+        "batchnorm1.running_var",
         "optimizer.m.dense1.weight",
         "optimizer.velocity.dense1.weight",
+        "optimizer.m.conv1.weight",
+        "optimizer.v.batchnorm1.weight",
         "__metadata__",
         "",
     ])
     .prop_map(str::to_string);
-    let shape = prop::collection::vec(
-        prop_oneof![0usize..=8, prop::sample::select(vec![1usize, 3, 5, 48, 60])],
-        0..=3,
-    );
+    let shape = prop_oneof![
+        3 => prop::collection::vec(
+            prop_oneof![0usize..=8, prop::sample::select(vec![1usize, 3, 5, 48, 60])],
+            0..=3,
+        ),
+        // Conv weights are (c_out, c_in, k, k).
+        1 => prop::collection::vec(prop::sample::select(vec![0usize, 1, 3, 4, 5]), 4..=5),
+    ];
     let dtype = prop::sample::select(vec![
         Dtype::F32,
         Dtype::F64,
