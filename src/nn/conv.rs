@@ -123,11 +123,10 @@ impl Conv2d {
     /// (kernel row, kernel column, input channel).
     fn kernel_matrix(&self) -> Array2<f32> {
         let (c_out, c_in, k, _) = self.weight.dim();
-        let w = &self.weight;
-        Array2::from_shape_fn((c_out, k * k * c_in), |(o, j)| {
-            let (ky, kx, ci) = (j / (k * c_in), (j / c_in) % k, j % c_in);
-            w[[o, ci, ky, kx]]
-        })
+        // (c_out, c_in, ky, kx) → (c_out, ky, kx, c_in), then flattened.
+        let patch_order = self.weight.view().permuted_axes([0, 2, 3, 1]);
+        Array2::from_shape_vec((c_out, k * k * c_in), patch_order.iter().copied().collect())
+            .expect("as many values as the weight")
     }
 
     /// The inverse of [`kernel_matrix`](Conv2d::kernel_matrix): a `(c_out, k·k·c_in)`

@@ -39,6 +39,58 @@ impl MaxPool2d {
         )
     }
 
+    /// One image: `y` gets each window's maximum, `which` (when given) which of the four
+    /// inputs held it.
+    fn pool_image(&self, x: &[f32], y: &mut [f32], which: Option<&mut [f32]>) {
+        let (c, row_len) = (self.input.channels, self.row_len());
+        let out_row = self.output().width * c;
+        let mut which = which.map(|w| w.chunks_exact_mut(c));
+        for ((top, bottom), y) in row_pairs(x, row_len).zip(y.chunks_exact_mut(out_row)) {
+            for ((t, b), y) in windows(top, bottom, c).zip(y.chunks_exact_mut(c)) {
+                let ((p, q), (r, s)) = (t.split_at(c), b.split_at(c));
+                for ((((y, &p), &q), &r), &s) in y.iter_mut().zip(p).zip(q).zip(r).zip(s) {
+                    *y = p.max(q).max(r.max(s));
+                }
+                let Some(w) = which.as_mut().and_then(|w| w.next()) else {
+                    continue;
+                };
+                for ((((w, &m), &p), &q), &r) in w.iter_mut().zip(&*y).zip(p).zip(q).zip(r) {
+                    // Branch-free: the number of inputs before the first that equals the max.
+                    let past_p = f32::from(u8::from(p != m));
+                    let past_q = past_p * f32::from(u8::from(q != m));
+                    let past_r = past_q * f32::from(u8::from(r != m));
+                    *w = past_p + past_q + past_r;
+                }
+            }
+        }
+    }
+
+    /// One image's gradient from the saved arg-max positions: `dx` at each window's input
+    /// `which` says gets `dy`, the other three 0.
+    fn unpool_image(&self, which: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let (c, row_len) = (self.input.channels, self.row_len());
+        let out_row = self.output().width * c;
+        let dx_pairs = dx
+            .chunks_exact_mut(POOL * row_len)
+            .map(|pair| pair.split_at_mut(row_len));
+        let rows = which.chunks_exact(out_row).zip(dy.chunks_exact(out_row));
+        for ((dtop, dbottom), (which, dy)) in dx_pairs.zip(rows) {
+            let dwindows = dtop
+                .chunks_exact_mut(POOL * c)
+                .zip(dbottom.chunks_exact_mut(POOL * c));
+            for ((dt, db), (w, g)) in dwindows.zip(which.chunks_exact(c).zip(dy.chunks_exact(c))) {
+                let ((d0, d1), (d2, d3)) = (dt.split_at_mut(c), db.split_at_mut(c));
+                let all = d0.iter_mut().zip(d1).zip(d2).zip(d3).zip(w).zip(g);
+                for (((((d0, d1), d2), d3), &w), &g) in all {
+                    *d0 = if w == 0.0 { g } else { 0.0 };
+                    *d1 = if w == 1.0 { g } else { 0.0 };
+                    *d2 = if w == 2.0 { g } else { 0.0 };
+                    *d3 = if w == 3.0 { g } else { 0.0 };
+                }
+            }
+        }
+    }
+
     /// Values in one row of input pixels.
     fn row_len(&self) -> usize {
         self.input.width * self.input.channels
@@ -96,27 +148,41 @@ impl Layer for MaxPool2d {
         MaxPool2d::output(self)
     }
 
-    /// `x (batch, h·w·c)` → `(batch, ⌊h/2⌋·⌊w/2⌋·c)`.
-    fn forward(&self, x: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+    /// `x (batch, h·w·c)` → `(batch, ⌊h/2⌋·⌊w/2⌋·c)`. A training pass saves, for each
+    /// output, which of its window's four inputs held the maximum (0 to 3 in reading order,
+    /// the first on ties), so backward need not read the input again.
+    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
         assert_eq!(
             x.ncols(),
             self.input.len(),
             "max-pool expects {}",
             self.input
         );
-        let (c, row_len) = (self.input.channels, self.row_len());
-        let out_row = self.output().width * c;
-        let y = per_image(x, self.output().len(), |x, y| {
-            for ((top, bottom), y) in row_pairs(x, row_len).zip(y.chunks_exact_mut(out_row)) {
-                for ((t, b), y) in windows(top, bottom, c).zip(y.chunks_exact_mut(c)) {
-                    let ((p, q), (r, s)) = (t.split_at(c), b.split_at(c));
-                    for ((((y, &p), &q), &r), &s) in y.iter_mut().zip(p).zip(q).zip(r).zip(s) {
-                        *y = p.max(q).max(r.max(s));
+        let x = x.as_standard_layout();
+        let shape = (x.nrows(), self.output().len());
+        let mut y = recycle::scratch(shape);
+        if !matches!(mode, Mode::Train(_)) {
+            Zip::from(y.rows_mut())
+                .and(x.rows())
+                .par_for_each(|mut y, x| {
+                    if let (Some(y), Some(x)) = (y.as_slice_mut(), x.to_slice()) {
+                        self.pool_image(x, y, None);
                     }
+                });
+            return (y, None);
+        }
+        let mut which = recycle::scratch(shape);
+        Zip::from(y.rows_mut())
+            .and(which.rows_mut())
+            .and(x.rows())
+            .par_for_each(|mut y, mut which, x| {
+                if let (Some(y), Some(w), Some(x)) =
+                    (y.as_slice_mut(), which.as_slice_mut(), x.to_slice())
+                {
+                    self.pool_image(x, y, Some(w));
                 }
-            }
-        });
-        (y, None)
+            });
+        (y, Some(which))
     }
 
     /// `dx` is `dy` at each window's arg-max and 0 elsewhere: the first of the window's four
@@ -125,13 +191,35 @@ impl Layer for MaxPool2d {
         &self,
         x: ArrayView2<'_, f32>,
         y: ArrayView2<'_, f32>,
-        _saved: &Saved,
+        saved: &Saved,
         dy: Array2<f32>,
         _need_dx: bool,
     ) -> Backward {
-        let (x, y) = (x.as_standard_layout(), y.as_standard_layout());
         let dy = standard(dy);
         let (g, c, row_len) = (self.input, self.input.channels, self.row_len());
+        if let Some(which) = saved {
+            let mut dx = if g.height % POOL == 0 && g.width % POOL == 0 {
+                recycle::scratch(x.dim())
+            } else {
+                recycle::zeros(x.dim())
+            };
+            Zip::from(dx.rows_mut())
+                .and(which.rows())
+                .and(dy.rows())
+                .par_for_each(|mut dx, which, dy| {
+                    if let (Some(dx), Some(w), Some(dy)) =
+                        (dx.as_slice_mut(), which.to_slice(), dy.to_slice())
+                    {
+                        self.unpool_image(w, dy, dx);
+                    }
+                });
+            recycle::give(dy);
+            return Backward {
+                dx: Some(dx),
+                grads: Vec::new(),
+            };
+        }
+        let (x, y) = (x.as_standard_layout(), y.as_standard_layout());
         // Windows cover every input unless a side is odd; then the last row or column stays 0.
         let mut dx = if g.height % POOL == 0 && g.width % POOL == 0 {
             recycle::scratch(x.dim())
@@ -305,6 +393,31 @@ mod tests {
             back.dx.unwrap(),
             array![[0.0, 10.0, 0.0, 0.0, 0.0, 0.0, 20.0, 0.0]]
         );
+    }
+
+    #[test]
+    fn a_training_pass_routes_the_gradient_like_inference_ties_to_the_first() {
+        use rand::SeedableRng;
+        // Ties in the second window: its first 4 (top-right) gets the gradient either way.
+        let pool = MaxPool2d::new(Geometry::new(3, 4, 2));
+        let x = array![[
+            1.0f32, 2.0, 4.0, 4.0, 3.0, 0.0, 4.0, 4.0, 4.0, 9.0, 0.0, 1.0, 2.0, 4.0, 4.0, 4.0, 7.0,
+            7.0, 7.0, 7.0, 7.0, 7.0, 7.0, 7.0
+        ]];
+        let dy = array![[10.0f32, 20.0, 30.0, 40.0]];
+        let (y, none) = pool.forward(x.view(), &mut Mode::Infer);
+        let mut rng = crate::Rng::seed_from_u64(1);
+        let (y_train, which) = pool.forward(x.view(), &mut Mode::Train(&mut rng));
+        assert!(none.is_none() && which.is_some());
+        assert_eq!(y, y_train);
+        let plain = pool.backward(x.view(), y.view(), &None, dy.clone(), true);
+        let saved = pool.backward(x.view(), y.view(), &which, dy, true);
+        assert_eq!(plain.dx, saved.dx);
+        let dx = saved.dx.unwrap();
+        // Window 2, channel 0: inputs 3 (top-left), 4, 4, 4: the top-right one gets it.
+        assert_eq!((dx[[0, 4]], dx[[0, 6]], dx[[0, 14]]), (0.0, 30.0, 0.0));
+        // The dropped third row gets nothing.
+        assert!(dx.slice(ndarray::s![0, 16..]).iter().all(|&v| v == 0.0));
     }
 
     #[test]
