@@ -8,6 +8,7 @@
 
 pub mod augment;
 mod image;
+mod memory;
 mod scan;
 mod split;
 
@@ -225,7 +226,7 @@ fn check_skipped(skipped: &[SkippedFile], candidates: usize, max_skipped: f64) -
 /// Refuses, before anything is allocated, a data matrix larger than the memory available.
 fn check_memory(images: usize, pre: &Preprocess) -> Result<()> {
     let needed = images as u128 * pre.features() as u128 * std::mem::size_of::<f32>() as u128;
-    match available_memory_bytes() {
+    match memory::available_memory_bytes() {
         Some(available) if needed > u128::from(available) => {
             let gib = |b: f64| b / f64::from(1u32 << 30);
             Err(Error::Config(format!(
@@ -238,31 +239,6 @@ fn check_memory(images: usize, pre: &Preprocess) -> Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-/// Memory this process may still use: Linux's `MemAvailable`, lowered to a cgroup (container)
-/// limit when there is one. `None` where the system does not say.
-fn available_memory_bytes() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = meminfo
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let mut available = kib * 1024;
-    let cgroup = |name: &str| -> Option<u64> {
-        std::fs::read_to_string(format!("/sys/fs/cgroup/{name}"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    if let (Some(max), Some(current)) = (cgroup("memory.max"), cgroup("memory.current")) {
-        available = available.min(max.saturating_sub(current));
-    }
-    Some(available)
 }
 
 /// Loads every image under `root`'s class folders (named after `classes`), unsplit: the data a

@@ -3,29 +3,20 @@
 //! document's `initialize` draws after `np.random.seed(S)`. A run can then be checked against
 //! the document's own code from the same starting point.
 //!
-//! The Mersenne Twister MT19937 (Matsumoto & Nishimura, 1998), its double in `[0, 1)` from two
-//! words (53 random bits), and NumPy's legacy normal: the polar Box–Muller method, which makes
+//! The Mersenne Twister MT19937 (Matsumoto & Nishimura, 1998) is the `rand_mt` crate's, seeded
+//! as NumPy seeds it. What is NumPy's own sits here on top: its double in `[0, 1)` from two
+//! words (53 random bits), and its legacy normal, the polar Box–Muller method, which makes
 //! normals in pairs and hands out the second on the next call.
 
-const N: usize = 624;
-const M: usize = 397;
-const MATRIX_A: u32 = 0x9908_b0df;
-const UPPER: u32 = 0x8000_0000;
-const LOWER: u32 = 0x7fff_ffff;
+use rand_mt::Mt;
 
-/// NumPy's `RandomState`, for the draws deepcat needs.
-#[derive(Clone)]
+/// NumPy's `RandomState`, for the draws deepcat needs: the Mersenne Twister itself is
+/// `rand_mt`'s; NumPy's legacy double and normal are built on its 32-bit words here.
+#[derive(Clone, Debug)]
 pub struct Mt19937 {
-    state: [u32; N],
-    next: usize,
+    mt: Mt,
     /// The second normal of the last pair, not handed out yet.
     spare_normal: Option<f64>,
-}
-
-impl std::fmt::Debug for Mt19937 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mt19937").field("next", &self.next).finish()
-    }
 }
 
 impl Mt19937 {
@@ -34,92 +25,25 @@ impl Mt19937 {
     pub fn new(seed: u64) -> Self {
         let low = seed as u32;
         let high = (seed >> 32) as u32;
-        if high == 0 {
-            Self::from_u32(low)
+        // NumPy seeds a 32-bit integer with the reference `init_genrand` (`Mt::new`) and an
+        // array with `init_by_array` (`Mt::new_with_key`). rand_mt's `init_by_array` runs 624
+        // mixing rounds where the reference runs max(624, key length): the same for our
+        // two-word keys.
+        let mt = if high == 0 {
+            Mt::new(low)
         } else {
-            Self::from_words(&[low, high])
-        }
-    }
-
-    /// `np.random.seed(seed)` for a 32-bit seed: the reference `init_genrand`.
-    fn from_u32(seed: u32) -> Self {
-        let mut state = [0u32; N];
-        state[0] = seed;
-        for i in 1..N {
-            let prev = state[i - 1];
-            state[i] = 1_812_433_253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(i as u32);
-        }
+            Mt::new_with_key([low, high])
+        };
         Mt19937 {
-            state,
-            next: N,
+            mt,
             spare_normal: None,
         }
     }
 
-    /// `np.random.seed([w0, w1, ...])`: the reference `init_by_array`.
-    fn from_words(key: &[u32]) -> Self {
-        let mut g = Self::from_u32(19_650_218);
-        let mt = &mut g.state;
-        let (mut i, mut j) = (1usize, 0usize);
-        for _ in 0..N.max(key.len()) {
-            let prev = mt[i - 1];
-            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_664_525))
-                .wrapping_add(key[j])
-                .wrapping_add(j as u32);
-            i += 1;
-            j += 1;
-            if i >= N {
-                mt[0] = mt[N - 1];
-                i = 1;
-            }
-            if j >= key.len() {
-                j = 0;
-            }
-        }
-        for _ in 0..N - 1 {
-            let prev = mt[i - 1];
-            mt[i] =
-                (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1_566_083_941)).wrapping_sub(i as u32);
-            i += 1;
-            if i >= N {
-                mt[0] = mt[N - 1];
-                i = 1;
-            }
-        }
-        mt[0] = 0x8000_0000;
-        g
-    }
-
-    /// Regenerates all 624 words of state.
-    fn twist(&mut self) {
-        let mt = &mut self.state;
-        for k in 0..N {
-            let y = (mt[k] & UPPER) | (mt[(k + 1) % N] & LOWER);
-            let mag = if y & 1 == 1 { MATRIX_A } else { 0 };
-            mt[k] = mt[(k + M) % N] ^ (y >> 1) ^ mag;
-        }
-        self.next = 0;
-    }
-
-    /// The next 32 random bits.
-    fn next_u32(&mut self) -> u32 {
-        if self.next >= N {
-            self.twist();
-        }
-        let mut y = self.state[self.next];
-        self.next += 1;
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c_5680;
-        y ^= (y << 15) & 0xefc6_0000;
-        y ^ (y >> 18)
-    }
-
     /// A double in `[0, 1)` from 53 random bits: `np.random.random_sample()`.
     pub fn uniform(&mut self) -> f64 {
-        let a = f64::from(self.next_u32() >> 5);
-        let b = f64::from(self.next_u32() >> 6);
+        let a = f64::from(self.mt.next_u32() >> 5);
+        let b = f64::from(self.mt.next_u32() >> 6);
         (a * 67_108_864.0 + b) / 9_007_199_254_740_992.0
     }
 
