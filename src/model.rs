@@ -3,7 +3,7 @@
 
 use crate::data::{Dataset, Preprocess};
 use crate::loss::Head;
-use crate::nn::Network;
+use crate::nn::{Network, Rows};
 use crate::{Error, Result};
 use ndarray::{Array2, ArrayView2};
 
@@ -152,12 +152,14 @@ pub struct Predictions {
 }
 
 impl Model {
-    /// Class probabilities and decisions for `x (batch, features)`. Memory stays bounded on
+    /// Class probabilities and decisions for `x (batch, features)`, values or image bytes.
+    /// Memory stays bounded on
     /// large sets: the network runs in passes of a bounded size ([`Network::logits`]).
     ///
     /// # Panics
     /// If `x` does not have the model's feature count.
-    pub fn predict(&self, x: ArrayView2<'_, f32>) -> Predictions {
+    pub fn predict<'x>(&self, x: impl Into<Rows<'x>>) -> Predictions {
+        let x = x.into();
         assert_eq!(
             x.ncols(),
             self.network.input_units(),

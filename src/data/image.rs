@@ -1,5 +1,6 @@
-//! Decoding one file into one row of the data matrix: decode → RGB → square resize → flatten →
-//! scale by 1/255.
+//! Decoding one file into one row of the data matrix: decode → RGB → square resize → flatten.
+//! Rows stay bytes; the network reads each byte `v` as `v / 255`
+//! ([`crate::linalg::bytes::unit`]).
 //!
 //! The format is found from the file's content, not its name, so a text file called `x.jpg`
 //! is reported as "not an image" and an image without an extension is read. Grayscale, alpha,
@@ -12,6 +13,7 @@
 //! bomb is a small file that claims billions of pixels).
 
 use super::{Dataset, LabelledFile, SkippedFile};
+use crate::linalg::bytes::unit;
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::metadata::Orientation;
@@ -172,7 +174,7 @@ fn decode_rgb(path: &Path, pre: &Preprocess, resizer: &mut Resizer) -> Result<Ve
     Ok(dst.into_vec())
 }
 
-/// Decodes `path` into `row` (`features` values in `[0, 1]`).
+/// Decodes `path` into `row` (`features` bytes, height × width × RGB).
 ///
 /// # Errors
 /// A sentence saying why the file cannot be used (it is then skipped, not fatal).
@@ -180,24 +182,28 @@ pub fn load_into(
     path: &Path,
     pre: &Preprocess,
     resizer: &mut Resizer,
-    row: &mut [f32],
+    row: &mut [u8],
 ) -> Result<(), String> {
     let pixels = decode_rgb(path, pre, resizer)?;
     debug_assert_eq!(pixels.len(), row.len());
-    for (out, &p) in row.iter_mut().zip(&pixels) {
-        *out = f32::from(p) / 255.0;
-    }
+    row.copy_from_slice(&pixels);
     Ok(())
 }
 
-/// One image as a `(features,)` row, for prediction.
+/// One image as its `(features,)` bytes.
+///
+/// # Errors
+/// Why the file cannot be used.
+pub fn load_bytes(path: &Path, pre: &Preprocess) -> Result<Vec<u8>, String> {
+    decode_rgb(path, pre, &mut Resizer::new())
+}
+
+/// One image as a `(features,)` row of values in `[0, 1]`.
 ///
 /// # Errors
 /// Why the file cannot be used.
 pub fn load_one(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, String> {
-    let mut row = vec![0.0; pre.features()];
-    load_into(path, pre, &mut Resizer::new(), &mut row)?;
-    Ok(row)
+    Ok(load_bytes(path, pre)?.into_iter().map(unit).collect())
 }
 
 /// Decodes `files` in parallel into a [`Dataset`] of shape `(loaded, features)`. Files that
@@ -210,7 +216,7 @@ pub fn load_one(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, String> {
     reason = "the rows of a matrix just made in standard layout are contiguous"
 )]
 pub fn load_dataset(files: &[LabelledFile], pre: &Preprocess) -> (Dataset, Vec<SkippedFile>) {
-    let mut x = Array2::<f32>::zeros((files.len(), pre.features()));
+    let mut x = Array2::<u8>::zeros((files.len(), pre.features()));
     let outcomes: Vec<Result<(), String>> = x
         .axis_iter_mut(Axis(0))
         .into_par_iter()
@@ -395,12 +401,7 @@ mod tests {
         assert_eq!(data.labels, vec![0, 1, 1, 0]);
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].path.ends_with("2.png"));
-        let reds: Vec<u8> = data
-            .x
-            .column(0)
-            .iter()
-            .map(|v| (v * 255.0).round() as u8)
-            .collect();
+        let reds: Vec<u8> = data.x.column(0).to_vec();
         assert_eq!(reds, vec![0, 50, 150, 200]);
     }
 }

@@ -1,7 +1,7 @@
 //! From folders of photos to data matrices: scan class folders, split, decode + resize.
 //!
-//! A [`Dataset`] holds `x (examples, features)`, one image per row, values in `[0, 1]`, and a
-//! class index per row. Files that are not usable images are skipped and reported
+//! A [`Dataset`] holds `x (examples, features)`, one image per row as bytes, and a class index
+//! per row. Files that are not usable images are skipped and reported
 //! ([`SkippedFile`]); only a set-up that cannot work (no folder, one class, a class with no
 //! images) is an error. Augmentation, applied to mini-batches during training, is in
 //! [`augment`].
@@ -12,7 +12,9 @@ mod memory;
 mod scan;
 mod split;
 
-pub use image::{CHANNELS, Preprocess, ResizeFilter, load_dataset, load_into, load_one};
+pub use image::{
+    CHANNELS, Preprocess, ResizeFilter, load_bytes, load_dataset, load_into, load_one,
+};
 pub use scan::{ClassFolders, files_below, scan_classes, scan_known_classes};
 pub use split::{held_out_count, split_off};
 
@@ -42,8 +44,9 @@ pub struct SkippedFile {
 /// Decoded images and their labels.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// `(examples, features)`: one flattened RGB image per row (HWC order), scaled to `[0, 1]`.
-    pub x: Array2<f32>,
+    /// `(examples, features)`: one flattened RGB image per row (HWC order), as bytes; the
+    /// network reads each as `v / 255`.
+    pub x: Array2<u8>,
     /// Class index of each row.
     pub labels: Vec<usize>,
     /// Source file of each row.
@@ -225,12 +228,12 @@ fn check_skipped(skipped: &[SkippedFile], candidates: usize, max_skipped: f64) -
 
 /// Refuses, before anything is allocated, a data matrix larger than the memory available.
 fn check_memory(images: usize, pre: &Preprocess) -> Result<()> {
-    let needed = images as u128 * pre.features() as u128 * std::mem::size_of::<f32>() as u128;
+    let needed = images as u128 * pre.features() as u128;
     match memory::available_memory_bytes() {
         Some(available) if needed > u128::from(available) => {
             let gib = |b: f64| b / f64::from(1u32 << 30);
             Err(Error::Config(format!(
-                "{images} images at --size {} need {:.1} GiB as f32, but only {:.1} GiB of \
+                "{images} images at --size {} need {:.1} GiB, but only {:.1} GiB of \
                  memory is available; use a smaller --size",
                 pre.size,
                 gib(needed as f64),

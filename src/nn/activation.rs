@@ -24,9 +24,13 @@ pub fn relu(z: ArrayView2<'_, f32>) -> Array2<f32> {
 /// zeroes `dz` where `z <= 0`; testing the output instead lets us keep no copy of `z`.
 pub fn relu_backward(a: ArrayView2<'_, f32>, mut da: Array2<f32>) -> Array2<f32> {
     // A select, not a branch, so the loop vectorises.
-    Zip::from(&mut da)
-        .and(&a)
-        .for_each(|d, &a| *d = if a > 0.0 { *d } else { 0.0 });
+    let zip = Zip::from(&mut da).and(&a);
+    let gate = |d: &mut f32, &a: &f32| *d = if a > 0.0 { *d } else { 0.0 };
+    if a.len() >= PARALLEL_MIN_LEN {
+        zip.par_for_each(gate);
+    } else {
+        zip.for_each(gate);
+    }
     da
 }
 

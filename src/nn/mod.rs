@@ -36,6 +36,7 @@ mod init;
 mod mt19937;
 mod pool;
 pub mod recycle;
+mod rows;
 pub mod spec;
 mod summary;
 
@@ -51,6 +52,7 @@ pub use geometry::Geometry;
 pub use init::Init;
 pub use mt19937::Mt19937;
 pub use pool::{GlobalAvgPool, MaxPool2d};
+pub use rows::Rows;
 pub use spec::{Architecture, LayerSpec};
 pub use summary::{Summary, SummaryRow};
 
@@ -107,6 +109,25 @@ pub trait Layer: Any + Send + Sync + std::fmt::Debug {
         dy: Array2<f32>,
         need_dx: bool,
     ) -> Backward;
+
+    /// [`forward`](Layer::forward) on a network's input, which may be image bytes. By
+    /// default the bytes are scaled to values first; a layer that can read them directly
+    /// overrides this.
+    fn forward_rows(&self, x: Rows<'_>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+        self.forward(x.values().view(), mode)
+    }
+
+    /// [`backward`](Layer::backward) of a layer that ran [`forward_rows`](Layer::forward_rows).
+    fn backward_rows(
+        &self,
+        x: Rows<'_>,
+        y: ArrayView2<'_, f32>,
+        saved: &Saved,
+        dy: Array2<f32>,
+        need_dx: bool,
+    ) -> Backward {
+        self.backward(x.values().view(), y, saved, dy, need_dx)
+    }
 
     /// The trainable parameters with their names ("weight", "bias"); empty for most layers.
     fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
@@ -457,12 +478,20 @@ impl Network {
 
     /// Runs layers `start..` on `x`, which must be the input of layer `start`
     /// (`(batch, features)` when `start == 0`).
-    pub fn forward_from(&self, start: usize, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> Pass {
+    pub fn forward_from<'x>(
+        &self,
+        start: usize,
+        x: impl Into<Rows<'x>>,
+        mode: &mut Mode<'_>,
+    ) -> Pass {
+        let x = x.into();
         let mut outputs: Vec<Array2<f32>> = Vec::with_capacity(self.layers.len() - start);
         let mut saved = Vec::with_capacity(self.layers.len() - start);
         for layer in &self.layers[start..] {
-            let input = outputs.last().map_or(x, |o| o.view());
-            let (y, s) = layer.forward(input, mode);
+            let (y, s) = match outputs.last() {
+                None => layer.forward_rows(x, mode),
+                Some(input) => layer.forward(input.view(), mode),
+            };
             outputs.push(y);
             saved.push(s);
         }
@@ -474,7 +503,7 @@ impl Network {
     }
 
     /// The whole forward pass: `x (batch, features)` → pass whose last output is the logits.
-    pub fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> Pass {
+    pub fn forward<'x>(&self, x: impl Into<Rows<'x>>, mode: &mut Mode<'_>) -> Pass {
         self.forward_from(0, x, mode)
     }
 
@@ -483,23 +512,24 @@ impl Network {
     /// `x` is the input the pass started from. Returns the gradients of the parameters of
     /// layers `pass.start..` (in [`params_mut`](Network::params_mut) order) and, if `need_dx`,
     /// ∂cost/∂x. The input images' gradient is never needed: pass `false` for them.
-    pub fn backward(
+    pub fn backward<'x>(
         &self,
-        x: ArrayView2<'_, f32>,
+        x: impl Into<Rows<'x>>,
         pass: &Pass,
         dlogits: Array2<f32>,
         need_dx: bool,
     ) -> (Vec<ArrayD<f32>>, Option<Array2<f32>>) {
+        let x = x.into();
         let mut grads_rev: Vec<Vec<ArrayD<f32>>> = Vec::with_capacity(pass.outputs.len());
         let mut dy = dlogits;
         for (i, layer) in self.layers[pass.start..].iter().enumerate().rev() {
-            let input = if i == 0 {
-                x
-            } else {
-                pass.outputs[i - 1].view()
-            };
             let want_dx = i > 0 || need_dx;
-            let back = layer.backward(input, pass.outputs[i].view(), &pass.saved[i], dy, want_dx);
+            let (y, saved) = (pass.outputs[i].view(), &pass.saved[i]);
+            let back = if i == 0 {
+                layer.backward_rows(x, y, saved, dy, want_dx)
+            } else {
+                layer.backward(pass.outputs[i - 1].view(), y, saved, dy, want_dx)
+            };
             grads_rev.push(back.grads);
             match back.dx {
                 Some(dx) => dy = dx,
@@ -516,7 +546,8 @@ impl Network {
     /// Inference logits for `x (batch, features)`, keeping only the current layer's output
     /// (no [`Pass`]), in passes of as many rows as keep the largest activation within
     /// [`INFERENCE_VALUES`].
-    pub fn logits(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+    pub fn logits<'x>(&self, x: impl Into<Rows<'x>>) -> Array2<f32> {
+        let x = x.into();
         let widest = self
             .geometries()
             .iter()
@@ -526,14 +557,18 @@ impl Network {
         let rows = (INFERENCE_VALUES / widest.max(1)).clamp(1, 4096);
         let outputs = self.geometries().last().map_or(0, Geometry::len);
         let mut logits = Array2::<f32>::zeros((x.nrows(), outputs));
-        for (x, mut out) in x
-            .axis_chunks_iter(ndarray::Axis(0), rows)
-            .zip(logits.axis_chunks_iter_mut(ndarray::Axis(0), rows))
+        for (start, mut out) in logits
+            .axis_chunks_iter_mut(ndarray::Axis(0), rows)
+            .enumerate()
+            .map(|(i, out)| (i * rows, out))
         {
+            let x = x.slice(start, start + out.nrows());
             let mut a: Option<Array2<f32>> = None;
             for layer in &self.layers {
-                let input = a.as_ref().map_or(x.view(), |a| a.view());
-                let (y, _) = layer.forward(input, &mut Mode::Infer);
+                let (y, _) = match &a {
+                    None => layer.forward_rows(x, &mut Mode::Infer),
+                    Some(input) => layer.forward(input.view(), &mut Mode::Infer),
+                };
                 if let Some(old) = a.replace(y) {
                     recycle::give(old);
                 }
@@ -548,7 +583,7 @@ impl Network {
 
     /// Class probabilities for `x (batch, features)`: `(batch, 1)` = P(positive) with the
     /// sigmoid head, `(batch, classes)` with softmax. Inference mode (no dropout).
-    pub fn probabilities(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+    pub fn probabilities<'x>(&self, x: impl Into<Rows<'x>>) -> Array2<f32> {
         self.head.probabilities(self.logits(x).view())
     }
 

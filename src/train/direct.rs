@@ -6,9 +6,9 @@ use super::{Labelled, add_l2, is_whole, outcome, score};
 use crate::Rng;
 use crate::data::augment::Augment;
 use crate::model::Classes;
-use crate::nn::{Mode, Network, Pass};
+use crate::nn::{Mode, Network, Pass, Rows};
 use crate::optim::{Optimizer, OptimizerState};
-use ndarray::{Array2, ArrayD, ArrayView2, Axis, CowArray, Ix2};
+use ndarray::{ArrayD, ArrayView2, Axis, CowArray, Ix2};
 
 /// The direct engine, borrowing the training (and validation) data.
 pub struct DirectEngine<'a> {
@@ -50,7 +50,7 @@ fn rows<'x>(a: ArrayView2<'x, f32>, batch: &[usize]) -> CowArray<'x, f32, Ix2> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_backward(
     net: &Network,
-    x: ArrayView2<'_, f32>,
+    x: Rows<'_>,
     targets: ArrayView2<'_, f32>,
     labels: &[usize],
     classes: &Classes,
@@ -85,18 +85,23 @@ impl Engine for DirectEngine<'_> {
         want_score: bool,
         rng: &mut Rng,
     ) -> Outcome {
-        let mut x = rows(self.train.x, batch);
-        if self.augment.is_on() {
-            let mut owned: Array2<f32> = x.into_owned();
-            self.augment.apply(&mut owned, self.image_size, rng);
-            x = CowArray::from(owned);
-        }
+        // The whole set in order is read as bytes by the first layer; a mini-batch (or an
+        // augmented batch) is scaled to values first.
+        let images = Rows::Bytes(self.train.x);
+        let picked = (self.augment.is_on() || !is_whole(batch, images.nrows())).then(|| {
+            let mut picked = images.select(batch);
+            if self.augment.is_on() {
+                self.augment.apply(&mut picked, self.image_size, rng);
+            }
+            picked
+        });
+        let x = picked.as_ref().map_or(images, Rows::from);
         let targets = rows(self.train.targets.view(), batch);
         let labels: Vec<usize> = batch.iter().map(|&i| self.train.labels[i]).collect();
 
         let (outcome, grads, pass) = forward_backward(
             net,
-            x.view(),
+            x,
             targets.view(),
             &labels,
             self.train.classes,

@@ -24,7 +24,7 @@
 use super::engine::{Engine, Outcome};
 use super::{Labelled, add_l2, is_whole, outcome, score};
 use crate::Rng;
-use crate::linalg::{gram, matmul, matmul_into};
+use crate::linalg::{bytes, matmul, matmul_into};
 use crate::nn::{Mode, Network};
 use crate::optim::{Optimizer, OptimizerState};
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Axis, Ix2, IxDyn, Zip};
@@ -66,11 +66,17 @@ impl<'a> GramEngine<'a> {
             net.layers().len() > 1,
             "the Gram path needs a layer after the first"
         );
-        let g = gram(train.x);
-        let p0 = matmul(train.x, w0.t());
+        // G and Kv are integer sums of byte products, computed exactly.
+        let g = bytes::gram(train.x);
+        let scaled_times = |x: ArrayView2<'_, u8>| {
+            let mut p = Array2::<f32>::zeros((x.nrows(), w0.nrows()));
+            bytes::unit_times(p.view_mut(), x, w0.t());
+            p
+        };
+        let p0 = scaled_times(train.x);
         let val = val.map(|set| GramVal {
-            kv: matmul(set.x, train.x.t()),
-            pv: matmul(set.x, w0.t()),
+            kv: bytes::cross_gram(set.x, train.x),
+            pv: scaled_times(set.x),
             set,
         });
         let w0_norm_sq = w0.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
@@ -109,8 +115,9 @@ impl<'a> GramEngine<'a> {
 
     /// `a·W + Cᵀ·X` for a first-layer-shaped `W (h, n)` and coefficients `(a, C)`.
     fn to_weight_space(&self, w: &Array2<f32>, a: f32, c: ArrayView2<'_, f32>) -> Array2<f32> {
-        let mut out = w.mapv(|v| a * v);
-        matmul_into(out.view_mut(), c.t(), self.train.x, 1.0, true);
+        let mut out = Array2::<f32>::zeros(w.dim());
+        bytes::times_unit(out.view_mut(), c.t(), self.train.x);
+        out.scaled_add(a, w);
         out
     }
 }

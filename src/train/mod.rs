@@ -46,8 +46,8 @@ use std::time::Instant;
 
 /// A labelled set as the engines see it: rows, network targets, labels.
 pub struct Labelled<'a> {
-    /// `(examples, features)`.
-    pub x: ArrayView2<'a, f32>,
+    /// `(examples, features)` image bytes.
+    pub x: ArrayView2<'a, u8>,
     /// `(examples, outputs)`: see [`Classes::targets`].
     pub targets: Array2<f32>,
     /// Class index per row.

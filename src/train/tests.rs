@@ -4,8 +4,9 @@
 use super::direct::forward_backward;
 use super::*;
 use crate::Rng;
+use crate::linalg::bytes;
 use crate::nn::spec::dense_body;
-use crate::nn::{Geometry, Init, LayerSpec, Mode};
+use crate::nn::{Geometry, Init, LayerSpec, Mode, Rows};
 use crate::optim::{OptimizerConfig, Schedule};
 use ndarray::{Array2, ArrayView2};
 use rand::{RngExt, SeedableRng};
@@ -22,12 +23,13 @@ fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("class{i}")).collect()
 }
 
-/// A learnable random problem: labels from a random linear rule on random features in [0, 1].
+/// A learnable random problem: labels from a random linear rule on random bytes (features
+/// `v / 255` in [0, 1]).
 fn problem(m: usize, n: usize, classes: usize, seed: u64) -> Dataset {
     let mut rng = Rng::seed_from_u64(seed);
-    let x = Array2::from_shape_simple_fn((m, n), || rng.random::<f32>());
+    let x = Array2::from_shape_simple_fn((m, n), || rng.random::<u8>());
     let w = Array2::from_shape_simple_fn((classes, n), || rng.random::<f32>() - 0.5);
-    let scores = x.dot(&w.t());
+    let scores = bytes::to_unit(x.view()).dot(&w.t());
     let labels = scores
         .rows()
         .into_iter()
@@ -48,7 +50,7 @@ fn problem(m: usize, n: usize, classes: usize, seed: u64) -> Dataset {
 /// Cost with the L2 term, evaluated with a fixed dropout mask (the generator is re-seeded).
 fn full_cost(
     net: &Network,
-    x: ArrayView2<'_, f32>,
+    x: Rows<'_>,
     targets: ArrayView2<'_, f32>,
     l2: f32,
     mask_seed: u64,
@@ -61,10 +63,10 @@ fn full_cost(
 /// How far the forward pass with the fixed dropout mask is from a kink, where finite
 /// differences mean nothing: the smallest `|z|` over every input of every ReLU, and half the
 /// smallest gap between the largest and second-largest input of every max-pool window.
-fn distance_to_kinks(net: &Network, x: ArrayView2<'_, f32>, mask_seed: u64) -> f32 {
+fn distance_to_kinks(net: &Network, x: Rows<'_>, mask_seed: u64) -> f32 {
     let mut rng = Rng::seed_from_u64(mask_seed);
     let pass = net.forward(x, &mut Mode::Train(&mut rng));
-    let mut inputs = vec![x.to_owned()];
+    let mut inputs = vec![x.values().into_owned()];
     inputs.extend(pass.outputs.iter().cloned());
     let geometries: Vec<Geometry> = std::iter::once(net.input())
         .chain(net.geometries())
@@ -138,12 +140,12 @@ fn check_network_gradients(
             }
             net
         })
-        .find(|net| distance_to_kinks(net, data.x.view(), mask_seed) > margin * eps);
+        .find(|net| distance_to_kinks(net, Rows::from(data.x.view()), mask_seed) > margin * eps);
     let mut net = net.expect("one of 200 networks keeps away from every kink");
     let targets = cls.targets(&data.labels);
     let (_, grads, _) = forward_backward(
         &net,
-        data.x.view(),
+        Rows::from(data.x.view()),
         targets.view(),
         &data.labels,
         cls,
@@ -158,9 +160,21 @@ fn check_network_gradients(
         for i in 0..len {
             let original = net.params_mut()[p].as_slice_mut().unwrap()[i];
             net.params_mut()[p].as_slice_mut().unwrap()[i] = original + eps;
-            let plus = full_cost(&net, data.x.view(), targets.view(), l2, mask_seed);
+            let plus = full_cost(
+                &net,
+                Rows::from(data.x.view()),
+                targets.view(),
+                l2,
+                mask_seed,
+            );
             net.params_mut()[p].as_slice_mut().unwrap()[i] = original - eps;
-            let minus = full_cost(&net, data.x.view(), targets.view(), l2, mask_seed);
+            let minus = full_cost(
+                &net,
+                Rows::from(data.x.view()),
+                targets.view(),
+                l2,
+                mask_seed,
+            );
             net.params_mut()[p].as_slice_mut().unwrap()[i] = original;
             let numeric = (plus - minus) / (2.0 * f64::from(eps));
             let analytic = f64::from(grad.as_slice().unwrap()[i]);
@@ -226,7 +240,7 @@ fn the_gradient_check_catches_a_wrong_gradient() {
         let targets = cls.targets(&data.labels);
         let (_, mut grads, _) = forward_backward(
             &net,
-            data.x.view(),
+            Rows::from(data.x.view()),
             targets.view(),
             &data.labels,
             &cls,
@@ -239,9 +253,9 @@ fn the_gradient_check_catches_a_wrong_gradient() {
         for i in 0..grads[0].len() {
             let orig = net.params_mut()[0].as_slice_mut().unwrap()[i];
             net.params_mut()[0].as_slice_mut().unwrap()[i] = orig + eps;
-            let plus = full_cost(&net, data.x.view(), targets.view(), 0.0, 0);
+            let plus = full_cost(&net, Rows::from(data.x.view()), targets.view(), 0.0, 0);
             net.params_mut()[0].as_slice_mut().unwrap()[i] = orig - eps;
-            let minus = full_cost(&net, data.x.view(), targets.view(), 0.0, 0);
+            let minus = full_cost(&net, Rows::from(data.x.view()), targets.view(), 0.0, 0);
             net.params_mut()[0].as_slice_mut().unwrap()[i] = orig;
             let numeric = (plus - minus) / (2.0 * f64::from(eps));
             let analytic = f64::from(grads[0].as_slice().unwrap()[i]);

@@ -87,8 +87,8 @@ fn an_image_size_needing_more_memory_than_the_machine_has_is_refused_before_load
         eprintln!("skipping: /proc/meminfo is not there to say how much memory is available");
         return;
     };
-    // Each 4096² RGB image takes 201 MB as f32: make enough tiny files to need more than all.
-    let per_image = 4096u64 * 4096 * 3 * 4;
+    // Each 4096² RGB image takes 50 MB as bytes: make enough tiny files to need more than all.
+    let per_image = 4096u64 * 4096 * 3;
     let per_class = (available / per_image / 2 + 2) as usize;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");

@@ -11,6 +11,8 @@
 //!
 //! Engines and thread counts differ by rounding: compare across them with tolerances.
 
+pub mod bytes;
+
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, MatMut, MatRef, Par};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};

@@ -1,0 +1,295 @@
+//! Products with images kept as bytes.
+//!
+//! A decoded image is a row of bytes; the network sees each byte `v` as `v / 255` (an f32).
+//! Keeping the bytes and scaling them block by block just before a product reads a quarter of
+//! the memory of keeping f32 rows, and each block is scaled into a buffer that stays in cache.
+//! Blocks are fixed in size and summed in a fixed order, so results do not depend on the
+//! number of threads.
+//!
+//! The Gram matrix of byte rows is a matrix of integers, and [`gram`] computes it exactly:
+//! products of bytes summed 256 columns at a time are integers below 2²⁴, which f32 holds
+//! exactly whatever order the kernel adds them in; the blocks are then added in f64, where
+//! every sum up to 2⁵³ is exact.
+
+use super::matmul_into_seq;
+use faer::linalg::matmul::triangular::BlockStructure;
+use faer::{Accum, Par};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip, s};
+use rayon::prelude::*;
+
+/// The value a byte stands for: `v / 255`, as deepcat has always scaled pixels.
+#[inline]
+pub fn unit(v: u8) -> f32 {
+    f32::from(v) / 255.0
+}
+
+/// Rows of bytes as values in `[0, 1]` (a new standard-layout array).
+pub fn to_unit(x: ArrayView2<'_, u8>) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros(x.dim());
+    to_unit_into(x, out.view_mut());
+    out
+}
+
+/// `out = x / 255`, elementwise; in parallel over rows for large blocks.
+///
+/// # Panics
+/// If the shapes differ.
+pub fn to_unit_into(x: ArrayView2<'_, u8>, out: ArrayViewMut2<'_, f32>) {
+    assert_eq!(x.dim(), out.dim(), "to_unit_into: shapes differ");
+    let zip = Zip::from(out).and(x);
+    if x.len() >= 1 << 18 {
+        zip.par_for_each(|o, &v| *o = unit(v));
+    } else {
+        zip.for_each(|o, &v| *o = unit(v));
+    }
+}
+
+/// Rows `rows` of `x`, scaled to `[0, 1]`: a mini-batch.
+pub fn select_unit(x: ArrayView2<'_, u8>, rows: &[usize]) -> Array2<f32> {
+    let mut out = Array2::<f32>::zeros((rows.len(), x.ncols()));
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(rows.par_iter())
+        .for_each(|(mut o, &r)| {
+            Zip::from(&mut o)
+                .and(x.row(r))
+                .for_each(|o, &v| *o = unit(v));
+        });
+    out
+}
+
+/// Rows per block of the left operand in [`unit_times`].
+const LEFT_ROWS: usize = 32;
+/// Columns per block of `x` in both products: a block of `LEFT_ROWS × BLOCK_COLS` f32 is
+/// 512 KiB.
+const BLOCK_COLS: usize = 4096;
+/// Rows per block of `x` in [`times_unit`].
+const RIGHT_ROWS: usize = 128;
+/// Columns per block in [`times_unit`].
+const RIGHT_COLS: usize = 1024;
+
+/// `c = (x / 255) · b`: `x (m, k)` bytes, `b (k, n)`, `c (m, n)`. In parallel over blocks of
+/// rows of `x`; each block is scaled a slice of columns at a time and multiplied into its
+/// rows of `c`.
+///
+/// # Panics
+/// If the shapes do not chain.
+pub fn unit_times(mut c: ArrayViewMut2<'_, f32>, x: ArrayView2<'_, u8>, b: ArrayView2<'_, f32>) {
+    assert!(
+        x.ncols() == b.nrows() && c.nrows() == x.nrows() && c.ncols() == b.ncols(),
+        "unit_times shapes do not chain: x {:?} · b {:?} into c {:?}",
+        x.dim(),
+        b.dim(),
+        c.dim()
+    );
+    if x.ncols() == 0 {
+        c.fill(0.0);
+        return;
+    }
+    c.axis_chunks_iter_mut(Axis(0), LEFT_ROWS)
+        .into_par_iter()
+        .zip(x.axis_chunks_iter(Axis(0), LEFT_ROWS).into_par_iter())
+        .for_each(|(mut c, x)| {
+            let mut block = Array2::<f32>::zeros((x.nrows(), BLOCK_COLS.min(x.ncols())));
+            for (j, start) in (0..x.ncols()).step_by(BLOCK_COLS).enumerate() {
+                let end = (start + BLOCK_COLS).min(x.ncols());
+                let mut scaled = block.slice_mut(s![.., ..end - start]);
+                Zip::from(&mut scaled)
+                    .and(x.slice(s![.., start..end]))
+                    .for_each(|o, &v| *o = unit(v));
+                let b = b.slice(s![start..end, ..]);
+                matmul_into_seq(c.view_mut(), scaled.view(), b, 1.0, j > 0);
+            }
+        });
+}
+
+/// `c = a · (x / 255)`: `a (m, k)`, `x (k, n)` bytes, `c (m, n)`. In parallel over blocks of
+/// columns of `x`; each column block is scaled a slice of rows at a time and its products
+/// summed in row order.
+///
+/// # Panics
+/// If the shapes do not chain.
+pub fn times_unit(mut c: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>, x: ArrayView2<'_, u8>) {
+    assert!(
+        a.ncols() == x.nrows() && c.nrows() == a.nrows() && c.ncols() == x.ncols(),
+        "times_unit shapes do not chain: a {:?} · x {:?} into c {:?}",
+        a.dim(),
+        x.dim(),
+        c.dim()
+    );
+    if x.nrows() == 0 {
+        c.fill(0.0);
+        return;
+    }
+    c.axis_chunks_iter_mut(Axis(1), RIGHT_COLS)
+        .into_par_iter()
+        .zip(x.axis_chunks_iter(Axis(1), RIGHT_COLS).into_par_iter())
+        .for_each(|(mut c, x)| {
+            let mut block = Array2::<f32>::zeros((RIGHT_ROWS.min(x.nrows()), x.ncols()));
+            for (i, start) in (0..x.nrows()).step_by(RIGHT_ROWS).enumerate() {
+                let end = (start + RIGHT_ROWS).min(x.nrows());
+                let mut scaled = block.slice_mut(s![..end - start, ..]);
+                Zip::from(&mut scaled)
+                    .and(x.slice(s![start..end, ..]))
+                    .for_each(|o, &v| *o = unit(v));
+                let a = a.slice(s![.., start..end]);
+                matmul_into_seq(c.view_mut(), a, scaled.view(), 1.0, i > 0);
+            }
+        });
+}
+
+/// Columns summed exactly in f32 per block: 256 products of two bytes (each at most 255²)
+/// add up to less than 2²⁴.
+const EXACT_COLS: usize = 256;
+
+/// The Gram matrix of the scaled rows, `(x/255) · (x/255)ᵀ`, from the exact integer sums:
+/// `x (m, k)` bytes → `(m, m)`, symmetric. Half of it is computed, then mirrored.
+pub fn gram(x: ArrayView2<'_, u8>) -> Array2<f32> {
+    exact_products(x, None)
+}
+
+/// `(x/255) · (y/255)ᵀ` from the exact integer sums: `x (p, k)`, `y (m, k)` bytes → `(p, m)`.
+///
+/// # Panics
+/// If the rows differ in length.
+pub fn cross_gram(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>) -> Array2<f32> {
+    assert_eq!(x.ncols(), y.ncols(), "cross_gram: rows differ in length");
+    exact_products(x, Some(y))
+}
+
+/// Integer sums of `x · yᵀ` (`y = x` when `None`, lower triangle only), 256 columns at a
+/// time in f32, added in f64, then scaled by `1/255²`.
+fn exact_products(x: ArrayView2<'_, u8>, y: Option<ArrayView2<'_, u8>>) -> Array2<f32> {
+    let (p, k) = x.dim();
+    let m = y.map_or(p, |y| y.nrows());
+    let mut total = Array2::<f64>::zeros((p, m));
+    let mut part = Array2::<f32>::zeros((p, m));
+    let mut xs = Array2::<f32>::zeros((p, EXACT_COLS.min(k)));
+    let mut ys = Array2::<f32>::zeros((m, EXACT_COLS.min(k)));
+    let threads = rayon::current_num_threads();
+    for start in (0..k).step_by(EXACT_COLS) {
+        let end = (start + EXACT_COLS).min(k);
+        let whole = |v: &mut f32, &b: &u8| *v = f32::from(b);
+        let mut xb = xs.slice_mut(s![.., ..end - start]);
+        Zip::from(&mut xb)
+            .and(x.slice(s![.., start..end]))
+            .par_for_each(whole);
+        let structure = match y {
+            None => BlockStructure::TriangularLower,
+            Some(y) => {
+                let mut yb = ys.slice_mut(s![.., ..end - start]);
+                Zip::from(&mut yb)
+                    .and(y.slice(s![.., start..end]))
+                    .par_for_each(whole);
+                BlockStructure::Rectangular
+            }
+        };
+        let xb = xs.slice(s![.., ..end - start]);
+        let yb = if y.is_some() {
+            ys.slice(s![.., ..end - start])
+        } else {
+            xb
+        };
+        faer::linalg::matmul::triangular::matmul(
+            super::as_faer_mut(part.view_mut()),
+            structure,
+            Accum::Replace,
+            super::as_faer(xb),
+            BlockStructure::Rectangular,
+            super::as_faer(yb.t()),
+            BlockStructure::Rectangular,
+            1.0,
+            Par::rayon(threads),
+        );
+        Zip::from(&mut total)
+            .and(&part)
+            .par_for_each(|t, &v| *t += f64::from(v));
+    }
+    let scale = 1.0 / (255.0f64 * 255.0);
+    let mut out = total.mapv(|t| (t * scale) as f32);
+    if y.is_none() {
+        for i in 0..p {
+            for j in 0..i {
+                out[[j, i]] = out[[i, j]];
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linalg::matmul_reference;
+    use approx::assert_abs_diff_eq;
+
+    fn bytes(rows: usize, cols: usize, seed: usize) -> Array2<u8> {
+        Array2::from_shape_fn((rows, cols), |(i, j)| {
+            ((i * 131 + j * 71 + seed * 29 + (i * j) % 13) % 256) as u8
+        })
+    }
+
+    /// The exact `(x/255)·(y/255)ᵀ` from u64 sums, rounded once to f32.
+    fn exact(x: &Array2<u8>, y: &Array2<u8>) -> Array2<f32> {
+        Array2::from_shape_fn((x.nrows(), y.nrows()), |(i, j)| {
+            let sum: u64 = x
+                .row(i)
+                .iter()
+                .zip(y.row(j))
+                .map(|(&a, &b)| u64::from(a) * u64::from(b))
+                .sum();
+            (sum as f64 / (255.0 * 255.0)) as f32
+        })
+    }
+
+    #[test]
+    fn gram_of_bytes_is_exact_across_many_column_blocks() {
+        // 1000 columns of values up to 255: the integer sums pass 2²⁴ (where f32 sums round)
+        // by far, and span four blocks.
+        let mut x = bytes(70, 1000, 1);
+        x.row_mut(0).fill(255);
+        let g = gram(x.view());
+        assert_eq!(g, exact(&x, &x));
+        assert_eq!(g, g.t());
+        assert_eq!(g[[0, 0]], 1000.0);
+        // An f32 product of the scaled rows rounds: it is close but not always equal.
+        let xf = to_unit(x.view());
+        assert_abs_diff_eq!(g, matmul_reference(xf.view(), xf.t()), epsilon = 1e-2);
+    }
+
+    #[test]
+    fn cross_gram_of_bytes_is_exact() {
+        let x = bytes(9, 700, 2);
+        let y = bytes(40, 700, 3);
+        assert_eq!(cross_gram(x.view(), y.view()), exact(&x, &y));
+    }
+
+    #[test]
+    fn products_with_scaled_bytes_match_the_f32_products() {
+        // Shapes that leave partial blocks in both directions.
+        let x = bytes(77, 5000, 4);
+        let xf = to_unit(x.view());
+        let w = Array2::from_shape_fn((5000, 7), |(i, j)| ((i * 3 + j) % 11) as f32 / 11.0 - 0.5);
+        let mut c = Array2::<f32>::from_elem((77, 7), f32::NAN);
+        unit_times(c.view_mut(), x.view(), w.view());
+        assert_abs_diff_eq!(c, matmul_reference(xf.view(), w.view()), epsilon = 2e-3);
+
+        let a = Array2::from_shape_fn((6, 77), |(i, j)| ((i * 5 + j) % 7) as f32 / 7.0 - 0.5);
+        let mut d = Array2::<f32>::from_elem((6, 5000), f32::NAN);
+        times_unit(d.view_mut(), a.view(), x.view());
+        assert_abs_diff_eq!(d, matmul_reference(a.view(), xf.view()), epsilon = 1e-3);
+    }
+
+    #[test]
+    fn scaling_is_the_loaders_division_by_255() {
+        let x = bytes(3, 300, 5);
+        let rows = [2, 0, 2];
+        let picked = select_unit(x.view(), &rows);
+        for (k, &r) in rows.iter().enumerate() {
+            for j in 0..300 {
+                assert_eq!(picked[[k, j]], f32::from(x[[r, j]]) / 255.0);
+            }
+        }
+        assert_eq!(to_unit(x.view()).row(2), picked.row(0));
+    }
+}
