@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         preprocess,
         seed: 1,
         max_skipped: 0.1,
+        // Decode every time; `Some(Cache::at(dir))` keeps the decoded images for next time.
+        cache: None,
     })?;
     let classes = Classes::new(splits.classes.clone(), None)?;
 

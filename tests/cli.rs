@@ -9,7 +9,10 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn deepcat() -> Command {
-    Command::cargo_bin("deepcat").expect("the deepcat binary is built")
+    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
+    // The decoded cache goes under target/, not the user's home.
+    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
+    cmd
 }
 
 fn repo() -> PathBuf {

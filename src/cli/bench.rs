@@ -105,6 +105,7 @@ fn step_costs(steps: usize, path: ExactPath, reference: bool, data_dir: &Path) -
         preprocess: Preprocess::default(),
         seed: deepcat::train::DEFAULT_SEED,
         max_skipped: deepcat::data::DEFAULT_MAX_SKIPPED,
+        cache: None,
     };
     let splits = load_splits(&spec)?;
     let classes = Classes::new(splits.classes.clone(), None)?;

@@ -68,6 +68,7 @@ pub fn run(a: &CnnBench, threads: Option<usize>) -> Result<ExitCode> {
         },
         seed: deepcat::train::DEFAULT_SEED,
         max_skipped: deepcat::data::DEFAULT_MAX_SKIPPED,
+        cache: None,
     })?;
     let classes = Classes::new(splits.classes.clone(), None)?;
     let (mut ours, mut theirs) = (0.0f64, 0.0f64);

@@ -26,6 +26,8 @@ pub struct EvaluateArgs {
     /// Print one JSON object instead of a report.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cache: super::cache::CacheArgs,
 }
 
 pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
@@ -33,14 +35,16 @@ pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
     let file = model_file::load(&a.model)?;
     let model = file.model;
     // Exactly the preprocessing recorded in the model.
-    let (data, skipped) = load_labelled(
+    let (data, skipped, cached) = load_labelled(
         &a.data_dir,
         &model.classes.names,
         &model.preprocess,
         a.max_skipped,
+        a.cache.cache().as_ref(),
     )
     .with_context(|| format!("evaluating on {}", a.data_dir.display()))?;
     warn_skipped(&skipped);
+    super::cache::warn(&cached);
     let predictions = model.predict(data.x.view());
     let metrics = evaluate(&model.classes, &data.labels, &predictions);
     let errors = most_confident_errors(

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_cnn;
+mod cache;
 mod evaluate;
 mod predict;
 mod reference;
@@ -67,6 +68,8 @@ enum Command {
     Summary(summary::SummaryArgs),
     /// Time deepcat against the NumPy and Pillow reference on the same data, as ratios.
     Bench(bench::BenchArgs),
+    /// Show or empty the cache of decoded images.
+    Cache(cache::CacheCommand),
 }
 
 /// Runs the parsed command.
@@ -86,6 +89,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Predict(args) => predict::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Bench(args) => bench::run(args, cli.threads),
+        Command::Cache(args) => cache::run(args),
     }
 }
 

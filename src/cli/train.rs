@@ -164,6 +164,8 @@ pub struct TrainArgs {
     /// Stop with an error when more than this fraction of the files cannot be used.
     #[arg(long, value_name = "F", default_value_t = deepcat::data::DEFAULT_MAX_SKIPPED)]
     max_skipped: f64,
+    #[command(flatten)]
+    cache: super::cache::CacheArgs,
     /// Seed for the split, initial weights, batch order, dropout and augmentation.
     #[arg(long, default_value_t = deepcat::train::DEFAULT_SEED)]
     seed: u64,
@@ -412,6 +414,7 @@ impl Setup {
             preprocess,
             seed: a.seed,
             max_skipped: a.max_skipped,
+            cache: a.cache.cache(),
         };
         Ok(Setup {
             config,
@@ -431,6 +434,7 @@ fn input_geometry(preprocess: &Preprocess) -> Geometry {
 fn load(a: &TrainArgs, setup: &Setup) -> Result<(Splits, Classes)> {
     let splits = load_splits(&setup.spec)?;
     warn_skipped(&splits.skipped);
+    super::cache::warn(&splits.cache);
     let classes = Classes::new(splits.classes.clone(), a.positive.as_deref())?;
     if let Some(r) = &setup.resumed
         && r.model.classes != classes

@@ -18,9 +18,8 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, Limits};
-use ndarray::{Array2, Axis, s};
-use rayon::prelude::*;
-use std::path::{Path, PathBuf};
+
+use std::path::Path;
 
 /// RGB: three values per pixel.
 pub const CHANNELS: usize = 3;
@@ -206,55 +205,12 @@ pub fn load_one(path: &Path, pre: &Preprocess) -> Result<Vec<f32>, String> {
     Ok(load_bytes(path, pre)?.into_iter().map(unit).collect())
 }
 
-/// Decodes `files` in parallel into a [`Dataset`] of shape `(loaded, features)`. Files that
-/// cannot be used are left out and returned as [`SkippedFile`]s, in input order.
-///
-/// Rows are written in place into one preallocated matrix, so memory peaks at the matrix
-/// itself plus one image per thread.
-#[allow(
-    clippy::expect_used,
-    reason = "the rows of a matrix just made in standard layout are contiguous"
-)]
+/// Decodes `files` in parallel into a [`Dataset`] of shape `(loaded, features)`, without a
+/// cache. Files that cannot be used are left out and returned as [`SkippedFile`]s, in input
+/// order.
 pub fn load_dataset(files: &[LabelledFile], pre: &Preprocess) -> (Dataset, Vec<SkippedFile>) {
-    let mut x = Array2::<u8>::zeros((files.len(), pre.features()));
-    let outcomes: Vec<Result<(), String>> = x
-        .axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .zip(files.par_iter())
-        .map_init(Resizer::new, |resizer, (mut row, file)| {
-            let row = row
-                .as_slice_mut()
-                .expect("rows of a standard-layout matrix are contiguous");
-            load_into(&file.path, pre, resizer, row)
-        })
-        .collect();
-
-    // Move the good rows up over the skipped ones, keeping order.
-    let mut kept = 0;
-    let mut labels = Vec::with_capacity(files.len());
-    let mut paths: Vec<PathBuf> = Vec::with_capacity(files.len());
-    let mut skipped = Vec::new();
-    for (i, (file, outcome)) in files.iter().zip(outcomes).enumerate() {
-        match outcome {
-            Ok(()) => {
-                if kept != i {
-                    let (mut dst, src) = x.multi_slice_mut((s![kept, ..], s![i, ..]));
-                    dst.assign(&src);
-                }
-                kept += 1;
-                labels.push(file.label);
-                paths.push(file.path.clone());
-            }
-            Err(reason) => skipped.push(SkippedFile {
-                path: file.path.clone(),
-                reason,
-            }),
-        }
-    }
-    if kept < files.len() {
-        x = x.slice_move(s![..kept, ..]);
-    }
-    (Dataset { x, labels, paths }, skipped)
+    let (mut sets, skipped, _) = super::load::load_parts(&[files], pre, None);
+    (sets.pop().unwrap_or_default(), skipped)
 }
 
 #[cfg(test)]

@@ -7,14 +7,18 @@
 //! [`augment`].
 
 pub mod augment;
+pub mod cache;
 mod image;
+mod load;
 mod memory;
 mod scan;
 mod split;
 
+pub use cache::Cache;
 pub use image::{
     CHANNELS, Preprocess, ResizeFilter, load_bytes, load_dataset, load_into, load_one,
 };
+pub use load::{CacheReport, CacheSpot, load_parts};
 pub use scan::{ClassFolders, files_below, scan_classes, scan_known_classes};
 pub use split::{held_out_count, split_off};
 
@@ -42,7 +46,7 @@ pub struct SkippedFile {
 }
 
 /// Decoded images and their labels.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Dataset {
     /// `(examples, features)`: one flattened RGB image per row (HWC order), as bytes; the
     /// network reads each as `v / 255`.
@@ -92,6 +96,8 @@ pub struct SplitSpec {
     /// The largest fraction of files that may turn out unusable before loading fails rather
     /// than train on what is left ([`DEFAULT_MAX_SKIPPED`]).
     pub max_skipped: f64,
+    /// The decoded cache to read and fill, if any.
+    pub cache: Option<Cache>,
 }
 
 /// Default [`SplitSpec::max_skipped`]: more than one file in ten unusable means the folder is
@@ -113,6 +119,8 @@ pub struct Splits {
     pub skipped: Vec<SkippedFile>,
     /// Wall-clock seconds spent scanning and decoding.
     pub load_seconds: f64,
+    /// What the decoded cache did.
+    pub cache: CacheReport,
 }
 
 /// Scans, splits and decodes: the document's data preparation.
@@ -170,14 +178,30 @@ pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
         &spec.preprocess,
     )?;
 
-    let mut load_part = |files: &[LabelledFile]| {
-        let (data, s) = load_dataset(files, &spec.preprocess);
-        skipped.extend(s);
-        data
+    let spot = |root| spec.cache.as_ref().map(|cache| CacheSpot { cache, root });
+    let pre = &spec.preprocess;
+    let mut report = CacheReport::default();
+    let (train, val, test) = match &spec.test_dir {
+        None => {
+            let parts = [&train_files[..], &val_files, &test_files];
+            let (sets, s, r) = load_parts(&parts, pre, spot(&spec.data_dir));
+            skipped.extend(s);
+            report.add(r);
+            let [train, val, test] = <[Dataset; 3]>::try_from(sets).unwrap_or_default();
+            (train, val, test)
+        }
+        Some(test_dir) => {
+            let parts = [&train_files[..], &val_files];
+            let (sets, s, r) = load_parts(&parts, pre, spot(&spec.data_dir));
+            skipped.extend(s);
+            report.add(r);
+            let [train, val] = <[Dataset; 2]>::try_from(sets).unwrap_or_default();
+            let (mut sets, s, r) = load_parts(&[&test_files], pre, spot(test_dir));
+            skipped.extend(s);
+            report.add(r);
+            (train, val, sets.pop().unwrap_or_default())
+        }
     };
-    let train = load_part(&train_files);
-    let val = load_part(&val_files);
-    let test = load_part(&test_files);
 
     let counts = train.class_counts(classes.len());
     if let Some(empty) = counts.iter().position(|&c| c == 0) {
@@ -205,6 +229,7 @@ pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
         test: nonempty(test),
         skipped,
         load_seconds: start.elapsed().as_secs_f64(),
+        cache: report,
     })
 }
 
@@ -256,11 +281,14 @@ pub fn load_labelled(
     classes: &[String],
     pre: &Preprocess,
     max_skipped: f64,
-) -> Result<(Dataset, Vec<SkippedFile>)> {
+    cache: Option<&Cache>,
+) -> Result<(Dataset, Vec<SkippedFile>, CacheReport)> {
     let found = scan_known_classes(root, classes)?;
     check_memory(found.files.len(), pre)?;
     let candidates = found.files.len() + found.skipped.len();
-    let (data, mut skipped) = load_dataset(&found.files, pre);
+    let spot = cache.map(|cache| CacheSpot { cache, root });
+    let (mut sets, mut skipped, report) = load_parts(&[&found.files], pre, spot);
+    let data = sets.pop().unwrap_or_default();
     skipped.splice(0..0, found.skipped);
     if data.is_empty() {
         return Err(Error::Data(format!(
@@ -270,5 +298,5 @@ pub fn load_labelled(
         )));
     }
     check_skipped(&skipped, candidates, max_skipped)?;
-    Ok((data, skipped))
+    Ok((data, skipped, report))
 }

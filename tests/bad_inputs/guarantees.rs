@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 /// A training run on `root` saving to `model`, as a child process we can signal.
 fn spawn_train(root: &Path, model: &Path, extra: &[&str]) -> Child {
     Command::new(assert_cmd::cargo::cargo_bin("deepcat"))
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
         .arg("train")
         .arg(root)
         .args(["--quiet", "--model"])

@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 
 /// The `deepcat` binary, quiet about progress.
 pub fn deepcat() -> Command {
-    Command::cargo_bin("deepcat").expect("the deepcat binary is built")
+    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
+    // The decoded cache goes under target/, not the user's home.
+    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
+    cmd
 }
 
 /// Standard error as text.
@@ -88,7 +91,8 @@ pub fn deepcat_unprivileged(args: &[std::ffi::OsString], open_up: &[&Path]) -> C
             .expect("open up a test folder");
     }
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(assert_cmd::cargo::cargo_bin("deepcat"))
         .args(args);
     cmd
