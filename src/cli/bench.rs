@@ -7,7 +7,9 @@
 use super::reference::{last_json, number};
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use deepcat::data::{Preprocess, SplitSpec, load_dataset, load_splits, scan_classes};
+use deepcat::data::{
+    Cache, CacheSpot, Preprocess, SplitSpec, load_dataset, load_parts, load_splits, scan_classes,
+};
 use deepcat::model::Classes;
 use deepcat::train::{ExactPath, Length, TrainConfig, train};
 use serde_json::{Value, json};
@@ -67,6 +69,34 @@ impl BenchArgs {
     }
 }
 
+/// Best wall-clock seconds of loading `data` from a warm decoded cache (a fresh one in a
+/// temporary folder, filled by a first load that is not timed).
+fn cached_load_seconds(data: &Path, pre: &Preprocess, repeats: usize) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let cache = Cache::at(dir.path());
+    let mut best = f64::INFINITY;
+    for round in 0..=repeats.max(1) {
+        let start = Instant::now();
+        let folders = scan_classes(data)?;
+        let spot = CacheSpot {
+            cache: &cache,
+            root: data,
+        };
+        let (sets, _, report) = load_parts(&[&folders.files], pre, Some(spot));
+        if let Some(w) = report.warning {
+            bail!("the cache could not be used: {w}");
+        }
+        if round > 0 {
+            if report.decoded > 0 {
+                bail!("a warm cache decoded {} images again", report.decoded);
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        drop(sets);
+    }
+    Ok(best)
+}
+
 fn deepcat_train(
     data: &Path,
     iterations: usize,
@@ -88,6 +118,8 @@ fn deepcat_train(
             path,
             "--json",
             "--quiet",
+            // Every run decodes, as the first run on new photos does.
+            "--no-cache",
             "--model",
         ])
         .arg(model);
@@ -201,6 +233,8 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         pillow = pillow.min(number(&v, "seconds")?);
     }
     eprintln!("bench: loading: Pillow {pillow:.3} s, deepcat {ours:.3} s");
+    let cached = cached_load_seconds(&a.data, &pre, a.load_repeats)?;
+    eprintln!("bench: loading from deepcat's cache: {cached:.4} s");
 
     // 2. NumPy per-iteration time on the document's job.
     let (numpy, _) = last_json(
@@ -270,7 +304,8 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         "direct_faer_vs_direct_ndarray": relative_differences(&reference_steps, &direct_steps),
     });
 
-    // 6. Memory: peak resident memory against the f32 data matrices.
+    // 6. Memory: peak resident memory against the f32 data matrices deepcat used to keep
+    // (it keeps bytes now: a quarter of them).
     let data_bytes = (number(&job, "train_size")? + number(&job, "test_size")?)
         * number(&job, "features")?
         * 4.0;
@@ -281,6 +316,7 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         "images": folders.files.len(),
         "threads": threads.unwrap_or_else(rayon::current_num_threads),
         "loading": {"pillow_seconds": pillow, "deepcat_seconds": ours, "speedup": pillow / ours, "target": 2.0},
+        "cached_loading": {"decode_seconds": ours, "cached_seconds": cached, "speedup": ours / cached, "target": 5.0},
         "job": {
             "iterations": a.iterations,
             "numpy_seconds_per_iteration": numpy_iteration,
@@ -296,7 +332,7 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
             "ratio": direct_iteration / numpy_iteration,
             "target": 0.3,
         },
-        "memory": {"data_bytes": data_bytes, "peak_bytes": peak, "ratio": peak / data_bytes, "target": 1.5},
+        "memory": {"data_bytes": data_bytes, "peak_bytes": peak, "ratio": peak / data_bytes, "target": 0.5},
         "exactness": exact,
         "sensitivity": sensitivity,
     });
@@ -324,6 +360,14 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         "≥ 2×"
     );
     println!(
+        "{:<34} {:>14.3} s {:>10.4} s {:>12.1}× {:>10}",
+        "load from the cache (vs decoding)",
+        ours,
+        cached,
+        ours / cached,
+        "≥ 5×"
+    );
+    println!(
         "{:<34} {:>14.1} s {:>10.2} s {:>12.0}× {:>10}",
         format!("whole job, {} iterations (NumPy)", a.iterations),
         numpy_job,
@@ -345,7 +389,7 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         data_bytes / 1e6,
         peak / 1e6,
         peak / data_bytes,
-        "≤ 1.5×"
+        "≤ 0.5×"
     );
     println!(
         "\nNumPy job time = NumPy's mean time per iteration × {} (the NumPy job itself would take minutes).",

@@ -72,6 +72,7 @@ pub fn run(a: &CnnBench, threads: Option<usize>) -> Result<ExitCode> {
     })?;
     let classes = Classes::new(splits.classes.clone(), None)?;
     let (mut ours, mut theirs) = (0.0f64, 0.0f64);
+    let mut paired = Vec::new();
     for round in 0..a.repeats.max(1) {
         let d = deepcat_epoch(&splits, &classes)?;
         let (torch, _) = last_json(
@@ -93,7 +94,12 @@ pub fn run(a: &CnnBench, threads: Option<usize>) -> Result<ExitCode> {
         );
         ours = ours.max(d);
         theirs = theirs.max(t);
+        paired.push(d / t);
     }
+    // Each round runs the two side by side, so its ratio compares like with like; the median
+    // round is the least sensitive to a burst of load on either side.
+    paired.sort_by(f64::total_cmp);
+    let median = paired[paired.len() / 2];
     let report = json!({
         "data": a.data,
         "size": SIZE,
@@ -103,6 +109,8 @@ pub fn run(a: &CnnBench, threads: Option<usize>) -> Result<ExitCode> {
         "deepcat_images_per_second": ours,
         "pytorch_images_per_second": theirs,
         "ratio": ours / theirs,
+        "median_round_ratio": median,
+        "round_ratios": paired,
         "target": 1.0,
     });
     if a.json {
@@ -116,7 +124,12 @@ pub fn run(a: &CnnBench, threads: Option<usize>) -> Result<ExitCode> {
         println!("{:<24} {:>14}", "", "images/s");
         println!("{:<24} {:>14.0}", "PyTorch (CPU)", theirs);
         println!("{:<24} {:>14.0}", "deepcat", ours);
-        println!("{:<24} {:>13.2}× (target ≥ 1.0×)", "ratio", ours / theirs);
+        println!(
+            "{:<24} {:>13.2}× (target ≥ 1.0×)",
+            "ratio of the bests",
+            ours / theirs
+        );
+        println!("{:<24} {:>13.2}×", "median round's ratio", median);
     }
     Ok(ExitCode::SUCCESS)
 }

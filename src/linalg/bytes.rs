@@ -17,10 +17,64 @@ use faer::{Accum, Par};
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis, Zip, s};
 use rayon::prelude::*;
 
-/// The value a byte stands for: `v / 255`, as deepcat has always scaled pixels.
+/// `1/255` in f64: `v · (1/255)` in f64, rounded to f32, is exactly the f32 quotient `v / 255`
+/// for every byte (a test checks all 256), and multiplies vectorise where divisions crawl.
+const INV_255: f64 = 1.0 / 255.0;
+
+/// The value a byte stands for: `v / 255` (the f32 quotient), as deepcat has always scaled
+/// pixels.
 #[inline]
 pub fn unit(v: u8) -> f32 {
-    f32::from(v) / 255.0
+    (f64::from(v) * INV_255) as f32
+}
+
+/// `dst = src / 255`, elementwise, for contiguous slices of the same length. With AVX2 and
+/// FMA (checked at run time) in eight f32 lanes: `q = v·r` with `r` the f32 nearest `1/255`,
+/// then one correction `q + (v − 255·q)·r` with fused multiply-adds, which gives the f32
+/// quotient exactly for every byte (a test checks all 256). Without them, in f64 ([`unit`]).
+/// With SSE2 alone the scaling inside the direct path's products took a third of an iteration.
+#[inline]
+fn scale_slice(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the processor was just asked whether it has AVX2 and FMA, the only
+        // requirement of `scale_slice_fma`; the function itself is safe code compiled for them.
+        unsafe { scale_slice_fma(src, dst) };
+        return;
+    }
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = unit(s);
+    }
+}
+
+/// `v / 255` by a product and one fused correction (exact for bytes; see [`scale_slice`]).
+/// Only fast where `mul_add` is an instruction.
+#[inline]
+fn unit_fma(v: u8) -> f32 {
+    const R: f32 = 1.0 / 255.0;
+    let x = f32::from(v);
+    let q = x * R;
+    (-q).mul_add(255.0, x).mul_add(R, q)
+}
+
+/// [`scale_slice`]'s loop by [`unit_fma`], compiled for AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn scale_slice_fma(src: &[u8], dst: &mut [f32]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = unit_fma(s);
+    }
+}
+
+/// `out = x / 255` for two blocks of the same shape, row by row (rows of `x` may be strided
+/// slices of a larger matrix).
+fn scale_block(x: ArrayView2<'_, u8>, mut out: ArrayViewMut2<'_, f32>) {
+    for (row, mut o) in x.rows().into_iter().zip(out.rows_mut()) {
+        match (row.as_slice(), o.as_slice_mut()) {
+            (Some(r), Some(o)) => scale_slice(r, o),
+            _ => Zip::from(&mut o).and(&row).for_each(|o, &v| *o = unit(v)),
+        }
+    }
 }
 
 /// Rows of bytes as values in `[0, 1]` (a new standard-layout array).
@@ -34,13 +88,14 @@ pub fn to_unit(x: ArrayView2<'_, u8>) -> Array2<f32> {
 ///
 /// # Panics
 /// If the shapes differ.
-pub fn to_unit_into(x: ArrayView2<'_, u8>, out: ArrayViewMut2<'_, f32>) {
+pub fn to_unit_into(x: ArrayView2<'_, u8>, mut out: ArrayViewMut2<'_, f32>) {
     assert_eq!(x.dim(), out.dim(), "to_unit_into: shapes differ");
-    let zip = Zip::from(out).and(x);
     if x.len() >= 1 << 18 {
-        zip.par_for_each(|o, &v| *o = unit(v));
+        Zip::from(out.rows_mut())
+            .and(x.rows())
+            .par_for_each(|o, x| scale_block(x.insert_axis(Axis(0)), o.insert_axis(Axis(0))));
     } else {
-        zip.for_each(|o, &v| *o = unit(v));
+        scale_block(x, out);
     }
 }
 
@@ -50,10 +105,8 @@ pub fn select_unit(x: ArrayView2<'_, u8>, rows: &[usize]) -> Array2<f32> {
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .zip(rows.par_iter())
-        .for_each(|(mut o, &r)| {
-            Zip::from(&mut o)
-                .and(x.row(r))
-                .for_each(|o, &v| *o = unit(v));
+        .for_each(|(o, &r)| {
+            scale_block(x.row(r).insert_axis(Axis(0)), o.insert_axis(Axis(0)));
         });
     out
 }
@@ -94,9 +147,7 @@ pub fn unit_times(mut c: ArrayViewMut2<'_, f32>, x: ArrayView2<'_, u8>, b: Array
             for (j, start) in (0..x.ncols()).step_by(BLOCK_COLS).enumerate() {
                 let end = (start + BLOCK_COLS).min(x.ncols());
                 let mut scaled = block.slice_mut(s![.., ..end - start]);
-                Zip::from(&mut scaled)
-                    .and(x.slice(s![.., start..end]))
-                    .for_each(|o, &v| *o = unit(v));
+                scale_block(x.slice(s![.., start..end]), scaled.view_mut());
                 let b = b.slice(s![start..end, ..]);
                 matmul_into_seq(c.view_mut(), scaled.view(), b, 1.0, j > 0);
             }
@@ -129,9 +180,7 @@ pub fn times_unit(mut c: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>, x: Arra
             for (i, start) in (0..x.nrows()).step_by(RIGHT_ROWS).enumerate() {
                 let end = (start + RIGHT_ROWS).min(x.nrows());
                 let mut scaled = block.slice_mut(s![..end - start, ..]);
-                Zip::from(&mut scaled)
-                    .and(x.slice(s![start..end, ..]))
-                    .for_each(|o, &v| *o = unit(v));
+                scale_block(x.slice(s![start..end, ..]), scaled.view_mut());
                 let a = a.slice(s![.., start..end]);
                 matmul_into_seq(c.view_mut(), a, scaled.view(), 1.0, i > 0);
             }
@@ -278,6 +327,23 @@ mod tests {
         let mut d = Array2::<f32>::from_elem((6, 5000), f32::NAN);
         times_unit(d.view_mut(), a.view(), x.view());
         assert_abs_diff_eq!(d, matmul_reference(a.view(), xf.view()), epsilon = 1e-3);
+    }
+
+    #[test]
+    fn both_scalings_are_the_f32_quotient_for_every_byte() {
+        for v in 0..=255u8 {
+            assert_eq!(unit(v), f32::from(v) / 255.0, "byte {v}");
+            assert_eq!(unit_fma(v), f32::from(v) / 255.0, "byte {v}, fused");
+        }
+        // And through the dispatching loop, whichever way it goes on this machine.
+        let all: Vec<u8> = (0..=255).collect();
+        let mut out = vec![0.0f32; 256];
+        scale_slice(&all, &mut out);
+        assert!(
+            out.iter()
+                .zip(&all)
+                .all(|(&o, &v)| o == f32::from(v) / 255.0)
+        );
     }
 
     #[test]
