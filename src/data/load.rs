@@ -134,12 +134,20 @@ fn load_file(
             hit: true,
         };
     }
+    let outcome = load_into(&file.path, pre, resizer, row);
+    // A file that could not be read (no permission, an I/O error) says nothing about its
+    // content, and `chmod` changes neither its size nor its modification time: without a
+    // fingerprint it is left out of the pack, and tried again next time.
+    let unreadable = matches!(&outcome, Err(why) if why.starts_with(UNREADABLE));
     Loaded {
-        outcome: load_into(&file.path, pre, resizer, row),
-        print,
+        outcome,
+        print: print.filter(|_| !unreadable),
         hit: false,
     }
 }
+
+/// How [`load_into`]'s reasons start when the file could not be read, as opposed to decoded.
+const UNREADABLE: &str = "cannot read";
 
 /// Every row of every array, in order, as mutable slices.
 #[allow(
