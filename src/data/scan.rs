@@ -104,17 +104,19 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>, skipped: &mut Vec<SkippedFile>) ->
     for entry in std::fs::read_dir(dir).map_err(list_error)? {
         let entry = entry.map_err(list_error)?;
         if !is_hidden(&entry.file_name()) {
-            entries.push(entry.path());
+            // The entry's own type (not following links), from the directory listing itself
+            // where the file system records it: no system call per file.
+            entries.push((entry.path(), entry.file_type()));
         }
     }
-    entries.sort();
-    for path in entries {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, own) in entries {
         let skip = |reason: String| SkippedFile {
             path: path.clone(),
             reason,
         };
-        let own = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m.file_type(),
+        let own = match own {
+            Ok(t) => t,
             Err(e) => {
                 skipped.push(skip(format!("cannot read: {e}")));
                 continue;
