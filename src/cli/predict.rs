@@ -3,13 +3,17 @@
 use super::warn_skipped;
 use anyhow::{Result, bail};
 use clap::Args;
-use deepcat::data::{files_below, load_one};
+use deepcat::data::{files_below, load_bytes};
 use deepcat::model_file;
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView1};
 use rayon::prelude::*;
 use serde_json::json;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Images decoded and classified at a time.
+const BATCH: usize = 256;
 
 /// Flags of `deepcat predict`.
 #[derive(Debug, Args)]
@@ -40,75 +44,103 @@ pub fn run(a: PredictArgs) -> Result<ExitCode> {
             files.push((p.clone(), true));
         }
     }
-    // Exactly the preprocessing recorded in the model, in parallel.
-    let rows: Vec<Result<Vec<f32>, String>> = files
-        .par_iter()
-        .map(|(p, _)| load_one(p, &model.preprocess))
-        .collect();
-    let mut failed_named = false;
-    let mut ok_paths = Vec::new();
-    let mut data = Vec::new();
-    for ((path, named), row) in files.iter().zip(rows) {
-        match row {
-            Ok(r) => {
-                ok_paths.push(path);
-                data.extend(r);
-            }
-            Err(reason) => {
-                failed_named |= *named;
-                eprintln!("warning: skipped {}: {reason}", path.display());
-            }
-        }
-    }
-    if ok_paths.is_empty() {
-        bail!(
-            "no image could be read from the {} file(s) given",
-            files.len()
-        );
-    }
-    let x = Array2::from_shape_vec((ok_paths.len(), model.preprocess.features()), data)?;
-    let predictions = model.predict(x.view());
     let names = &model.classes.names;
     let top = a
         .top
         .unwrap_or(if names.len() == 2 { 2 } else { 3 })
         .clamp(1, names.len());
-    for (i, path) in ok_paths.iter().enumerate() {
-        let class = predictions.classes[i];
-        let probs = predictions.probabilities.row(i);
-        let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
-        ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
-        ranked.truncate(top);
-        if a.json {
-            let all: serde_json::Map<String, serde_json::Value> = names
-                .iter()
-                .zip(probs.iter())
-                .map(|(n, p)| (n.clone(), json!(p)))
-                .collect();
-            let out = json!({
-                "path": path,
-                "class": names[class],
-                "probability": probs[class],
-                "probabilities": all,
-                "top": ranked.iter().map(|(c, p)| json!({"class": names[*c], "probability": p})).collect::<Vec<_>>(),
-            });
-            println!("{out}");
-        } else {
-            let shown: Vec<String> = ranked
-                .iter()
-                .map(|(c, p)| format!("{} {p:.3}", names[*c]))
-                .collect();
-            println!(
-                "{}: {} ({})",
-                path.display(),
-                names[class],
-                shown.join(", ")
-            );
+    // Batch by batch, so memory stays bounded on a folder of any size and results appear as
+    // they come.
+    let (mut failed_named, mut classified) = (false, 0);
+    for batch in files.chunks(BATCH) {
+        // Exactly the preprocessing recorded in the model, in parallel.
+        let rows: Vec<Result<Vec<u8>, String>> = batch
+            .par_iter()
+            .map(|(p, _)| load_bytes(p, &model.preprocess))
+            .collect();
+        let mut ok_paths = Vec::new();
+        let mut data = Vec::new();
+        for ((path, named), row) in batch.iter().zip(rows) {
+            match row {
+                Ok(r) => {
+                    ok_paths.push(path);
+                    data.extend(r);
+                }
+                Err(reason) => {
+                    failed_named |= *named;
+                    eprintln!("warning: skipped {}: {reason}", path.display());
+                }
+            }
         }
+        if ok_paths.is_empty() {
+            continue;
+        }
+        let x = Array2::from_shape_vec((ok_paths.len(), model.preprocess.features()), data)?;
+        let predictions = model.predict(x.view());
+        for (i, path) in ok_paths.iter().enumerate() {
+            let probs = predictions.probabilities.row(i);
+            let printed = print_prediction(path, names, predictions.classes[i], probs, top, a.json);
+            match printed {
+                // The reader went away (`deepcat predict ... | head`): stop quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                other => other?,
+            }
+        }
+        classified += ok_paths.len();
+    }
+    if classified == 0 {
+        bail!(
+            "no image could be read from the {} file(s) given",
+            files.len()
+        );
     }
     Ok(if failed_named {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One image's line: its class and the `top` most likely classes, or a JSON object.
+fn print_prediction(
+    path: &Path,
+    names: &[String],
+    class: usize,
+    probs: ArrayView1<'_, f32>,
+    top: usize,
+    json: bool,
+) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+    ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
+    ranked.truncate(top);
+    if json {
+        let all: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .zip(probs.iter())
+            .map(|(n, p)| (n.clone(), json!(p)))
+            .collect();
+        let line = json!({
+            "path": path,
+            "class": names[class],
+            "probability": probs[class],
+            "probabilities": all,
+            "top": ranked.iter().map(|(c, p)| json!({"class": names[*c], "probability": p})).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{line}")
+    } else {
+        let shown: Vec<String> = ranked
+            .iter()
+            .map(|(c, p)| format!("{} {p:.3}", names[*c]))
+            .collect();
+        writeln!(
+            out,
+            "{}: {} ({})",
+            path.display(),
+            names[class],
+            shown.join(", ")
+        )
+    }
 }

@@ -1,11 +1,10 @@
 //! The decoded cache: each folder's images, decoded and resized once, kept on disk as bytes.
 //!
 //! One *pack* file per folder of images and preprocessing holds every image of the last run
-//! that loaded that folder: an index (each file's path below the folder, size and modification
-//! time, and where its bytes are, or why it was skipped) and the bytes themselves. A later run
-//! reads an image's row straight from the pack when the file's size and modification time are
-//! unchanged, and decodes it otherwise; a run that decoded anything, or no longer sees a file,
-//! writes the pack again.
+//! that loaded that folder: an index (each file's path below the folder, its [`Fingerprint`],
+//! and where its bytes are, or why it was skipped) and the bytes themselves. A later run reads
+//! an image's row straight from the pack when the file's fingerprint is unchanged, and decodes
+//! it otherwise; a run that decoded anything, or no longer sees a file, writes the pack again.
 //!
 //! Nothing in a pack is trusted: the header names the format, deepcat's version, the folder
 //! and the preprocessing, the index has a CRC-32 and every image its own, and a pack that does
@@ -21,7 +20,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of every pack.
-const MAGIC: &[u8; 16] = b"deepcat-pack\0\0\0\x01";
+const MAGIC: &[u8; 16] = b"deepcat-pack\0\0\0\x02";
 /// Packs end in this; temporary ones in `.tmp`.
 const EXTENSION: &str = "pack";
 /// The largest index deepcat reads (a larger one is not a pack it wrote).
@@ -33,13 +32,18 @@ pub struct Cache {
     dir: PathBuf,
 }
 
-/// Size and modification time of a file: when either changes, its cached row is not used.
+/// Size, modification time and (on Unix) status-change time of a file: when any changes, its
+/// cached row is not used. The status-change time is what catches a file rewritten within
+/// one tick of the modification clock with the same size, or given back its old modification
+/// time, or whose permissions changed (as git's index does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint {
     /// Bytes.
     pub len: u64,
-    /// Nanoseconds since the Unix epoch.
+    /// Modification time, nanoseconds since the Unix epoch.
     pub modified_ns: u64,
+    /// Status-change time (ctime), nanoseconds since the Unix epoch; 0 where there is none.
+    pub changed_ns: u64,
 }
 
 impl Fingerprint {
@@ -51,8 +55,25 @@ impl Fingerprint {
         Some(Fingerprint {
             len: meta.len(),
             modified_ns: u64::try_from(since.as_nanos()).ok()?,
+            changed_ns: changed_ns(&meta),
         })
     }
+}
+
+#[cfg(unix)]
+fn changed_ns(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let (secs, nanos) = (meta.ctime(), meta.ctime_nsec());
+    u64::try_from(secs)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000_000))
+        .and_then(|s| s.checked_add(u64::try_from(nanos).ok()?))
+        .unwrap_or(0)
+}
+
+#[cfg(not(unix))]
+fn changed_ns(_meta: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// What a pack remembers of one file.
@@ -389,6 +410,7 @@ fn write_pack(
         put_bytes(&mut index, &path_bytes(path));
         index.extend_from_slice(&print.len.to_le_bytes());
         index.extend_from_slice(&print.modified_ns.to_le_bytes());
+        index.extend_from_slice(&print.changed_ns.to_le_bytes());
         match outcome {
             Ok(row) => {
                 index.push(0);
@@ -541,6 +563,7 @@ fn parse_index(
         let print = Fingerprint {
             len: word(&mut b)?,
             modified_ns: word(&mut b)?,
+            changed_ns: word(&mut b)?,
         };
         let stored = match take(&mut b, 1)?[0] {
             0 => {
