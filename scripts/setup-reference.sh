@@ -5,7 +5,7 @@
 #
 #   scripts/setup-reference.sh            # NumPy and Pillow
 #   scripts/setup-reference.sh --torch    # also PyTorch (bench/requirements-torch.txt), for
-#                                         # bench/cnn_reference.py
+#                                         # bench/cnn_reference.py and bench/dense_reference.py
 #
 # --torch installs PyPI's torch wheel, which on Linux pulls in the CUDA libraries: several GB
 # of downloads and disk, although the benchmarks only use the CPU.

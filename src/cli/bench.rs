@@ -69,6 +69,57 @@ impl BenchArgs {
     }
 }
 
+/// PyTorch's dense timings (`bench/dense_reference.py`) beside deepcat's one Adam epoch in
+/// batches of 64, or `null` when `python` has no torch (`scripts/setup-reference.sh --torch`).
+fn pytorch_dense(python: &Path, data: &Path, job: &Value, threads: Option<usize>) -> Result<Value> {
+    let has_torch = Command::new(python)
+        .args(["-c", "import torch"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_torch {
+        eprintln!(
+            "bench: no torch in {}: skipping the PyTorch dense comparison",
+            python.display()
+        );
+        return Ok(Value::Null);
+    }
+    let threads = threads.unwrap_or_else(rayon::current_num_threads);
+    let (mut t, _) = last_json(
+        Command::new(python)
+            .arg("bench/dense_reference.py")
+            .arg("speed")
+            .arg(data)
+            .args(["--threads", &threads.to_string()])
+            .args(["--images", &number(job, "train_size")?.to_string()]),
+        "the PyTorch dense reference",
+    )?;
+    let exe = std::env::current_exe().context("cannot find the deepcat program to run")?;
+    let dir = tempfile::tempdir()?;
+    let (adam, _) = last_json(
+        Command::new(exe)
+            .args(["--threads", &threads.to_string(), "train"])
+            .arg(data)
+            .args(["--optimizer", "adam", "--lr", "0.001", "--batch-size", "64"])
+            .args([
+                "--epochs",
+                "1",
+                "--json",
+                "--quiet",
+                "--no-cache",
+                "--model",
+            ])
+            .arg(dir.path().join("adam.safetensors")),
+        "deepcat train --optimizer adam --batch-size 64 --epochs 1",
+    )?;
+    let ours = number(&adam, "train_seconds")?;
+    let theirs = number(&t, "adam_epoch_seconds")?;
+    t["deepcat_adam_epoch_seconds"] = json!(ours);
+    t["adam_epoch_ratio"] = json!(ours / theirs);
+    eprintln!("bench: Adam epoch: PyTorch {theirs:.3} s, deepcat {ours:.3} s");
+    Ok(t)
+}
+
 /// Best wall-clock seconds of loading `data` from a warm decoded cache (a fresh one in a
 /// temporary folder, filled by a first load that is not timed).
 fn cached_load_seconds(data: &Path, pre: &Preprocess, repeats: usize) -> Result<f64> {
@@ -304,7 +355,11 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         "direct_faer_vs_direct_ndarray": relative_differences(&reference_steps, &direct_steps),
     });
 
-    // 6. Memory: peak resident memory against the f32 data matrices deepcat used to keep
+    // 6. PyTorch's dense paths, when the reference environment has torch: one full-batch
+    // iteration, and one Adam epoch in batches of 64 against deepcat's.
+    let torch = pytorch_dense(&python, &a.data, &job, threads)?;
+
+    // 7. Memory: peak resident memory against the f32 data matrices deepcat used to keep
     // (it keeps bytes now: a quarter of them).
     let data_bytes = (number(&job, "train_size")? + number(&job, "test_size")?)
         * number(&job, "features")?
@@ -333,6 +388,7 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
             "target": 0.3,
         },
         "memory": {"data_bytes": data_bytes, "peak_bytes": peak, "ratio": peak / data_bytes, "target": 0.5},
+        "pytorch": torch,
         "exactness": exact,
         "sensitivity": sensitivity,
     });
@@ -391,6 +447,25 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         peak / data_bytes,
         "≤ 0.5×"
     );
+    if torch.is_object() {
+        let t = |key: &str| number(&torch, key);
+        println!(
+            "{:<34} {:>13.1} ms {:>9.1} ms {:>13.2} {:>10}",
+            "one iteration, direct path (PyTorch)",
+            t("direct_iteration_seconds")? * 1e3,
+            direct_iteration * 1e3,
+            direct_iteration / t("direct_iteration_seconds")?,
+            "≤ 1.0×"
+        );
+        println!(
+            "{:<34} {:>14.3} s {:>10.3} s {:>13.2} {:>10}",
+            "Adam epoch, batch 64 (PyTorch)",
+            t("adam_epoch_seconds")?,
+            t("deepcat_adam_epoch_seconds")?,
+            t("adam_epoch_ratio")?,
+            "≤ 1.0×"
+        );
+    }
     println!(
         "\nNumPy job time = NumPy's mean time per iteration × {} (the NumPy job itself would take minutes).",
         a.iterations

@@ -102,13 +102,26 @@ pub fn to_unit_into(x: ArrayView2<'_, u8>, mut out: ArrayViewMut2<'_, f32>) {
 /// Rows `rows` of `x`, scaled to `[0, 1]`: a mini-batch.
 pub fn select_unit(x: ArrayView2<'_, u8>, rows: &[usize]) -> Array2<f32> {
     let mut out = Array2::<f32>::zeros((rows.len(), x.ncols()));
+    select_unit_into(x, rows, out.view_mut());
+    out
+}
+
+/// [`select_unit`] into `out` (`(rows.len(), x.ncols())`), every value of which it writes.
+///
+/// # Panics
+/// If `out` has another shape.
+pub fn select_unit_into(x: ArrayView2<'_, u8>, rows: &[usize], mut out: ArrayViewMut2<'_, f32>) {
+    assert_eq!(
+        out.dim(),
+        (rows.len(), x.ncols()),
+        "select_unit_into: shape"
+    );
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .zip(rows.par_iter())
         .for_each(|(o, &r)| {
             scale_block(x.row(r).insert_axis(Axis(0)), o.insert_axis(Axis(0)));
         });
-    out
 }
 
 /// Rows per block of the left operand in [`unit_times`].

@@ -1,6 +1,6 @@
 //! The dense (fully connected) layer: the document's `linear_forward` / `linear_backward`.
 
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Rows, Saved};
+use super::{Backward, Geometry, Layer, LayerSpec, Mode, Rows, Saved, recycle};
 use crate::linalg::{bytes, matmul, matmul_into};
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis};
 
@@ -77,7 +77,9 @@ impl Layer for Dense {
         dz: Array2<f32>,
         need_dx: bool,
     ) -> Backward {
-        let mut dw = Array2::<f32>::zeros(self.weight.dim());
+        // Every value is written by the product; the buffer is recycled (4 MB for the
+        // tutorial's first layer, every step).
+        let mut dw = recycle::scratch(self.weight.dim());
         matmul_into(dw.view_mut(), dz.t(), x, 1.0, false);
         let db = dz.sum_axis(Axis(0));
         let dx = need_dx.then(|| matmul(dz.view(), self.weight.view()));
@@ -111,7 +113,7 @@ impl Layer for Dense {
         match x {
             Rows::Values(x) => self.backward(x, z, saved, dz, need_dx),
             Rows::Bytes(x) => {
-                let mut dw = Array2::<f32>::zeros(self.weight.dim());
+                let mut dw = recycle::scratch(self.weight.dim());
                 bytes::times_unit(dw.view_mut(), dz.t(), x);
                 let db = dz.sum_axis(Axis(0));
                 let dx = need_dx.then(|| matmul(dz.view(), self.weight.view()));

@@ -5,6 +5,7 @@
 //! directly (a dense layer, by products that scale the bytes block by block) does so; every
 //! other layer is handed the scaled values ([`Layer::forward_rows`](super::Layer)).
 
+use super::recycle;
 use crate::linalg::bytes;
 use ndarray::{Array2, ArrayView2, Axis, CowArray, Ix2};
 
@@ -51,11 +52,16 @@ impl<'a> Rows<'a> {
         }
     }
 
-    /// The rows `batch`, as values (a mini-batch).
+    /// The rows `batch`, as values (a mini-batch), in a recycled buffer: hand it back with
+    /// [`recycle::give`] when done.
     pub fn select(&self, batch: &[usize]) -> Array2<f32> {
         match *self {
             Rows::Values(v) => v.select(Axis(0), batch),
-            Rows::Bytes(b) => bytes::select_unit(b, batch),
+            Rows::Bytes(b) => {
+                let mut out = recycle::scratch((batch.len(), b.ncols()));
+                bytes::select_unit_into(b, batch, out.view_mut());
+                out
+            }
         }
     }
 }

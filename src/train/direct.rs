@@ -6,7 +6,7 @@ use super::{Labelled, add_l2, is_whole, outcome, score};
 use crate::Rng;
 use crate::data::augment::Augment;
 use crate::model::Classes;
-use crate::nn::{Mode, Network, Pass, Rows};
+use crate::nn::{Mode, Network, Pass, Rows, recycle};
 use crate::optim::{Optimizer, OptimizerState};
 use ndarray::{ArrayD, ArrayView2, Axis, CowArray, Ix2};
 
@@ -111,6 +111,17 @@ impl Engine for DirectEngine<'_> {
         );
         net.absorb(&pass);
         optimizer.step(&mut net.params_mut(), &grads, learning_rate);
+        drop(pass);
+        // The batch and the large gradients go back to the pool for the next step (fresh pages
+        // would be faulted in and zeroed by the kernel every step).
+        for g in grads {
+            if let Ok(g) = g.into_dimensionality::<Ix2>() {
+                recycle::give(g);
+            }
+        }
+        if let Some(p) = picked {
+            recycle::give(p);
+        }
         outcome
     }
 
