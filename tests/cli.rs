@@ -608,3 +608,35 @@ fn many_classes_get_a_softmax_and_top_k_predictions() {
         .sum();
     assert!((sum - 1.0).abs() < 1e-4);
 }
+
+#[test]
+fn predict_stops_quietly_when_its_reader_goes_away() {
+    // `deepcat predict MODEL data | head -1`: the pipe closes after one line, with about 100 KB
+    // of results still to print. Writing then fails with a broken pipe, which must end the
+    // run quietly (no panic message), not crash it.
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command as Std, Stdio};
+    let mut child = Std::new(assert_cmd::cargo::cargo_bin("deepcat"))
+        .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+        .arg("predict")
+        .arg(repo().join("tests/fixtures/v1.safetensors"))
+        .arg(repo().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start deepcat predict");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut first)
+        .expect("read the first line");
+    // The reader is dropped here: the pipe is closed.
+    let out = child.wait_with_output().expect("deepcat predict ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(first.contains("data/"), "first line: {first}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+    assert!(
+        out.status.success(),
+        "status {:?}, stderr: {stderr}",
+        out.status
+    );
+}
