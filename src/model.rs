@@ -151,6 +151,34 @@ pub struct Predictions {
     pub classes: Vec<usize>,
 }
 
+impl Predictions {
+    /// No predictions, for `classes` classes.
+    pub fn empty(classes: usize) -> Self {
+        Predictions {
+            probabilities: Array2::zeros((0, classes)),
+            classes: Vec::new(),
+        }
+    }
+
+    /// Appends `more` (predictions for the rows after these).
+    ///
+    /// # Panics
+    /// If the two have different numbers of classes.
+    pub fn append(&mut self, more: Predictions) {
+        assert_eq!(
+            self.probabilities.ncols(),
+            more.probabilities.ncols(),
+            "predictions for different class counts"
+        );
+        for row in more.probabilities.rows() {
+            self.probabilities
+                .push_row(row)
+                .unwrap_or_else(|_| unreachable!("the widths were checked"));
+        }
+        self.classes.extend(more.classes);
+    }
+}
+
 impl Model {
     /// Class probabilities and decisions for `x (batch, features)`, values or image bytes.
     /// Memory stays bounded on

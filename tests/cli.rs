@@ -640,3 +640,43 @@ fn predict_stops_quietly_when_its_reader_goes_away() {
         out.status
     );
 }
+
+#[test]
+fn evaluate_in_chunks_under_a_memory_limit_gives_the_same_report() {
+    // The bundled photos (83 MB of bytes at 128 px) under a 10 MiB limit: about fifty chunks,
+    // decoded and classified one after another; the report must not change.
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    deepcat()
+        .args(["train", "data", "--iterations", "20", "--quiet", "--model"])
+        .arg(&model)
+        .assert()
+        .success();
+    let report = |extra: &[&str]| {
+        let out = deepcat()
+            .arg("evaluate")
+            .arg(&model)
+            .args(["data", "--json", "--errors", "5", "--no-cache"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v
+    };
+    let whole = report(&[]);
+    let chunked = report(&["--memory-limit", "10MiB"]);
+    assert_eq!(whole["size"], 1685);
+    assert_eq!(whole, chunked);
+    // A limit below one image is a usage error, not a run that loads nothing.
+    deepcat()
+        .arg("evaluate")
+        .arg(&model)
+        .args(["data", "--memory-limit", "1KiB"])
+        .assert()
+        .code(2);
+}

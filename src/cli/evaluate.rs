@@ -3,8 +3,9 @@
 use super::{check_max_skipped, warn_skipped};
 use anyhow::{Context, Result};
 use clap::Args;
-use deepcat::data::load_labelled;
+use deepcat::data::{memory, visit_labelled};
 use deepcat::metrics::{evaluate, most_confident_errors};
+use deepcat::model::Predictions;
 use deepcat::model_file;
 use serde_json::json;
 use std::path::PathBuf;
@@ -28,32 +29,59 @@ pub struct EvaluateArgs {
     json: bool,
     #[command(flatten)]
     cache: super::cache::CacheArgs,
+    /// Hold at most this much image data at a time (e.g. 64MiB, 2GiB) [default: half the
+    /// memory available]; a larger folder is evaluated in chunks.
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    memory_limit: Option<u64>,
+}
+
+/// Images of `features` bytes per chunk: half the memory available (or `limit`, when given)
+/// holds the chunk's bytes and the passes that classify it.
+fn images_per_chunk(features: usize, limit: Option<u64>) -> Result<usize> {
+    let available = memory::available_memory_bytes().map(|m| m / 2);
+    let budget = match (limit, available) {
+        (Some(l), Some(a)) => l.min(a),
+        (Some(l), None) => l,
+        (None, Some(a)) => a,
+        (None, None) => u64::MAX,
+    };
+    let per_image = 2 * features.max(1) as u64;
+    if budget < per_image {
+        super::usage!(
+            "--memory-limit {budget} bytes cannot hold one image ({per_image} bytes with its \
+             scaled copy); give at least that"
+        );
+    }
+    Ok(usize::try_from(budget / per_image).unwrap_or(usize::MAX))
 }
 
 pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
     check_max_skipped(a.max_skipped)?;
     let file = model_file::load(&a.model)?;
     let model = file.model;
-    // Exactly the preprocessing recorded in the model.
-    let (data, skipped, cached) = load_labelled(
+    // Exactly the preprocessing recorded in the model, in chunks that fit the memory budget.
+    let chunk = images_per_chunk(model.preprocess.features(), a.memory_limit)?;
+    let mut predictions = Predictions::empty(model.classes.len());
+    let (mut labels, mut paths) = (Vec::new(), Vec::new());
+    let (skipped, cached) = visit_labelled(
         &a.data_dir,
         &model.classes.names,
         &model.preprocess,
         a.max_skipped,
         a.cache.cache().as_ref(),
+        chunk,
+        |data| {
+            predictions.append(model.predict(data.x.view()));
+            labels.extend(data.labels);
+            paths.extend(data.paths);
+            Ok(())
+        },
     )
     .with_context(|| format!("evaluating on {}", a.data_dir.display()))?;
     warn_skipped(&skipped);
     super::cache::warn(&cached);
-    let predictions = model.predict(data.x.view());
-    let metrics = evaluate(&model.classes, &data.labels, &predictions);
-    let errors = most_confident_errors(
-        &model.classes,
-        &data.paths,
-        &data.labels,
-        &predictions,
-        a.errors,
-    );
+    let metrics = evaluate(&model.classes, &labels, &predictions);
+    let errors = most_confident_errors(&model.classes, &paths, &labels, &predictions, a.errors);
     if a.json {
         let mut out = serde_json::to_value(&metrics)?;
         out["positive"] = json!(model.classes.positive_name());

@@ -16,7 +16,7 @@ struct Cgroup {
 /// Memory this process may still use: the machine's available memory, lowered to its cgroup's
 /// remaining room when the cgroup (cgroup v1 or v2) has a limit. `None` where the system does
 /// not say.
-pub(super) fn available_memory_bytes() -> Option<u64> {
+pub fn available_memory_bytes() -> Option<u64> {
     let mut sys = System::new();
     sys.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
     let total = sys.total_memory();

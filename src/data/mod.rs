@@ -10,7 +10,7 @@ pub mod augment;
 pub mod cache;
 mod image;
 mod load;
-mod memory;
+pub mod memory;
 mod scan;
 mod split;
 
@@ -267,6 +267,52 @@ fn check_memory(images: usize, pre: &Preprocess) -> Result<()> {
         }
         _ => Ok(()),
     }
+}
+
+/// Every image under `root`'s class folders (named after `classes`), unsplit, handed to
+/// `visit` in datasets of at most `chunk` images, in order: the data a saved model is
+/// evaluated on, in bounded memory however large the folder. When one chunk holds them all,
+/// this is [`load_labelled`] (and fills the cache); otherwise each chunk is decoded on its
+/// own, without the cache (a pack is written whole, and the images do not fit at once).
+///
+/// # Errors
+/// As [`load_labelled`] (but never for memory), and whatever `visit` returns.
+pub fn visit_labelled(
+    root: &Path,
+    classes: &[String],
+    pre: &Preprocess,
+    max_skipped: f64,
+    cache: Option<&Cache>,
+    chunk: usize,
+    mut visit: impl FnMut(Dataset) -> Result<()>,
+) -> Result<(Vec<SkippedFile>, CacheReport)> {
+    let found = scan_known_classes(root, classes)?;
+    if found.files.len() <= chunk {
+        let (data, skipped, report) = load_labelled(root, classes, pre, max_skipped, cache)?;
+        visit(data)?;
+        return Ok((skipped, report));
+    }
+    let candidates = found.files.len() + found.skipped.len();
+    let mut skipped = found.skipped;
+    let mut usable = 0;
+    for files in found.files.chunks(chunk.max(1)) {
+        let (mut sets, s, _) = load_parts(&[files], pre, None);
+        skipped.extend(s);
+        let data = sets.pop().unwrap_or_default();
+        usable += data.len();
+        if !data.is_empty() {
+            visit(data)?;
+        }
+    }
+    if usable == 0 {
+        return Err(Error::Data(format!(
+            "none of the {} files under {} is a usable image",
+            found.files.len(),
+            root.display()
+        )));
+    }
+    check_skipped(&skipped, candidates, max_skipped)?;
+    Ok((skipped, CacheReport::default()))
 }
 
 /// Loads every image under `root`'s class folders (named after `classes`), unsplit: the data a
