@@ -94,22 +94,24 @@ fn pytorch_dense(python: &Path, data: &Path, job: &Value, threads: Option<usize>
             .args(["--images", &number(job, "train_size")?.to_string()]),
         "the PyTorch dense reference",
     )?;
-    let exe = std::env::current_exe().context("cannot find the deepcat program to run")?;
     let dir = tempfile::tempdir()?;
+    let flags = [
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "1",
+    ];
     let (adam, _) = last_json(
-        Command::new(exe)
-            .args(["--threads", &threads.to_string(), "train"])
-            .arg(data)
-            .args(["--optimizer", "adam", "--lr", "0.001", "--batch-size", "64"])
-            .args([
-                "--epochs",
-                "1",
-                "--json",
-                "--quiet",
-                "--no-cache",
-                "--model",
-            ])
-            .arg(dir.path().join("adam.safetensors")),
+        &mut deepcat_train_with(
+            data,
+            &flags,
+            Some(threads),
+            &dir.path().join("adam.safetensors"),
+        )?,
         "deepcat train --optimizer adam --batch-size 64 --epochs 1",
     )?;
     let ours = number(&adam, "train_seconds")?;
@@ -148,10 +150,10 @@ fn cached_load_seconds(data: &Path, pre: &Preprocess, repeats: usize) -> Result<
     Ok(best)
 }
 
-fn deepcat_train(
+/// `deepcat train DATA` with `flags`, printing JSON quietly and saving to `model`.
+fn deepcat_train_with(
     data: &Path,
-    iterations: usize,
-    path: &str,
+    flags: &[&str],
     threads: Option<usize>,
     model: &Path,
 ) -> Result<Command> {
@@ -162,19 +164,24 @@ fn deepcat_train(
     }
     cmd.arg("train")
         .arg(data)
-        .args([
-            "--iterations",
-            &iterations.to_string(),
-            "--exact-path",
-            path,
-            "--json",
-            "--quiet",
-            // Every run decodes, as the first run on new photos does.
-            "--no-cache",
-            "--model",
-        ])
+        .args(flags)
+        // Every run decodes, as the first run on new photos does.
+        .args(["--json", "--quiet", "--no-cache", "--model"])
         .arg(model);
     Ok(cmd)
+}
+
+/// The document's job for `iterations` on the exact path `path`.
+fn deepcat_train(
+    data: &Path,
+    iterations: usize,
+    path: &str,
+    threads: Option<usize>,
+    model: &Path,
+) -> Result<Command> {
+    let iterations = iterations.to_string();
+    let flags = ["--iterations", &iterations, "--exact-path", path];
+    deepcat_train_with(data, &flags, threads, model)
 }
 
 /// Cost after each of the first `steps` steps of the document's job, on `data` as loaded by

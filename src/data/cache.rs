@@ -446,6 +446,14 @@ fn write_pack(
 /// Reads a pack's header and index (not its rows); with `expect`, only a pack of that folder
 /// and preprocessing is accepted.
 fn read_pack(path: &Path, expect: Option<(&Path, &Preprocess)>) -> Result<Pack, String> {
+    read_pack_and_key(path, expect).map(|(pack, _)| pack)
+}
+
+/// [`read_pack`], and the key that names the pack.
+fn read_pack_and_key(
+    path: &Path,
+    expect: Option<(&Path, &Preprocess)>,
+) -> Result<(Pack, Vec<u8>), String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut reader = std::io::BufReader::new(&file);
@@ -489,22 +497,18 @@ fn read_pack(path: &Path, expect: Option<(&Path, &Preprocess)>) -> Result<Pack, 
     let index = &head[after_key + 16..crc_at];
     let entries = parse_index(index, rows_start, features, file_len).ok_or("bad index")?;
     drop(reader);
-    Ok(Pack {
+    let pack = Pack {
         file: Some(file),
         features,
         entries,
-    })
+    };
+    Ok((pack, key))
 }
 
 /// The folder and preprocessing a pack names, and its index.
 fn read_header(path: &Path) -> Result<(PathBuf, String, Pack), String> {
-    let pack = read_pack(path, None)?;
+    let (pack, key) = read_pack_and_key(path, None)?;
     // The key is (version, folder, preprocessing), each length-prefixed.
-    let mut file = File::open(path).map_err(|e| e.to_string())?;
-    let mut head = vec![0u8; MAGIC.len() + 8];
-    file.read_exact(&mut head).map_err(|e| e.to_string())?;
-    let mut key = vec![0u8; u64_at(&head, MAGIC.len()) as usize];
-    file.read_exact(&mut key).map_err(|e| e.to_string())?;
     let mut fields = Vec::new();
     let mut at = 0;
     while at + 8 <= key.len() {

@@ -63,7 +63,8 @@ pub fn load_parts(
         .collect();
     let files: Vec<&LabelledFile> = parts.iter().flat_map(|p| p.iter()).collect();
     let mut report = CacheReport::default();
-    let (spot, pack) = match cache.map(|c| (c, canonical(c.root))) {
+    // The folder's canonical path names its pack, whatever the working directory.
+    let (spot, pack) = match cache.map(|c| (c, std::fs::canonicalize(c.root))) {
         Some((c, Ok(folder))) => {
             let pack = c.cache.open(&folder, pre);
             (Some((c, folder)), pack)
@@ -74,24 +75,27 @@ pub fn load_parts(
         }
         None => (None, Pack::empty(pre.features())),
     };
-    let below = |file: &LabelledFile| -> PathBuf {
-        spot.as_ref()
-            .and_then(|(c, _)| file.path.strip_prefix(c.root).ok())
-            .unwrap_or(&file.path)
-            .to_path_buf()
-    };
+    // Each file's path below the folder: its name in the pack.
+    let relative: Vec<PathBuf> = files
+        .iter()
+        .map(|f| {
+            spot.as_ref()
+                .and_then(|(c, _)| f.path.strip_prefix(c.root).ok())
+                .unwrap_or(&f.path)
+                .to_path_buf()
+        })
+        .collect();
     let loaded: Vec<Loaded> = rows_mut(&mut arrays)
         .into_par_iter()
-        .zip(files.par_iter())
-        .map_init(Resizer::new, |resizer, (row, file)| {
+        .zip(files.par_iter().zip(relative.par_iter()))
+        .map_init(Resizer::new, |resizer, (row, (file, below))| {
             let pack = spot.is_some().then_some(&pack);
-            load_file(file, &below(file), pre, pack, resizer, row)
+            load_file(file, below, pre, pack, resizer, row)
         })
         .collect();
     report.hits = loaded.iter().filter(|l| l.hit).count();
     report.decoded = loaded.len() - report.hits;
     if let Some((c, folder)) = &spot {
-        let relative: Vec<PathBuf> = files.iter().map(|f| below(f)).collect();
         let unchanged =
             report.decoded == 0 && pack.holds_exactly(relative.iter().map(PathBuf::as_path));
         if !unchanged && let Err(e) = write_pack(c.cache, folder, pre, &arrays, &relative, &loaded)
@@ -163,11 +167,6 @@ fn rows_mut(arrays: &mut [Array2<u8>]) -> Vec<&mut [u8]> {
                 .expect("rows of a standard-layout matrix are contiguous")
         })
         .collect()
-}
-
-/// The folder's canonical path: the same pack whatever the working directory.
-fn canonical(root: &Path) -> std::io::Result<PathBuf> {
-    std::fs::canonicalize(root)
 }
 
 /// Writes the pack of `folder`: every file with a fingerprint, its row or why it was skipped.

@@ -178,28 +178,28 @@ pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
         &spec.preprocess,
     )?;
 
-    let spot = |root| spec.cache.as_ref().map(|cache| CacheSpot { cache, root });
-    let pre = &spec.preprocess;
+    // One load (and one pack) per folder: the test part shares the training folder's unless
+    // it has its own.
     let mut report = CacheReport::default();
+    let mut load = |parts: &[&[LabelledFile]], root: &Path| {
+        let spot = spec.cache.as_ref().map(|cache| CacheSpot { cache, root });
+        let (sets, s, r) = load_parts(parts, &spec.preprocess, spot);
+        skipped.extend(s);
+        report.add(r);
+        sets.into_iter()
+    };
     let (train, val, test) = match &spec.test_dir {
         None => {
-            let parts = [&train_files[..], &val_files, &test_files];
-            let (sets, s, r) = load_parts(&parts, pre, spot(&spec.data_dir));
-            skipped.extend(s);
-            report.add(r);
-            let [train, val, test] = <[Dataset; 3]>::try_from(sets).unwrap_or_default();
-            (train, val, test)
+            let mut sets = load(&[&train_files, &val_files, &test_files], &spec.data_dir);
+            let mut next = || sets.next().unwrap_or_default();
+            (next(), next(), next())
         }
         Some(test_dir) => {
-            let parts = [&train_files[..], &val_files];
-            let (sets, s, r) = load_parts(&parts, pre, spot(&spec.data_dir));
-            skipped.extend(s);
-            report.add(r);
-            let [train, val] = <[Dataset; 2]>::try_from(sets).unwrap_or_default();
-            let (mut sets, s, r) = load_parts(&[&test_files], pre, spot(test_dir));
-            skipped.extend(s);
-            report.add(r);
-            (train, val, sets.pop().unwrap_or_default())
+            let mut sets = load(&[&train_files, &val_files], &spec.data_dir);
+            let mut next = || sets.next().unwrap_or_default();
+            let (train, val) = (next(), next());
+            let test = load(&[&test_files], test_dir).next().unwrap_or_default();
+            (train, val, test)
         }
     };
 
@@ -288,7 +288,7 @@ pub fn visit_labelled(
 ) -> Result<(Vec<SkippedFile>, CacheReport)> {
     let found = scan_known_classes(root, classes)?;
     if found.files.len() <= chunk {
-        let (data, skipped, report) = load_labelled(root, classes, pre, max_skipped, cache)?;
+        let (data, skipped, report) = load_found(found, root, pre, max_skipped, cache)?;
         visit(data)?;
         return Ok((skipped, report));
     }
@@ -305,11 +305,7 @@ pub fn visit_labelled(
         }
     }
     if usable == 0 {
-        return Err(Error::Data(format!(
-            "none of the {} files under {} is a usable image",
-            found.files.len(),
-            root.display()
-        )));
+        return Err(no_usable_image(found.files.len(), root));
     }
     check_skipped(&skipped, candidates, max_skipped)?;
     Ok((skipped, CacheReport::default()))
@@ -330,6 +326,17 @@ pub fn load_labelled(
     cache: Option<&Cache>,
 ) -> Result<(Dataset, Vec<SkippedFile>, CacheReport)> {
     let found = scan_known_classes(root, classes)?;
+    load_found(found, root, pre, max_skipped, cache)
+}
+
+/// [`load_labelled`] for the class folders already scanned under `root`.
+fn load_found(
+    found: ClassFolders,
+    root: &Path,
+    pre: &Preprocess,
+    max_skipped: f64,
+    cache: Option<&Cache>,
+) -> Result<(Dataset, Vec<SkippedFile>, CacheReport)> {
     check_memory(found.files.len(), pre)?;
     let candidates = found.files.len() + found.skipped.len();
     let spot = cache.map(|cache| CacheSpot { cache, root });
@@ -337,12 +344,16 @@ pub fn load_labelled(
     let data = sets.pop().unwrap_or_default();
     skipped.splice(0..0, found.skipped);
     if data.is_empty() {
-        return Err(Error::Data(format!(
-            "none of the {} files under {} is a usable image",
-            found.files.len(),
-            root.display()
-        )));
+        return Err(no_usable_image(found.files.len(), root));
     }
     check_skipped(&skipped, candidates, max_skipped)?;
     Ok((data, skipped, report))
+}
+
+/// The error for a folder of `files` files none of which is a usable image.
+fn no_usable_image(files: usize, root: &Path) -> Error {
+    Error::Data(format!(
+        "none of the {files} files under {} is a usable image",
+        root.display()
+    ))
 }

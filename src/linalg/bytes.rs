@@ -99,14 +99,8 @@ pub fn to_unit_into(x: ArrayView2<'_, u8>, mut out: ArrayViewMut2<'_, f32>) {
     }
 }
 
-/// Rows `rows` of `x`, scaled to `[0, 1]`: a mini-batch.
-pub fn select_unit(x: ArrayView2<'_, u8>, rows: &[usize]) -> Array2<f32> {
-    let mut out = Array2::<f32>::zeros((rows.len(), x.ncols()));
-    select_unit_into(x, rows, out.view_mut());
-    out
-}
-
-/// [`select_unit`] into `out` (`(rows.len(), x.ncols())`), every value of which it writes.
+/// Rows `rows` of `x`, scaled to `[0, 1]` (a mini-batch), into `out` (`(rows.len(),
+/// x.ncols())`), every value of which it writes.
 ///
 /// # Panics
 /// If `out` has another shape.
@@ -363,7 +357,8 @@ mod tests {
     fn scaling_is_the_loaders_division_by_255() {
         let x = bytes(3, 300, 5);
         let rows = [2, 0, 2];
-        let picked = select_unit(x.view(), &rows);
+        let mut picked = Array2::<f32>::zeros((3, 300));
+        select_unit_into(x.view(), &rows, picked.view_mut());
         for (k, &r) in rows.iter().enumerate() {
             for j in 0..300 {
                 assert_eq!(picked[[k, j]], f32::from(x[[r, j]]) / 255.0);
