@@ -370,10 +370,14 @@ fn a_flipped_byte_in_a_row_decodes_that_image_alone() {
     let clean = load_checked(&root, &cache);
     let pack = only_pack(&cache);
     let len = std::fs::metadata(&pack).unwrap().len();
+    // The index comes after the rows, then its length and a CRC-32.
+    let tail = std::fs::read(&pack).unwrap()[len as usize - 12..].to_vec();
+    let index_len = u64::from_le_bytes(tail[..8].try_into().unwrap());
+    let rows_end = len - 12 - index_len;
     // The middle of the last row, then of the first one.
     for at in [
-        len - 1 - features / 2,
-        len - 2 * PER_CLASS as u64 * features + 5,
+        rows_end - 1 - features / 2,
+        rows_end - 2 * PER_CLASS as u64 * features + 5,
     ] {
         let mut bytes = std::fs::read(&pack).unwrap();
         bytes[at as usize] ^= 0x5a;
@@ -384,8 +388,8 @@ fn a_flipped_byte_in_a_row_decodes_that_image_alone() {
         // Decoding repaired it.
         assert_report(&load_checked(&root, &cache), FILES, 0);
     }
-    // A byte of the header or index: the pack is not trusted at all.
-    for at in [17, 40, 100] {
+    // A byte of the header, the index or its length: the pack is not trusted at all.
+    for at in [17, 40, 100, rows_end as usize + 3, len as usize - 10] {
         let mut bytes = std::fs::read(&pack).unwrap();
         bytes[at] ^= 0x01;
         std::fs::write(&pack, &bytes).unwrap();

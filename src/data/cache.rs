@@ -16,11 +16,11 @@
 use super::Preprocess;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// The first bytes of every pack.
-const MAGIC: &[u8; 16] = b"deepcat-pack\0\0\0\x02";
+const MAGIC: &[u8; 16] = b"deepcat-pack\0\0\0\x03";
 /// Packs end in this; temporary ones in `.tmp`.
 const EXTENSION: &str = "pack";
 /// The largest index deepcat reads (a larger one is not a pack it wrote).
@@ -169,16 +169,33 @@ impl Cache {
         pre: &Preprocess,
         files: &[(&Path, Fingerprint, Outcome<'_>)],
     ) -> std::io::Result<()> {
+        let mut writer = self.writer(folder, pre)?;
+        for (path, print, outcome) in files {
+            writer.push(path, *print, *outcome)?;
+        }
+        writer.persist().map(drop)
+    }
+
+    /// A pack of `folder` with `pre` to be written row by row ([`PackWriter`]): the way to
+    /// fill the cache with more images than fit in memory.
+    ///
+    /// # Errors
+    /// When the cache folder cannot be made or written.
+    pub fn writer(&self, folder: &Path, pre: &Preprocess) -> std::io::Result<PackWriter> {
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.pack_path(folder, pre);
-        let mut tmp = tempfile::Builder::new()
+        let tmp = tempfile::Builder::new()
             .prefix(".deepcat-pack-")
             .suffix(".tmp")
             .tempfile_in(&self.dir)?;
-        write_pack(tmp.as_file_mut(), folder, pre, files)?;
-        tmp.persist(&path).map_err(|e| e.error)?;
-        self.prune();
-        Ok(())
+        PackWriter::start(
+            Target::Named {
+                tmp,
+                path: self.pack_path(folder, pre),
+                cache: self.clone(),
+            },
+            folder,
+            pre,
+        )
     }
 
     /// Removes the packs of folders that no longer exist (temporary folders, say), so the
@@ -300,6 +317,21 @@ impl Pack {
                 .all(|f| self.entries.contains_key(&path_bytes(f)))
     }
 
+    /// Where the row of `file` (its path below the folder) lies in the pack and its CRC-32,
+    /// when the pack has a row for it with fingerprint `print` (the bytes are not checked
+    /// here: [`PackedRows`](super::stream::PackedRows) checks them on every read).
+    pub fn locate(&self, file: &Path, print: Fingerprint) -> Option<(u64, u32)> {
+        match self.entries.get(&path_bytes(file))? {
+            (stored, Stored::Pixels { offset, crc }) if *stored == print => Some((*offset, *crc)),
+            _ => None,
+        }
+    }
+
+    /// Another handle on the pack's file, if it has one.
+    pub fn file(&self) -> Option<File> {
+        self.file.as_ref()?.try_clone().ok()
+    }
+
     /// The cached outcome of `file` (its path below the folder) with fingerprint `print`: its
     /// bytes written into `row` (`Some(Ok)`), why it is not usable (`Some(Err)`), or `None`
     /// when the pack does not have it, the file changed, or the stored bytes fail their check.
@@ -392,55 +424,128 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Layout: `MAGIC`, key length and key, features, index length, index, CRC-32 of everything
-/// before it, then the rows. Index entries: path length and path, size, modification time,
-/// kind (0: a row, with its offset and CRC-32; 1: skipped, with the reason).
-fn write_pack(
-    file: &mut File,
-    folder: &Path,
-    pre: &Preprocess,
-    files: &[(&Path, Fingerprint, Outcome<'_>)],
-) -> std::io::Result<()> {
-    let mut head = MAGIC.to_vec();
-    put_bytes(&mut head, &key_bytes(folder, pre));
-    head.extend_from_slice(&(pre.features() as u64).to_le_bytes());
-    let mut index = Vec::new();
-    let mut offset = 0u64;
-    for (path, print, outcome) in files {
-        put_bytes(&mut index, &path_bytes(path));
+/// Where a [`PackWriter`] writes: a temporary file renamed over the pack when done, or an
+/// unnamed file that vanishes when closed (streaming without a usable cache).
+enum Target {
+    Named {
+        tmp: tempfile::NamedTempFile,
+        path: PathBuf,
+        cache: Cache,
+    },
+    Anonymous,
+}
+
+/// A pack written one image at a time, so that memory holds only its index.
+///
+/// Layout: the head (`MAGIC`, key length and key, features), the rows, the index, the index's
+/// length, and a CRC-32 of the head, the index and its length. Index entries: path length and
+/// path, size, modification and status-change times, kind (0: a row, with its offset after
+/// the head and its CRC-32; 1: skipped, with the reason). The index comes last because it is
+/// only known when every image has been seen.
+pub struct PackWriter {
+    out: BufWriter<File>,
+    target: Target,
+    head: Vec<u8>,
+    index: Vec<u8>,
+    offset: u64,
+    features: usize,
+}
+
+impl PackWriter {
+    /// An unnamed pack in the system's temporary folder, removed when its file is closed.
+    ///
+    /// # Errors
+    /// When no temporary file can be made.
+    pub fn anonymous(pre: &Preprocess) -> std::io::Result<Self> {
+        PackWriter::start(Target::Anonymous, Path::new(""), pre)
+    }
+
+    fn start(target: Target, folder: &Path, pre: &Preprocess) -> std::io::Result<Self> {
+        let file = match &target {
+            Target::Named { tmp, .. } => tmp.as_file().try_clone()?,
+            Target::Anonymous => tempfile::tempfile()?,
+        };
+        let mut head = MAGIC.to_vec();
+        put_bytes(&mut head, &key_bytes(folder, pre));
+        head.extend_from_slice(&(pre.features() as u64).to_le_bytes());
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&head)?;
+        Ok(PackWriter {
+            out,
+            target,
+            head,
+            index: Vec::new(),
+            offset: 0,
+            features: pre.features(),
+        })
+    }
+
+    /// Adds one file (its path below the folder): its row, or why it was skipped. Returns
+    /// where the row lies in the file and its CRC-32.
+    ///
+    /// # Errors
+    /// The write error; a row of the wrong length is refused as invalid input.
+    pub fn push(
+        &mut self,
+        path: &Path,
+        print: Fingerprint,
+        outcome: Outcome<'_>,
+    ) -> std::io::Result<Option<(u64, u32)>> {
+        let index = &mut self.index;
+        put_bytes(index, &path_bytes(path));
         index.extend_from_slice(&print.len.to_le_bytes());
         index.extend_from_slice(&print.modified_ns.to_le_bytes());
         index.extend_from_slice(&print.changed_ns.to_le_bytes());
         match outcome {
             Ok(row) => {
+                if row.len() != self.features {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "a row of the wrong length for this pack",
+                    ));
+                }
+                let crc = crc32fast::hash(row);
                 index.push(0);
-                index.extend_from_slice(&offset.to_le_bytes());
-                index.extend_from_slice(&crc32fast::hash(row).to_le_bytes());
-                offset += row.len() as u64;
+                index.extend_from_slice(&self.offset.to_le_bytes());
+                index.extend_from_slice(&crc.to_le_bytes());
+                self.out.write_all(row)?;
+                let at = self.head.len() as u64 + self.offset;
+                self.offset += row.len() as u64;
+                Ok(Some((at, crc)))
             }
             Err(reason) => {
                 index.push(1);
-                put_bytes(&mut index, reason.as_bytes());
+                put_bytes(index, reason.as_bytes());
+                Ok(None)
             }
         }
     }
-    head.extend_from_slice(&(index.len() as u64).to_le_bytes());
-    head.extend_from_slice(&index);
-    let crc = crc32fast::hash(&head);
-    head.extend_from_slice(&crc.to_le_bytes());
-    let rows_start = head.len() as u64;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&head)?;
-    for (_, _, outcome) in files {
-        if let Ok(row) = outcome {
-            out.write_all(row)?;
+
+    /// Writes the index and puts the pack in place (renamed over the old one, for a named
+    /// pack); returns the file, open for reading rows.
+    ///
+    /// # Errors
+    /// The write or rename error; the old pack, if any, is then left as it was.
+    pub fn persist(mut self) -> std::io::Result<File> {
+        let len = (self.index.len() as u64).to_le_bytes();
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&self.head);
+        hasher.update(&self.index);
+        hasher.update(&len);
+        self.out.write_all(&self.index)?;
+        self.out.write_all(&len)?;
+        self.out.write_all(&hasher.finalize().to_le_bytes())?;
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        match self.target {
+            Target::Named { tmp, path, cache } => {
+                drop(file);
+                let file = tmp.persist(&path).map_err(|e| e.error)?;
+                cache.prune();
+                Ok(file)
+            }
+            Target::Anonymous => Ok(file),
         }
     }
-    out.flush()?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    debug_assert_eq!(file.metadata()?.len(), rows_start + offset);
-    // The rows' offsets are relative to the end of the header; nothing else to fix up.
-    Ok(())
 }
 
 /// Reads a pack's header and index (not its rows); with `expect`, only a pack of that folder
@@ -456,35 +561,38 @@ fn read_pack_and_key(
 ) -> Result<(Pack, Vec<u8>), String> {
     let file = File::open(path).map_err(|e| e.to_string())?;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
-    let mut reader = std::io::BufReader::new(&file);
-    let mut head = Vec::new();
-    let mut take = |n: u64, head: &mut Vec<u8>| -> Result<(), String> {
-        if n > file_len.saturating_sub(head.len() as u64) {
+    // Reads `n` bytes at `at`, within the file.
+    let take = |at: u64, n: u64| -> Result<Vec<u8>, String> {
+        if at.checked_add(n).is_none_or(|end| end > file_len) || n > MAX_INDEX {
             return Err("truncated".into());
         }
-        let start = head.len();
-        head.resize(start + n as usize, 0);
-        reader
-            .read_exact(&mut head[start..])
-            .map_err(|_| "truncated".to_string())
+        let mut out = vec![0; n as usize];
+        read_at(&file, at, &mut out).map_err(|_| "truncated".to_string())?;
+        Ok(out)
     };
-    take(MAGIC.len() as u64 + 8, &mut head)?;
-    if &head[..MAGIC.len()] != MAGIC {
+    let start = take(0, MAGIC.len() as u64 + 8)?;
+    if &start[..MAGIC.len()] != MAGIC {
         return Err("not a pack of this version of deepcat's cache".into());
     }
-    let key_len = u64_at(&head, MAGIC.len());
-    take(key_len + 16, &mut head)?;
-    let key = head[MAGIC.len() + 8..MAGIC.len() + 8 + key_len as usize].to_vec();
-    let after_key = MAGIC.len() + 8 + key_len as usize;
-    let features = u64_at(&head, after_key);
-    let index_len = u64_at(&head, after_key + 8);
-    if index_len > MAX_INDEX {
-        return Err("index too large".into());
-    }
-    take(index_len + 4, &mut head)?;
-    let crc_at = head.len() - 4;
-    let crc = u32::from_le_bytes(head[crc_at..].try_into().map_err(|_| "truncated")?);
-    if crc32fast::hash(&head[..crc_at]) != crc {
+    let key_len = u64_at(&start, MAGIC.len());
+    let key = take(start.len() as u64, key_len)?;
+    let head_len = start.len() as u64 + key_len + 8;
+    let features = u64_at(&take(head_len - 8, 8)?, 0);
+    let tail_at = file_len.checked_sub(12).ok_or("truncated")?;
+    let tail = take(tail_at, 12)?;
+    let index_len = u64_at(&tail, 0);
+    let index_at = tail_at
+        .checked_sub(index_len)
+        .filter(|&at| at >= head_len)
+        .ok_or("truncated")?;
+    let index = take(index_at, index_len)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&start);
+    hasher.update(&key);
+    hasher.update(&features.to_le_bytes());
+    hasher.update(&index);
+    hasher.update(&tail[..8]);
+    if hasher.finalize().to_le_bytes() != tail[8..] {
         return Err("index checksum does not match".into());
     }
     if let Some((folder, pre)) = expect
@@ -492,11 +600,8 @@ fn read_pack_and_key(
     {
         return Err("made for another folder, preprocessing or deepcat version".into());
     }
-    let rows_start = head.len() as u64;
     let features = usize::try_from(features).map_err(|_| "bad feature count")?;
-    let index = &head[after_key + 16..crc_at];
-    let entries = parse_index(index, rows_start, features, file_len).ok_or("bad index")?;
-    drop(reader);
+    let entries = parse_index(&index, head_len, features, index_at).ok_or("bad index")?;
     let pack = Pack {
         file: Some(file),
         features,
@@ -547,7 +652,7 @@ fn parse_index(
     mut b: &[u8],
     rows_start: u64,
     features: usize,
-    file_len: u64,
+    rows_end: u64,
 ) -> Option<HashMap<Vec<u8>, (Fingerprint, Stored)>> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if b.len() < n {
@@ -573,8 +678,8 @@ fn parse_index(
             0 => {
                 let offset = rows_start.checked_add(word(&mut b)?)?;
                 let crc = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?);
-                // A row past the end of the file: a truncated pack.
-                if offset.checked_add(features as u64)? > file_len {
+                // A row past the end of the rows: a damaged pack.
+                if offset.checked_add(features as u64)? > rows_end {
                     return None;
                 }
                 Stored::Pixels { offset, crc }
@@ -591,7 +696,7 @@ fn parse_index(
 }
 
 #[cfg(unix)]
-fn read_at(file: &File, offset: u64, row: &mut [u8]) -> std::io::Result<()> {
+pub(crate) fn read_at(file: &File, offset: u64, row: &mut [u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(row, offset)
 }
@@ -599,6 +704,6 @@ fn read_at(file: &File, offset: u64, row: &mut [u8]) -> std::io::Result<()> {
 /// Elsewhere there is no positioned read that threads can share: every lookup misses and
 /// images are decoded (correct, only slower).
 #[cfg(not(unix))]
-fn read_at(_file: &File, _offset: u64, _row: &mut [u8]) -> std::io::Result<()> {
+pub(crate) fn read_at(_file: &File, _offset: u64, _row: &mut [u8]) -> std::io::Result<()> {
     Err(std::io::Error::other("positioned reads need a Unix system"))
 }
