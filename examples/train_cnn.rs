@@ -62,11 +62,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         preprocess,
     };
     println!("{}", model.network.summary());
+    let test_accuracy = match &splits.test {
+        Some(t) => model.accuracy(t)?,
+        None => 0.0,
+    };
     println!(
-        "after {epochs} epochs ({:.1} s): train accuracy {:.3}, test accuracy {:.3}",
+        "after {epochs} epochs ({:.1} s): train accuracy {:.3}, test accuracy {test_accuracy:.3}",
         trained.seconds,
-        model.accuracy(&splits.train),
-        splits.test.as_ref().map_or(0.0, |t| model.accuracy(t))
+        model.accuracy(&splits.train)?,
     );
     let path = std::env::temp_dir().join("deepcat-example-cnn.safetensors");
     deepcat::model_file::save(&path, &model, None, None)?;

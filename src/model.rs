@@ -1,7 +1,7 @@
 //! A trained classifier: the network plus everything needed to use it on new photos (class
 //! names, which class the sigmoid means, how images are preprocessed).
 
-use crate::data::{Dataset, Preprocess};
+use crate::data::{Examples, Preprocess};
 use crate::loss::Head;
 use crate::nn::{Network, Rows};
 use crate::{Error, Result};
@@ -201,9 +201,34 @@ impl Model {
         }
     }
 
+    /// Predictions for every example of `data`: at once in memory, block by block for
+    /// images streamed from disk (the same predictions: each row's are its own).
+    ///
+    /// # Errors
+    /// When streamed images cannot be read.
+    ///
+    /// # Panics
+    /// If the rows do not have the model's feature count.
+    pub fn predict_all(&self, data: &dyn Examples) -> Result<Predictions> {
+        if let Some(x) = data.images().in_memory() {
+            return Ok(self.predict(x));
+        }
+        let mut all = Predictions::empty(self.classes.len());
+        data.images()
+            .for_each_block(|_, rows| {
+                all.append(self.predict(rows));
+                Ok::<(), std::io::Error>(())
+            })
+            .map_err(|e| Error::io("cannot read images from the decoded cache", e))?;
+        Ok(all)
+    }
+
     /// Fraction of `data` classified correctly (the document's accuracy).
-    pub fn accuracy(&self, data: &Dataset) -> f64 {
-        accuracy(&self.predict(data.x.view()).classes, &data.labels)
+    ///
+    /// # Errors
+    /// As [`predict_all`](Self::predict_all).
+    pub fn accuracy(&self, data: &dyn Examples) -> Result<f64> {
+        Ok(accuracy(&self.predict_all(data)?.classes, data.labels()))
     }
 }
 

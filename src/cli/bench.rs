@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// (bench/cnn_reference.py; scripts/setup-reference.sh --torch installs it).
     #[arg(long)]
     cnn: bool,
+    /// Instead: only the streaming rows (an Adam epoch streamed at --memory-limit 64MiB
+    /// against the same epoch in memory, and its peak memory).
+    #[arg(long, conflicts_with = "cnn")]
+    stream: bool,
     /// With --cnn: alternating runs of each; the best counts.
     #[arg(long, default_value_t = 2)]
     repeats: usize,
@@ -150,8 +154,9 @@ fn cached_load_seconds(data: &Path, pre: &Preprocess, repeats: usize) -> Result<
     Ok(best)
 }
 
-/// `deepcat train DATA` with `flags`, printing JSON quietly and saving to `model`.
-fn deepcat_train_with(
+/// `deepcat train DATA` with `flags`, printing JSON quietly and saving to `model`; without a
+/// cache unless `flags` name one.
+pub(super) fn deepcat_train_with(
     data: &Path,
     flags: &[&str],
     threads: Option<usize>,
@@ -162,12 +167,12 @@ fn deepcat_train_with(
     if let Some(t) = threads {
         cmd.args(["--threads", &t.to_string()]);
     }
-    cmd.arg("train")
-        .arg(data)
-        .args(flags)
-        // Every run decodes, as the first run on new photos does.
-        .args(["--json", "--quiet", "--no-cache", "--model"])
-        .arg(model);
+    cmd.arg("train").arg(data).args(flags);
+    // Every run decodes, as the first run on new photos does, unless given a cache.
+    if !flags.contains(&"--cache") {
+        cmd.arg("--no-cache");
+    }
+    cmd.args(["--json", "--quiet", "--model"]).arg(model);
     Ok(cmd)
 }
 
@@ -248,6 +253,15 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
             json: a.json,
         };
         return super::bench_cnn::run(&cnn, threads);
+    }
+    if a.stream {
+        let streaming = super::bench_stream::streaming(&a.data, threads)?;
+        if a.json {
+            println!("{streaming}");
+        } else {
+            super::bench_stream::print_rows(&streaming)?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let python = a.python_path();
     if !python.exists() {
@@ -373,6 +387,9 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         * 4.0;
     let peak = number(&job, "peak_memory_bytes").unwrap_or(f64::NAN);
 
+    // 8. Streaming: an Adam epoch with the images on disk under a 64 MiB limit.
+    let streaming = super::bench_stream::streaming(&a.data, threads)?;
+
     let report = json!({
         "data": a.data,
         "images": folders.files.len(),
@@ -396,6 +413,7 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         },
         "memory": {"data_bytes": data_bytes, "peak_bytes": peak, "ratio": peak / data_bytes, "target": 0.5},
         "pytorch": torch,
+        "streaming": streaming,
         "exactness": exact,
         "sensitivity": sensitivity,
     });
@@ -454,6 +472,7 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
         peak / data_bytes,
         "≤ 0.5×"
     );
+    super::bench_stream::print_rows(&streaming)?;
     if torch.is_object() {
         let t = |key: &str| number(&torch, key);
         println!(

@@ -3,7 +3,7 @@
 use super::{check_max_skipped, warn_skipped};
 use anyhow::{Context, Result};
 use clap::Args;
-use deepcat::data::{memory, visit_labelled};
+use deepcat::data::visit_labelled;
 use deepcat::metrics::{evaluate, most_confident_errors};
 use deepcat::model::Predictions;
 use deepcat::model_file;
@@ -35,32 +35,12 @@ pub struct EvaluateArgs {
     memory_limit: Option<u64>,
 }
 
-/// Images of `features` bytes per chunk: half the memory available (or `limit`, when given)
-/// holds the chunk's bytes and the passes that classify it.
-fn images_per_chunk(features: usize, limit: Option<u64>) -> Result<usize> {
-    let available = memory::available_memory_bytes().map(|m| m / 2);
-    let budget = match (limit, available) {
-        (Some(l), Some(a)) => l.min(a),
-        (Some(l), None) => l,
-        (None, Some(a)) => a,
-        (None, None) => u64::MAX,
-    };
-    let per_image = 2 * features.max(1) as u64;
-    if budget < per_image {
-        super::usage!(
-            "--memory-limit {budget} bytes cannot hold one image ({per_image} bytes with its \
-             scaled copy); give at least that"
-        );
-    }
-    Ok(usize::try_from(budget / per_image).unwrap_or(usize::MAX))
-}
-
 pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
     check_max_skipped(a.max_skipped)?;
     let file = model_file::load(&a.model)?;
     let model = file.model;
     // Exactly the preprocessing recorded in the model, in chunks that fit the memory budget.
-    let chunk = images_per_chunk(model.preprocess.features(), a.memory_limit)?;
+    let chunk = super::images_per_chunk(model.preprocess.features(), a.memory_limit)?;
     let mut predictions = Predictions::empty(model.classes.len());
     let (mut labels, mut paths) = (Vec::new(), Vec::new());
     let (skipped, cached) = visit_labelled(

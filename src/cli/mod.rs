@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_cnn;
+mod bench_stream;
 mod cache;
 mod evaluate;
 mod predict;
@@ -123,6 +124,26 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
         return Err(format!("{text:?} is not a size of at least one byte"));
     }
     Ok(bytes as u64)
+}
+
+/// Images of `features` bytes per chunk: half the memory available (or `limit`, when given)
+/// holds the chunk's bytes and the passes that classify it.
+pub(crate) fn images_per_chunk(features: usize, limit: Option<u64>) -> Result<usize> {
+    let available = deepcat::data::memory::available_memory_bytes().map(|m| m / 2);
+    let budget = match (limit, available) {
+        (Some(l), Some(a)) => l.min(a),
+        (Some(l), None) => l,
+        (None, Some(a)) => a,
+        (None, None) => u64::MAX,
+    };
+    let per_image = 2 * features.max(1) as u64;
+    if budget < per_image {
+        usage!(
+            "--memory-limit {budget} bytes cannot hold one image ({per_image} bytes with its \
+             scaled copy); give at least that"
+        );
+    }
+    Ok(usize::try_from(budget / per_image).unwrap_or(usize::MAX))
 }
 
 /// `--max-skipped` must be a fraction.

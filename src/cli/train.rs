@@ -9,7 +9,7 @@ use super::{INTERRUPTED, UsageError, check_max_skipped, peak_memory_bytes, usage
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use deepcat::data::augment::Augment;
-use deepcat::data::{Preprocess, ResizeFilter, SplitSpec, Splits, load_splits};
+use deepcat::data::{Examples, Preprocess, ResizeFilter, SplitSpec, Splits, plan_splits};
 use deepcat::metrics::{Metrics, Mistake, evaluate, most_confident_errors};
 use deepcat::model::{Classes, Model};
 use deepcat::model_file::{self, ModelFile};
@@ -166,6 +166,10 @@ pub struct TrainArgs {
     max_skipped: f64,
     #[command(flatten)]
     cache: super::cache::CacheArgs,
+    /// Hold at most this much image data in memory (e.g. 64MiB, 2GiB) [default: half the
+    /// memory available]; a larger set is streamed from the decoded cache, a batch at a time.
+    #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
+    memory_limit: Option<u64>,
     /// Seed for the split, initial weights, batch order, dropout and augmentation.
     #[arg(long, default_value_t = deepcat::train::DEFAULT_SEED)]
     seed: u64,
@@ -430,9 +434,8 @@ fn input_geometry(preprocess: &Preprocess) -> Geometry {
     Geometry::image(preprocess.size as usize)
 }
 
-/// Loads and splits the images, and checks them against the resumed model and the flags.
-fn load(a: &TrainArgs, setup: &Setup) -> Result<(Splits, Classes)> {
-    let splits = load_splits(&setup.spec)?;
+/// Checks the loaded images against the resumed model and the flags.
+fn check_loaded<S: Examples>(a: &TrainArgs, setup: &Setup, splits: &Splits<S>) -> Result<Classes> {
     warn_skipped(&splits.skipped);
     super::cache::warn(&splits.cache);
     let classes = Classes::new(splits.classes.clone(), a.positive.as_deref())?;
@@ -447,13 +450,13 @@ fn load(a: &TrainArgs, setup: &Setup) -> Result<(Splits, Classes)> {
             classes.positive_name()
         );
     }
-    let train_size = splits.train.len();
+    let train_size = splits.train.count();
     if let Some(b) = setup.config.batch_size.filter(|&b| b > train_size) {
         eprintln!(
             "warning: --batch-size {b} is more than the {train_size} training images; each step uses all of them"
         );
     }
-    Ok((splits, classes))
+    Ok(classes)
 }
 
 fn length_text(length: Length) -> String {
@@ -464,9 +467,14 @@ fn length_text(length: Length) -> String {
 }
 
 /// What is about to happen, in words: the data, the network, the recipe.
-fn print_plan(a: &TrainArgs, setup: &Setup, splits: &Splits, classes: &Classes) -> Result<()> {
+fn print_plan<S: Examples>(
+    a: &TrainArgs,
+    setup: &Setup,
+    splits: &Splits<S>,
+    classes: &Classes,
+) -> Result<()> {
     let train_set = &splits.train;
-    let counts = train_set.class_counts(classes.len());
+    let counts = train_set.counts_per_class(classes.len());
     let per_class: Vec<String> = classes
         .names
         .iter()
@@ -475,13 +483,18 @@ fn print_plan(a: &TrainArgs, setup: &Setup, splits: &Splits, classes: &Classes) 
         .collect();
     println!(
         "Loaded {} training, {} validation and {} test images in {:.2} s ({} files skipped); training classes: {}",
-        train_set.len(),
-        splits.val.as_ref().map_or(0, |v| v.len()),
-        splits.test.as_ref().map_or(0, |t| t.len()),
+        train_set.count(),
+        splits.val.as_ref().map_or(0, |v| v.count()),
+        splits.test.as_ref().map_or(0, |t| t.count()),
         splits.load_seconds,
         splits.skipped.len(),
         per_class.join(", ")
     );
+    if train_set.images().in_memory().is_none() {
+        println!(
+            "The images do not fit in the memory budget: streaming them from the decoded cache"
+        );
+    }
     let config = &setup.config;
     let network = if config.body.iter().any(LayerSpec::is_beyond_dense) {
         format!(
@@ -490,7 +503,7 @@ fn print_plan(a: &TrainArgs, setup: &Setup, splits: &Splits, classes: &Classes) 
             setup.preprocess.size
         )
     } else {
-        let sizes: Vec<String> = std::iter::once(train_set.x.ncols())
+        let sizes: Vec<String> = std::iter::once(setup.preprocess.features())
             .chain(config.body.iter().filter_map(|l| match l {
                 LayerSpec::Dense { units } => Some(*units),
                 _ => None,
@@ -535,7 +548,12 @@ fn summary_network(setup: &Setup, classes: &Classes) -> Result<Network> {
 }
 
 /// Trains with progress, checkpoints and Ctrl-C handling.
-fn fit(a: &TrainArgs, setup: &mut Setup, splits: &Splits, classes: &Classes) -> Result<Trained> {
+fn fit<S: Examples>(
+    a: &TrainArgs,
+    setup: &mut Setup,
+    splits: &Splits<S>,
+    classes: &Classes,
+) -> Result<Trained> {
     let mut progress = (!a.quiet).then(|| {
         if a.json {
             Progress::lines(Box::new(std::io::stderr()))
@@ -573,7 +591,7 @@ fn fit(a: &TrainArgs, setup: &mut Setup, splits: &Splits, classes: &Classes) -> 
     Ok(train(
         &setup.config,
         &splits.train,
-        splits.val.as_ref(),
+        splits.val.as_ref().map(|v| v as &dyn Examples),
         classes,
         input_geometry(&setup.preprocess),
         start,
@@ -615,19 +633,30 @@ struct Scores {
     test: Option<(Metrics, Vec<Mistake>)>,
 }
 
-fn measure(a: &TrainArgs, model: &Model, splits: &Splits) -> Scores {
-    let test = splits.test.as_ref().map(|t| {
-        let predictions = model.predict(t.x.view());
-        let metrics = evaluate(&model.classes, &t.labels, &predictions);
-        let errors =
-            most_confident_errors(&model.classes, &t.paths, &t.labels, &predictions, a.errors);
-        (metrics, errors)
-    });
-    Scores {
-        train_accuracy: model.accuracy(&splits.train),
-        val_accuracy: splits.val.as_ref().map(|v| model.accuracy(v)),
+fn measure<S: Examples>(a: &TrainArgs, model: &Model, splits: &Splits<S>) -> Result<Scores> {
+    let test = match &splits.test {
+        Some(t) => {
+            let predictions = model.predict_all(t)?;
+            let metrics = evaluate(&model.classes, t.labels(), &predictions);
+            let errors = most_confident_errors(
+                &model.classes,
+                t.paths(),
+                t.labels(),
+                &predictions,
+                a.errors,
+            );
+            Some((metrics, errors))
+        }
+        None => None,
+    };
+    Ok(Scores {
+        train_accuracy: model.accuracy(&splits.train)?,
+        val_accuracy: match &splits.val {
+            Some(v) => Some(model.accuracy(v)?),
+            None => None,
+        },
         test,
-    }
+    })
 }
 
 /// Saves the model (with how it was trained) and the plots; returns the plot files.
@@ -652,34 +681,50 @@ fn finish(a: &TrainArgs, setup: &Setup, trained: &Trained, model: &Model) -> Res
 
 pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
     // Everything that can be checked before reading images is checked here.
-    let mut setup = Setup::from_args(&a)?;
-    let (splits, classes) = load(&a, &setup)?;
-    if !a.json {
-        print_plan(&a, &setup, &splits, &classes)?;
+    let setup = Setup::from_args(&a)?;
+    let files = plan_splits(&setup.spec)?;
+    // The images stay in memory when they fit the budget, else on disk.
+    let features = setup.preprocess.features();
+    let chunk = super::images_per_chunk(features, a.memory_limit)?;
+    if files.files() <= chunk {
+        let splits = files.load(&setup.spec)?;
+        train_on(&a, setup, splits)
+    } else {
+        // A quarter of the budget per block read or decoded leaves the rest to training.
+        let splits = files.stream(&setup.spec, (chunk / 2).max(1))?;
+        train_on(&a, setup, splits)
     }
-    let trained = fit(&a, &mut setup, &splits, &classes)?;
+}
+
+/// The phases after loading, for images in memory or streamed.
+fn train_on<S: Examples>(a: &TrainArgs, mut setup: Setup, splits: Splits<S>) -> Result<ExitCode> {
+    let classes = check_loaded(a, &setup, &splits)?;
+    if !a.json {
+        print_plan(a, &setup, &splits, &classes)?;
+    }
+    let trained = fit(a, &mut setup, &splits, &classes)?;
     let model = Model {
         network: trained.network.clone(),
         classes: classes.clone(),
         preprocess: setup.preprocess,
     };
     if trained.interrupted {
-        return save_interrupted(&a, &setup.config, &trained, &model);
+        return save_interrupted(a, &setup.config, &trained, &model);
     }
-    let scores = measure(&a, &model, &splits);
-    let plots = finish(&a, &setup, &trained, &model)?;
+    let scores = measure(a, &model, &splits)?;
+    let plots = finish(a, &setup, &trained, &model)?;
     if a.json {
-        print_json(&a, &setup, &splits, &trained, &model, &scores, &plots);
+        print_json(a, &setup, &splits, &trained, &model, &scores, &plots);
     } else {
-        print_report(&a, &trained, &scores, &plots);
+        print_report(a, &trained, &scores, &plots);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_json(
+fn print_json<S: Examples>(
     a: &TrainArgs,
     setup: &Setup,
-    splits: &Splits,
+    splits: &Splits<S>,
     trained: &Trained,
     model: &Model,
     scores: &Scores,
@@ -689,10 +734,11 @@ fn print_json(
     let out = json!({
         "classes": model.classes.names,
         "positive": model.classes.positive_name(),
-        "train_size": splits.train.len(),
-        "val_size": splits.val.as_ref().map_or(0, |v| v.len()),
-        "test_size": splits.test.as_ref().map_or(0, |t| t.len()),
-        "features": splits.train.x.ncols(),
+        "train_size": splits.train.count(),
+        "val_size": splits.val.as_ref().map_or(0, |v| v.count()),
+        "test_size": splits.test.as_ref().map_or(0, |t| t.count()),
+        "features": setup.preprocess.features(),
+        "streamed": splits.train.images().in_memory().is_none(),
         "layers": model.network.sizes(),
         "architecture": describe(&model.network.specs()),
         "recipe": setup.recipe.name,

@@ -317,13 +317,15 @@ impl Pack {
                 .all(|f| self.entries.contains_key(&path_bytes(f)))
     }
 
-    /// Where the row of `file` (its path below the folder) lies in the pack and its CRC-32,
-    /// when the pack has a row for it with fingerprint `print` (the bytes are not checked
-    /// here: [`PackedRows`](super::stream::PackedRows) checks them on every read).
-    pub fn locate(&self, file: &Path, print: Fingerprint) -> Option<(u64, u32)> {
+    /// What the pack remembers of `file` (its path below the folder) with fingerprint
+    /// `print`: where its row lies and its CRC-32, or why it is not usable; `None` when the
+    /// pack does not have it or the file changed. The bytes are not read here:
+    /// [`PackedRows`](super::stream::PackedRows) checks them on every read.
+    pub fn lookup(&self, file: &Path, print: Fingerprint) -> Option<Result<(u64, u32), String>> {
         match self.entries.get(&path_bytes(file))? {
-            (stored, Stored::Pixels { offset, crc }) if *stored == print => Some((*offset, *crc)),
-            _ => None,
+            (stored, _) if *stored != print => None,
+            (_, Stored::Pixels { offset, crc }) => Some(Ok((*offset, *crc))),
+            (_, Stored::Skipped(reason)) => Some(Err(reason.clone())),
         }
     }
 

@@ -4,7 +4,8 @@
 //! limit and usage (cgroup v1's `memory.limit_in_bytes` / `memory.usage_in_bytes`, or v2's
 //! `memory.max` / `memory.current`). Only the combining rule is ours.
 
-use sysinfo::{MemoryRefreshKind, System};
+use std::path::Path;
+use sysinfo::{Disks, MemoryRefreshKind, System};
 
 /// A cgroup's memory limit and what its processes use now, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,21 @@ pub fn available_memory_bytes() -> Option<u64> {
         usage: c.total_memory.saturating_sub(c.free_memory),
     });
     Some(remaining(sys.available_memory(), total, cgroup))
+}
+
+/// Free space on the file system that holds `path` (or the nearest folder above it that
+/// exists), from `sysinfo`'s list of mounted disks; `None` where the system does not say.
+pub fn free_disk_bytes(path: &Path) -> Option<u64> {
+    let place = path
+        .ancestors()
+        .find_map(|p| std::fs::canonicalize(p).ok())?;
+    let disks = Disks::new_with_refreshed_list();
+    disks
+        .list()
+        .iter()
+        .filter(|d| place.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len())
+        .map(sysinfo::Disk::available_space)
 }
 
 /// The smaller of the machine's `available` memory and the room left under the cgroup's limit.

@@ -13,14 +13,16 @@ mod load;
 pub mod memory;
 mod scan;
 mod split;
+pub mod stream;
 
 pub use cache::Cache;
 pub use image::{
     CHANNELS, Preprocess, ResizeFilter, load_bytes, load_dataset, load_into, load_one,
 };
-pub use load::{CacheReport, CacheSpot, load_parts};
+pub use load::{CacheReport, CacheSpot, load_parts, stream_parts};
 pub use scan::{ClassFolders, files_below, scan_classes, scan_known_classes};
 pub use split::{held_out_count, split_off};
+pub use stream::{Examples, Images, PackedRows, Streamed};
 
 use crate::{Error, Result, Stream, rng_for};
 use ndarray::Array2;
@@ -104,17 +106,18 @@ pub struct SplitSpec {
 /// not what the user thinks it is.
 pub const DEFAULT_MAX_SKIPPED: f64 = 0.1;
 
-/// The loaded splits.
+/// The loaded splits: in memory ([`Dataset`]s, from [`load_splits`]) or streamed from disk
+/// ([`Streamed`] sets, from [`SplitFiles::stream`]).
 #[derive(Debug)]
-pub struct Splits {
+pub struct Splits<S = Dataset> {
     /// Class names, sorted (label = index).
     pub classes: Vec<String>,
     /// The training examples.
-    pub train: Dataset,
+    pub train: S,
     /// Validation examples (taken from the training part), if asked for.
-    pub val: Option<Dataset>,
+    pub val: Option<S>,
     /// Test examples, unless there are none.
-    pub test: Option<Dataset>,
+    pub test: Option<S>,
     /// Every file that could not be used.
     pub skipped: Vec<SkippedFile>,
     /// Wall-clock seconds spent scanning and decoding.
@@ -123,24 +126,40 @@ pub struct Splits {
     pub cache: CacheReport,
 }
 
-/// Scans, splits and decodes: the document's data preparation.
-///
-/// The split is made on file paths, before decoding (as the document does); a file that turns
-/// out not to be an image is then skipped from whichever part it fell in.
+/// The files of each split, before any is decoded: what [`plan_splits`] finds.
+#[derive(Debug)]
+pub struct SplitFiles {
+    classes: Vec<String>,
+    train: Vec<LabelledFile>,
+    val: Vec<LabelledFile>,
+    test: Vec<LabelledFile>,
+    skipped: Vec<SkippedFile>,
+    started: Instant,
+}
+
+/// Scans, splits and decodes: the document's data preparation, in memory.
 ///
 /// # Errors
-/// [`Error::Data`] for an unusable folder, a `test_dir` without every class, more unusable
-/// files than `max_skipped` allows, or a class left with no usable training image;
-/// [`Error::Config`] if the images would not fit in the memory available (checked before
-/// anything is allocated).
+/// As [`plan_splits`] and [`SplitFiles::load`].
 pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
-    let start = Instant::now();
+    plan_splits(spec)?.load(spec)
+}
+
+/// Scans the folders and splits the files (as the document does, on file paths, before
+/// decoding: a file that turns out not to be an image is then skipped from whichever part it
+/// fell in).
+///
+/// # Errors
+/// [`Error::Data`] for an unusable folder, a `test_dir` without every class, or no training
+/// file left after holding out the test and validation parts.
+pub fn plan_splits(spec: &SplitSpec) -> Result<SplitFiles> {
+    let started = Instant::now();
     let folders = scan_classes(&spec.data_dir)?;
     let classes = folders.classes;
     let mut skipped = folders.skipped;
     let mut rng = rng_for(spec.seed, Stream::Split);
-    let mut train_files = folders.files;
-    let test_files = match &spec.test_dir {
+    let mut train = folders.files;
+    let test = match &spec.test_dir {
         Some(dir) => {
             let test = scan_known_classes(dir, &classes)?;
             let missing: Vec<&str> = (0..classes.len())
@@ -159,78 +178,160 @@ pub fn load_splits(spec: &SplitSpec) -> Result<Splits> {
             skipped.extend(test.skipped);
             test.files
         }
-        None => split_off(&mut train_files, spec.test_split, &mut rng),
+        None => split_off(&mut train, spec.test_split, &mut rng),
     };
-    let val_files = if spec.val_split > 0.0 {
-        split_off(&mut train_files, spec.val_split, &mut rng)
+    let val = if spec.val_split > 0.0 {
+        split_off(&mut train, spec.val_split, &mut rng)
     } else {
         Vec::new()
     };
-    if train_files.is_empty() {
+    if train.is_empty() {
         return Err(Error::Data(format!(
             "no training files are left in {} after holding out test and validation parts",
             spec.data_dir.display()
         )));
     }
-    let candidates = train_files.len() + val_files.len() + test_files.len() + skipped.len();
-    check_memory(
-        train_files.len() + val_files.len() + test_files.len(),
-        &spec.preprocess,
-    )?;
-
-    // One load (and one pack) per folder: the test part shares the training folder's unless
-    // it has its own.
-    let mut report = CacheReport::default();
-    let mut load = |parts: &[&[LabelledFile]], root: &Path| {
-        let spot = spec.cache.as_ref().map(|cache| CacheSpot { cache, root });
-        let (sets, s, r) = load_parts(parts, &spec.preprocess, spot);
-        skipped.extend(s);
-        report.add(r);
-        sets.into_iter()
-    };
-    let (train, val, test) = match &spec.test_dir {
-        None => {
-            let mut sets = load(&[&train_files, &val_files, &test_files], &spec.data_dir);
-            let mut next = || sets.next().unwrap_or_default();
-            (next(), next(), next())
-        }
-        Some(test_dir) => {
-            let mut sets = load(&[&train_files, &val_files], &spec.data_dir);
-            let mut next = || sets.next().unwrap_or_default();
-            let (train, val) = (next(), next());
-            let test = load(&[&test_files], test_dir).next().unwrap_or_default();
-            (train, val, test)
-        }
-    };
-
-    let counts = train.class_counts(classes.len());
-    if let Some(empty) = counts.iter().position(|&c| c == 0) {
-        let why = skipped
-            .iter()
-            .find(|s| {
-                train_files
-                    .iter()
-                    .any(|f| f.path == s.path && f.label == empty)
-            })
-            .map(|s| format!(" (e.g. {}: {})", s.path.display(), s.reason))
-            .unwrap_or_default();
-        return Err(Error::Data(format!(
-            "class {:?} has no usable training images{why}; add images to {} or remove the folder",
-            classes[empty],
-            spec.data_dir.join(&classes[empty]).display()
-        )));
-    }
-    check_skipped(&skipped, candidates, spec.max_skipped)?;
-    let nonempty = |d: Dataset| (!d.is_empty()).then_some(d);
-    Ok(Splits {
+    Ok(SplitFiles {
         classes,
         train,
-        val: nonempty(val),
-        test: nonempty(test),
+        val,
+        test,
         skipped,
-        load_seconds: start.elapsed().as_secs_f64(),
-        cache: report,
+        started,
     })
+}
+
+impl SplitFiles {
+    /// Files to decode, in all splits.
+    pub fn files(&self) -> usize {
+        self.train.len() + self.val.len() + self.test.len()
+    }
+
+    /// Decodes every split into memory.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if the images would not fit in the memory available (checked before
+    /// anything is allocated); otherwise as [`SplitFiles::stream`].
+    pub fn load(self, spec: &SplitSpec) -> Result<Splits> {
+        check_memory(self.files(), &spec.preprocess)?;
+        self.finish(spec, |parts, root, cache| {
+            let spot = cache.map(|cache| CacheSpot { cache, root });
+            Ok(load_parts(parts, &spec.preprocess, spot))
+        })
+    }
+
+    /// Loads every split as [`Streamed`] sets: the images go to the cache's pack (or an
+    /// unnamed temporary one), `chunk` at a time, and stay there.
+    ///
+    /// # Errors
+    /// [`Error::Data`] as [`load_splits`], or [`Error::Io`] when no pack can be written.
+    pub fn stream(self, spec: &SplitSpec, chunk: usize) -> Result<Splits<Streamed>> {
+        self.check_disk(spec)?;
+        self.finish(spec, |parts, root, cache| {
+            let spot = cache.map(|cache| CacheSpot { cache, root });
+            stream_parts(parts, &spec.preprocess, spot, chunk).map_err(|e| {
+                Error::io(
+                    "cannot write the decoded images to a pack to stream them from",
+                    e,
+                )
+            })
+        })
+    }
+
+    /// Refuses, before anything is decoded, images that do not fit the free space where their
+    /// pack would be written (the cache folder, or the temporary folder without a cache).
+    fn check_disk(&self, spec: &SplitSpec) -> Result<()> {
+        let needed = self.files() as u128 * spec.preprocess.features() as u128;
+        let dir = spec
+            .cache
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |c| c.dir().to_path_buf());
+        match memory::free_disk_bytes(&dir) {
+            Some(free) if needed > u128::from(free) => {
+                let gib = |b: f64| b / f64::from(1u32 << 30);
+                Err(Error::Config(format!(
+                    "{} images at --size {} need {:.1} GiB: more than the memory budget, and \
+                     more than the {:.1} GiB free in {} to stream them from; use a smaller \
+                     --size, or free space (--cache DIR puts the cache elsewhere)",
+                    self.files(),
+                    spec.preprocess.size,
+                    gib(needed as f64),
+                    gib(free as f64),
+                    dir.display()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Loads the splits with `load` (one load, and one pack, per folder: the test part shares
+    /// the training folder's unless it has its own), then checks what came out.
+    fn finish<S: Examples>(
+        self,
+        spec: &SplitSpec,
+        mut load: impl FnMut(
+            &[&[LabelledFile]],
+            &Path,
+            Option<&Cache>,
+        ) -> Result<(Vec<S>, Vec<SkippedFile>, CacheReport)>,
+    ) -> Result<Splits<S>> {
+        let SplitFiles {
+            classes,
+            train: train_files,
+            val: val_files,
+            test: test_files,
+            mut skipped,
+            started,
+        } = self;
+        let candidates = train_files.len() + val_files.len() + test_files.len() + skipped.len();
+        let mut report = CacheReport::default();
+        // One set per part, always.
+        let mut load = |parts: &[&[LabelledFile]], root: &Path| -> Result<Vec<S>> {
+            let (sets, s, r) = load(parts, root, spec.cache.as_ref())?;
+            skipped.extend(s);
+            report.add(r);
+            Ok(sets)
+        };
+        let sets = match &spec.test_dir {
+            None => load(&[&train_files, &val_files, &test_files], &spec.data_dir)?,
+            Some(test_dir) => {
+                let mut sets = load(&[&train_files, &val_files], &spec.data_dir)?;
+                sets.extend(load(&[&test_files], test_dir)?);
+                sets
+            }
+        };
+        let Ok::<[S; 3], _>([train, val, test]) = sets.try_into() else {
+            return Err(Error::Data("a split went missing while loading".into()));
+        };
+        let counts = train.counts_per_class(classes.len());
+        if let Some(empty) = counts.iter().position(|&c| c == 0) {
+            let why = skipped
+                .iter()
+                .find(|s| {
+                    train_files
+                        .iter()
+                        .any(|f| f.path == s.path && f.label == empty)
+                })
+                .map(|s| format!(" (e.g. {}: {})", s.path.display(), s.reason))
+                .unwrap_or_default();
+            return Err(Error::Data(format!(
+                "class {:?} has no usable training images{why}; add images to {} or remove the folder",
+                classes[empty],
+                spec.data_dir.join(&classes[empty]).display()
+            )));
+        }
+        check_skipped(&skipped, candidates, spec.max_skipped)?;
+        let nonempty = |d: S| (d.count() > 0).then_some(d);
+        Ok(Splits {
+            classes,
+            train,
+            val: nonempty(val),
+            test: nonempty(test),
+            skipped,
+            load_seconds: started.elapsed().as_secs_f64(),
+            cache: report,
+        })
+    }
 }
 
 /// Fails when more than `max_skipped` of `candidates` files were unusable.

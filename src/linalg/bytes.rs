@@ -167,7 +167,19 @@ pub fn unit_times(mut c: ArrayViewMut2<'_, f32>, x: ArrayView2<'_, u8>, b: Array
 ///
 /// # Panics
 /// If the shapes do not chain.
-pub fn times_unit(mut c: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>, x: ArrayView2<'_, u8>) {
+pub fn times_unit(c: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>, x: ArrayView2<'_, u8>) {
+    times_unit_add(c, a, x, false);
+}
+
+/// [`times_unit`], added to `c` when `accumulate`: `c (+)= a · (x/255)`. Over consecutive
+/// blocks of `x`'s rows (each a multiple of 128 rows but the last), in order, the sums are
+/// those of one call on all the rows.
+pub fn times_unit_add(
+    mut c: ArrayViewMut2<'_, f32>,
+    a: ArrayView2<'_, f32>,
+    x: ArrayView2<'_, u8>,
+    accumulate: bool,
+) {
     assert!(
         a.ncols() == x.nrows() && c.nrows() == a.nrows() && c.ncols() == x.ncols(),
         "times_unit shapes do not chain: a {:?} · x {:?} into c {:?}",
@@ -176,7 +188,9 @@ pub fn times_unit(mut c: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>, x: Arra
         c.dim()
     );
     if x.nrows() == 0 {
-        c.fill(0.0);
+        if !accumulate {
+            c.fill(0.0);
+        }
         return;
     }
     c.axis_chunks_iter_mut(Axis(1), RIGHT_COLS)
@@ -189,7 +203,7 @@ pub fn times_unit(mut c: ArrayViewMut2<'_, f32>, a: ArrayView2<'_, f32>, x: Arra
                 let mut scaled = block.slice_mut(s![..end - start, ..]);
                 scale_block(x.slice(s![start..end, ..]), scaled.view_mut());
                 let a = a.slice(s![.., start..end]);
-                matmul_into_seq(c.view_mut(), a, scaled.view(), 1.0, i > 0);
+                matmul_into_seq(c.view_mut(), a, scaled.view(), 1.0, accumulate || i > 0);
             }
         });
 }

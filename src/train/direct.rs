@@ -2,13 +2,15 @@
 //! document's loop body, for any optimiser, batch size and augmentation.
 
 use super::engine::{Engine, Outcome};
+use super::prefetch::Prefetch;
 use super::{Labelled, add_l2, is_whole, outcome, score};
-use crate::Rng;
+use crate::data::Images;
 use crate::data::augment::Augment;
 use crate::model::Classes;
 use crate::nn::{Mode, Network, Pass, Rows, recycle};
 use crate::optim::{Optimizer, OptimizerState};
-use ndarray::{ArrayD, ArrayView2, Axis, CowArray, Ix2};
+use crate::{Error, Result, Rng};
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, CowArray, Ix2, concatenate};
 
 /// The direct engine, borrowing the training (and validation) data.
 pub struct DirectEngine<'a> {
@@ -16,6 +18,8 @@ pub struct DirectEngine<'a> {
     val: Option<Labelled<'a>>,
     augment: Augment,
     image_size: usize,
+    /// The reader of streamed training images (none when they are in memory).
+    prefetch: Option<Prefetch>,
 }
 
 impl<'a> DirectEngine<'a> {
@@ -26,13 +30,71 @@ impl<'a> DirectEngine<'a> {
         augment: Augment,
         image_size: usize,
     ) -> Self {
+        let prefetch = match train.x {
+            Images::Packed(rows) => Some(Prefetch::new(rows.clone())),
+            Images::Memory(_) => None,
+        };
         DirectEngine {
             train,
             val,
             augment,
             image_size,
+            prefetch,
         }
     }
+
+    /// The batch's values (gathered, scaled and augmented) when it is not the whole set in
+    /// memory, in a recycled buffer.
+    fn picked(&mut self, batch: &[usize], rng: &mut Rng) -> Result<Option<Array2<f32>>> {
+        let mut picked = match (self.train.x, &mut self.prefetch) {
+            (Images::Memory(x), _) => {
+                if !self.augment.is_on() && is_whole(batch, x.nrows()) {
+                    return Ok(None);
+                }
+                Rows::Bytes(x).select(batch)
+            }
+            (Images::Packed(_), Some(prefetch)) => {
+                let bytes = prefetch.take(batch).map_err(|e| {
+                    Error::io(
+                        "cannot read a batch of training images from the decoded cache",
+                        e,
+                    )
+                })?;
+                let view = ArrayView2::from_shape((batch.len(), self.train.x.ncols()), &bytes)
+                    .map_err(|e| {
+                        Error::io("a batch of the wrong size", std::io::Error::other(e))
+                    })?;
+                // Scaled exactly as a batch gathered in memory is.
+                let all: Vec<usize> = (0..batch.len()).collect();
+                let values = Rows::Bytes(view).select(&all);
+                prefetch.give(bytes);
+                values
+            }
+            (Images::Packed(_), None) => unreachable!("a streamed engine has a reader"),
+        };
+        if self.augment.is_on() {
+            self.augment.apply(&mut picked, self.image_size, rng);
+        }
+        Ok(Some(picked))
+    }
+}
+
+/// The network's logits for `images`: at once in memory, block by block when streamed (each
+/// row's logits do not depend on the others in inference).
+pub(crate) fn logits_of(net: &Network, images: Images<'_>) -> Result<Array2<f32>> {
+    if let Images::Memory(x) = images {
+        return Ok(net.logits(x));
+    }
+    let mut parts = Vec::new();
+    images
+        .for_each_block(|_, rows| {
+            parts.push(net.logits(rows));
+            Ok::<(), std::io::Error>(())
+        })
+        .map_err(|e| Error::io("cannot read images from the decoded cache", e))?;
+    let views: Vec<ArrayView2<'_, f32>> = parts.iter().map(|p| p.view()).collect();
+    concatenate(Axis(0), &views)
+        .map_err(|e| Error::io("logits of uneven blocks", std::io::Error::other(e)))
 }
 
 /// Rows `batch` of `a`, borrowed when the batch is every row in order.
@@ -84,18 +146,15 @@ impl Engine for DirectEngine<'_> {
         l2: f32,
         want_score: bool,
         rng: &mut Rng,
-    ) -> Outcome {
-        // The whole set in order is read as bytes by the first layer; a mini-batch (or an
-        // augmented batch) is scaled to values first.
-        let images = Rows::Bytes(self.train.x);
-        let picked = (self.augment.is_on() || !is_whole(batch, images.nrows())).then(|| {
-            let mut picked = images.select(batch);
-            if self.augment.is_on() {
-                self.augment.apply(&mut picked, self.image_size, rng);
-            }
-            picked
-        });
-        let x = picked.as_ref().map_or(images, Rows::from);
+    ) -> Result<Outcome> {
+        // The whole set in order in memory is read as bytes by the first layer; a mini-batch
+        // (or an augmented batch, or a streamed one) is scaled to values first.
+        let picked = self.picked(batch, rng)?;
+        let x = match (&picked, self.train.x) {
+            (Some(p), _) => Rows::from(p),
+            (None, Images::Memory(x)) => Rows::Bytes(x),
+            (None, Images::Packed(_)) => unreachable!("streamed batches are always picked"),
+        };
         let targets = rows(self.train.targets.view(), batch);
         let labels: Vec<usize> = batch.iter().map(|&i| self.train.labels[i]).collect();
 
@@ -122,27 +181,40 @@ impl Engine for DirectEngine<'_> {
         if let Some(p) = picked {
             recycle::give(p);
         }
-        outcome
+        Ok(outcome)
+    }
+
+    fn upcoming(&mut self, order: &[usize], batch: usize) {
+        if let Some(p) = &mut self.prefetch {
+            p.plan(order, batch);
+        }
     }
 
     fn weight_norm_sq(&self, net: &Network) -> f64 {
         net.weight_norm_sq_from(0)
     }
 
-    fn validate(&self, net: &Network) -> Option<(f64, f64)> {
-        let val = self.val.as_ref()?;
-        let logits = net.logits(val.x);
+    fn validate(&self, net: &Network) -> Result<Option<(f64, f64)>> {
+        let Some(val) = self.val.as_ref() else {
+            return Ok(None);
+        };
+        let logits = logits_of(net, val.x)?;
         let s = score(val.classes, logits.view(), val.targets.view(), val.labels);
-        Some((s.cost, s.correct as f64 / val.labels.len().max(1) as f64))
+        Ok(Some((
+            s.cost,
+            s.correct as f64 / val.labels.len().max(1) as f64,
+        )))
     }
 
-    fn network(&self, net: &Network) -> Network {
-        net.clone()
+    fn network(&self, net: &Network) -> Result<Network> {
+        Ok(net.clone())
     }
 
-    fn optimizer_state(&self, _net: &Network, optimizer: &dyn Optimizer) -> OptimizerState {
-        optimizer.state().clone()
+    fn optimizer_state(&self, _net: &Network, optimizer: &dyn Optimizer) -> Result<OptimizerState> {
+        Ok(optimizer.state().clone())
     }
 
-    fn finish(self: Box<Self>, _net: &mut Network) {}
+    fn finish(self: Box<Self>, _net: &mut Network) -> Result<()> {
+        Ok(())
+    }
 }

@@ -2,6 +2,7 @@
 //! records, and hand back the best weights seen.
 
 use super::Record;
+use crate::Result;
 use crate::nn::Network;
 
 /// The best point seen so far.
@@ -35,23 +36,26 @@ impl EarlyStopping {
 
     /// Takes one record's validation cost; `snapshot` is called (and the weights kept) only on
     /// improvement. Returns whether to stop.
+    ///
+    /// # Errors
+    /// The error `snapshot` returns.
     pub fn observe(
         &mut self,
         record: &Record,
         val_cost: f64,
-        snapshot: impl FnOnce() -> Network,
-    ) -> bool {
+        snapshot: impl FnOnce() -> Result<Network>,
+    ) -> Result<bool> {
         if val_cost < self.best_cost {
             self.best_cost = val_cost;
             self.since_best = 0;
             self.best = Some(Best {
                 record: record.clone(),
-                network: snapshot(),
+                network: snapshot()?,
             });
-            false
+            Ok(false)
         } else {
             self.since_best += 1;
-            self.since_best >= self.patience
+            Ok(self.since_best >= self.patience)
         }
     }
 

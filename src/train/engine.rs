@@ -1,9 +1,9 @@
 //! The interface between the training loop and the two ways of computing a step: the direct
 //! way ([`super::direct`]) and the exact Gram reformulation ([`super::gram`]).
 
-use crate::Rng;
 use crate::nn::Network;
 use crate::optim::{Optimizer, OptimizerState};
+use crate::{Result, Rng};
 
 /// How a batch scored before the update, reported when the loop asks for it.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +35,9 @@ pub trait Engine {
     /// them, in order, for full-batch training). Adds the L2 gradient `l2·W` to every weight.
     /// Scores the batch only when `want_score` (the cost takes logarithms: most full-batch
     /// steps do not need it); always reports whether the forward pass stayed finite.
+    ///
+    /// # Errors
+    /// When the batch's images cannot be read (streamed from disk).
     #[allow(clippy::too_many_arguments)]
     fn step(
         &mut self,
@@ -45,21 +48,37 @@ pub trait Engine {
         l2: f32,
         want_score: bool,
         rng: &mut Rng,
-    ) -> Outcome;
+    ) -> Result<Outcome>;
+
+    /// The steps of the coming epoch take the rows of `order`, `batch` at a time: an engine
+    /// that reads images from disk starts reading them ahead.
+    fn upcoming(&mut self, _order: &[usize], _batch: usize) {}
 
     /// `Σ‖W‖²` over every weight (not biases), for the L2 term of the cost.
     fn weight_norm_sq(&self, net: &Network) -> f64;
 
     /// Cost and accuracy on the validation set, if the engine was given one.
-    fn validate(&self, net: &Network) -> Option<(f64, f64)>;
+    ///
+    /// # Errors
+    /// When the validation images cannot be read (streamed from disk).
+    fn validate(&self, net: &Network) -> Result<Option<(f64, f64)>>;
 
     /// A copy of the network with its current weights.
-    fn network(&self, net: &Network) -> Network;
+    ///
+    /// # Errors
+    /// When forming them needs the training images and they cannot be read.
+    fn network(&self, net: &Network) -> Result<Network>;
 
     /// The optimiser's memory in the network's own parameter order and shapes (what a model
     /// file stores).
-    fn optimizer_state(&self, net: &Network, optimizer: &dyn Optimizer) -> OptimizerState;
+    ///
+    /// # Errors
+    /// As [`network`](Engine::network).
+    fn optimizer_state(&self, net: &Network, optimizer: &dyn Optimizer) -> Result<OptimizerState>;
 
     /// Writes the current weights into `net`; the engine is done.
-    fn finish(self: Box<Self>, net: &mut Network);
+    ///
+    /// # Errors
+    /// As [`network`](Engine::network).
+    fn finish(self: Box<Self>, net: &mut Network) -> Result<()>;
 }

@@ -22,11 +22,11 @@
 #![allow(clippy::expect_used)]
 
 use super::engine::{Engine, Outcome};
-use super::{Labelled, add_l2, is_whole, outcome, score};
-use crate::Rng;
-use crate::linalg::{bytes, matmul, matmul_into};
+use super::{Labelled, add_l2, is_whole, outcome, products, score};
+use crate::linalg::{matmul, matmul_into};
 use crate::nn::{Mode, Network};
 use crate::optim::{Optimizer, OptimizerState};
+use crate::{Result, Rng};
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Axis, Ix2, IxDyn, Zip};
 
 /// A validation set seen through the training images: `Kv = Xv·Xᵀ`, `Pv = Xv·W1(0)ᵀ`.
@@ -55,9 +55,12 @@ pub struct GramEngine<'a> {
 impl<'a> GramEngine<'a> {
     /// Precomputes `G`, `P0` (and the validation products) for `net`'s current first layer.
     ///
+    /// # Errors
+    /// When streamed images cannot be read.
+    ///
     /// # Panics
     /// If the network's first layer is not dense or it has no layer after it.
-    pub fn new(net: &Network, train: Labelled<'a>, val: Option<Labelled<'a>>) -> Self {
+    pub fn new(net: &Network, train: Labelled<'a>, val: Option<Labelled<'a>>) -> Result<Self> {
         let w0 = &net
             .first_dense()
             .expect("the Gram path needs a dense first layer")
@@ -67,21 +70,19 @@ impl<'a> GramEngine<'a> {
             "the Gram path needs a layer after the first"
         );
         // G and Kv are integer sums of byte products, computed exactly.
-        let g = bytes::gram(train.x);
-        let scaled_times = |x: ArrayView2<'_, u8>| {
-            let mut p = Array2::<f32>::zeros((x.nrows(), w0.nrows()));
-            bytes::unit_times(p.view_mut(), x, w0.t());
-            p
+        let g = products::gram(train.x, None)?;
+        let p0 = products::unit_times(train.x, w0.t())?;
+        let val = match val {
+            Some(set) => Some(GramVal {
+                kv: products::gram(set.x, Some(train.x))?,
+                pv: products::unit_times(set.x, w0.t())?,
+                set,
+            }),
+            None => None,
         };
-        let p0 = scaled_times(train.x);
-        let val = val.map(|set| GramVal {
-            kv: bytes::cross_gram(set.x, train.x),
-            pv: scaled_times(set.x),
-            set,
-        });
         let w0_norm_sq = w0.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
         let (m, h) = p0.dim();
-        GramEngine {
+        Ok(GramEngine {
             train,
             val,
             g,
@@ -89,7 +90,7 @@ impl<'a> GramEngine<'a> {
             w0_norm_sq,
             a: ArrayD::from_elem(IxDyn(&[1]), 1.0),
             c: ArrayD::zeros(IxDyn(&[m, h])),
-        }
+        })
     }
 
     fn c2(&self) -> ArrayView2<'_, f32> {
@@ -114,11 +115,16 @@ impl<'a> GramEngine<'a> {
     }
 
     /// `a·W + Cᵀ·X` for a first-layer-shaped `W (h, n)` and coefficients `(a, C)`.
-    fn to_weight_space(&self, w: &Array2<f32>, a: f32, c: ArrayView2<'_, f32>) -> Array2<f32> {
+    fn to_weight_space(
+        &self,
+        w: &Array2<f32>,
+        a: f32,
+        c: ArrayView2<'_, f32>,
+    ) -> Result<Array2<f32>> {
         let mut out = Array2::<f32>::zeros(w.dim());
-        bytes::times_unit(out.view_mut(), c.t(), self.train.x);
+        products::times_unit(out.view_mut(), c.t(), self.train.x)?;
         out.scaled_add(a, w);
-        out
+        Ok(out)
     }
 }
 
@@ -136,7 +142,7 @@ impl Engine for GramEngine<'_> {
         l2: f32,
         want_score: bool,
         rng: &mut Rng,
-    ) -> Outcome {
+    ) -> Result<Outcome> {
         let m = self.g.nrows();
         let full = is_whole(batch, m);
         let z1 = if full {
@@ -208,7 +214,7 @@ impl Engine for GramEngine<'_> {
         ];
         params.extend(rest);
         optimizer.step(&mut params, &all_grads, learning_rate);
-        scored
+        Ok(scored)
     }
 
     /// `‖W1‖² = a²‖W1(0)‖² + 2a·⟨P0, C⟩ + ⟨C, G·C⟩`, plus the other layers' weights.
@@ -227,8 +233,10 @@ impl Engine for GramEngine<'_> {
             + net.weight_norm_sq_from(1)
     }
 
-    fn validate(&self, net: &Network) -> Option<(f64, f64)> {
-        let val = self.val.as_ref()?;
+    fn validate(&self, net: &Network) -> Result<Option<(f64, f64)>> {
+        let Some(val) = self.val.as_ref() else {
+            return Ok(None);
+        };
         let z1 = self.first_layer(val.kv.view(), val.pv.view(), first_bias(net));
         let pass = net.forward_from(1, z1.view(), &mut Mode::Infer);
         let s = score(
@@ -237,24 +245,24 @@ impl Engine for GramEngine<'_> {
             val.set.targets.view(),
             val.set.labels,
         );
-        Some((
+        Ok(Some((
             s.cost,
             s.correct as f64 / val.set.labels.len().max(1) as f64,
-        ))
+        )))
     }
 
-    fn network(&self, net: &Network) -> Network {
+    fn network(&self, net: &Network) -> Result<Network> {
         let mut copy = net.clone();
-        let w1 = self.to_weight_space(&first_weight(net), self.a[[0]], self.c2());
+        let w1 = self.to_weight_space(&first_weight(net), self.a[[0]], self.c2())?;
         set_first_weight(&mut copy, w1);
-        copy
+        Ok(copy)
     }
 
     /// Slots of `(a, C)` become `a_s·W1(0) + C_sᵀ·X`: the same map as the weight itself.
-    fn optimizer_state(&self, net: &Network, optimizer: &dyn Optimizer) -> OptimizerState {
+    fn optimizer_state(&self, net: &Network, optimizer: &dyn Optimizer) -> Result<OptimizerState> {
         let state = optimizer.state();
         if state.slots.is_empty() {
-            return state.clone();
+            return Ok(state.clone());
         }
         let w0 = first_weight(net);
         let mut slots = state.slots.clone();
@@ -268,20 +276,21 @@ impl Engine for GramEngine<'_> {
                     .view()
                     .into_dimensionality::<Ix2>()
                     .expect("C slots are (m, h)");
-                self.to_weight_space(&w0, a[[0]], c).into_dyn()
+                Ok(self.to_weight_space(&w0, a[[0]], c)?.into_dyn())
             })
-            .collect();
+            .collect::<Result<_>>()?;
         // [a, C, b1, rest...] → [W1, b1, rest...]
         slots.splice(0..2, [w_slots]);
-        OptimizerState {
+        Ok(OptimizerState {
             step: state.step,
             slots,
-        }
+        })
     }
 
-    fn finish(self: Box<Self>, net: &mut Network) {
-        let w1 = self.to_weight_space(&first_weight(net), self.a[[0]], self.c2());
+    fn finish(self: Box<Self>, net: &mut Network) -> Result<()> {
+        let w1 = self.to_weight_space(&first_weight(net), self.a[[0]], self.c2())?;
         set_first_weight(net, w1);
+        Ok(())
     }
 }
 

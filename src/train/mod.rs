@@ -22,6 +22,8 @@ mod engine;
 pub mod gram;
 mod history;
 mod path;
+mod prefetch;
+mod products;
 pub mod recipe;
 
 pub use callbacks::{Callback, RunInfo, StepInfo, TrainingView};
@@ -30,8 +32,8 @@ pub use early_stopping::EarlyStopping;
 pub use history::{History, Record};
 pub use recipe::Recipe;
 
-use crate::data::Dataset;
 use crate::data::augment::Augment;
+use crate::data::{Examples, Images};
 use crate::loss::Head;
 use crate::model::Classes;
 use crate::model_file::SavedOptimizer;
@@ -46,8 +48,8 @@ use std::time::Instant;
 
 /// A labelled set as the engines see it: rows, network targets, labels.
 pub struct Labelled<'a> {
-    /// `(examples, features)` image bytes.
-    pub x: ArrayView2<'a, u8>,
+    /// `(examples, features)` image bytes, in memory or on disk.
+    pub x: Images<'a>,
     /// `(examples, outputs)`: see [`Classes::targets`].
     pub targets: Array2<f32>,
     /// Class index per row.
@@ -58,11 +60,11 @@ pub struct Labelled<'a> {
 
 impl<'a> Labelled<'a> {
     /// Views `data` for training with `classes`.
-    pub fn new(data: &'a Dataset, classes: &'a Classes) -> Self {
+    pub fn new(data: &'a dyn Examples, classes: &'a Classes) -> Self {
         Labelled {
-            x: data.x.view(),
-            targets: classes.targets(&data.labels),
-            labels: &data.labels,
+            x: data.images(),
+            targets: classes.targets(data.labels()),
+            labels: data.labels(),
             classes,
         }
     }
@@ -155,21 +157,21 @@ struct View<'e> {
 }
 
 impl TrainingView for View<'_> {
-    fn network(&self) -> Network {
+    fn network(&self) -> Result<Network> {
         self.engine.network(self.net)
     }
 
-    fn optimizer(&self) -> SavedOptimizer {
-        SavedOptimizer {
+    fn optimizer(&self) -> Result<SavedOptimizer> {
+        Ok(SavedOptimizer {
             config: self.optimizer.config(),
-            state: self.engine.optimizer_state(self.net, self.optimizer),
+            state: self.engine.optimizer_state(self.net, self.optimizer)?,
             slot_names: self
                 .optimizer
                 .slot_names()
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-        }
+        })
     }
 }
 
@@ -275,8 +277,8 @@ impl Plan {
 /// Checks a run before anything is built.
 fn check_run(
     config: &TrainConfig,
-    train: &Dataset,
-    val: Option<&Dataset>,
+    train: &dyn Examples,
+    val: Option<&dyn Examples>,
     input: Geometry,
 ) -> Result<()> {
     config.check()?;
@@ -285,13 +287,13 @@ fn check_run(
             "--patience needs a validation set (--val-split)".into(),
         ));
     }
-    if train.is_empty() {
+    if train.count() == 0 {
         return Err(Error::Data("there are no training images".into()));
     }
-    if train.x.ncols() != input.len() {
+    if train.images().ncols() != input.len() {
         return Err(Error::Config(format!(
             "the training rows have {} values, but {input} inputs need {}",
-            train.x.ncols(),
+            train.images().ncols(),
             input.len()
         )));
     }
@@ -384,17 +386,22 @@ fn build_engine<'a>(
     val: Option<Labelled<'a>>,
     augment: Augment,
     input: Geometry,
-) -> Box<dyn Engine + 'a> {
-    match path {
-        "gram" => Box::new(gram::GramEngine::new(net, train, val)),
+) -> Result<Box<dyn Engine + 'a>> {
+    Ok(match path {
+        "gram" => Box::new(gram::GramEngine::new(net, train, val)?),
         _ => Box::new(direct::DirectEngine::new(train, val, augment, input.height)),
-    }
+    })
 }
 
 /// Trains a network on `train` (validating on `val`), from `start` or from fresh weights.
 ///
 /// `input` says how each row is read: `size × size × 3` for images (conv layers and
 /// augmentation need it), any geometry with as many values for dense-only networks.
+///
+/// The examples may be in memory ([`Dataset`](crate::data::Dataset)) or on disk
+/// ([`Streamed`](crate::data::Streamed)): the same data, configuration and seed give the same
+/// weights either way. Streamed mini-batches are read ahead by a background thread; streamed
+/// full-batch training takes the Gram path (it reads the images a few times, then never).
 ///
 /// A callback can end the run early ([`Callback::should_stop`], e.g. on Ctrl-C); the result
 /// then says [`interrupted`](Trained::interrupted) and holds the weights reached so far.
@@ -404,11 +411,11 @@ fn build_engine<'a>(
 /// not fit the input, an impossible `--exact-path gram`, a resumed network that does not fit
 /// the data, or an error a callback returns (a checkpoint that cannot be written);
 /// [`Error::Diverged`] as soon as a step's outputs are NaN or infinite (no weights are
-/// returned then).
+/// returned then); [`Error::Io`] when streamed images cannot be read.
 pub fn train(
     config: &TrainConfig,
-    train: &Dataset,
-    val: Option<&Dataset>,
+    train: &dyn Examples,
+    val: Option<&dyn Examples>,
     classes: &Classes,
     input: Geometry,
     start: Option<Start>,
@@ -416,7 +423,7 @@ pub fn train(
 ) -> Result<Trained> {
     check_run(config, train, val, input)?;
     let began = Instant::now();
-    let plan = Plan::new(config, train.len());
+    let plan = Plan::new(config, train.count());
     let arch = Architecture {
         input,
         body: config.body.clone(),
@@ -428,14 +435,15 @@ pub fn train(
         config,
         optimizer.as_ref(),
         &net,
-        train.len(),
-        val.map_or(0, Dataset::len),
+        train.count(),
+        val.map_or(0, |v| v.count()),
         plan.batch,
         plan.total_steps,
+        train.images().in_memory().is_none(),
     )?;
     let train_set = Labelled::new(train, classes);
     let val_set = val.map(|v| Labelled::new(v, classes));
-    let mut engine = build_engine(path, &net, train_set, val_set, config.augment, input);
+    let mut engine = build_engine(path, &net, train_set, val_set, config.augment, input)?;
     for cb in callbacks.iter_mut() {
         cb.on_start(&plan.info(path));
     }
@@ -447,8 +455,8 @@ pub fn train(
         net: &net,
         optimizer: optimizer.as_ref(),
     }
-    .optimizer();
-    engine.finish(&mut net);
+    .optimizer()?;
+    engine.finish(&mut net)?;
     // The last update is not followed by a forward pass that would show a blow-up.
     if !net.is_finite() {
         return Err(diverged(ended.steps, config.learning_rate));
@@ -553,6 +561,7 @@ impl<'c> Loop<'c> {
         let moment = plan.moment(config, step);
         if moment.pos == 0 && plan.batch < plan.examples {
             self.order.shuffle(&mut self.rng);
+            engine.upcoming(&self.order, plan.batch);
         }
         let rows = &self.order
             [moment.pos * plan.batch..((moment.pos + 1) * plan.batch).min(plan.examples)];
@@ -566,7 +575,7 @@ impl<'c> Loop<'c> {
             config.l2,
             want_score,
             &mut self.rng,
-        );
+        )?;
         if !outcome.finite {
             return Err(diverged(step + 1, config.learning_rate));
         }
@@ -647,7 +656,7 @@ impl<'c> Loop<'c> {
         view: &View<'_>,
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<bool> {
-        let validation = view.engine.validate(view.net);
+        let validation = view.engine.validate(view.net)?;
         let record = Record {
             step,
             epoch: self.plan.by_epochs.then_some(self.plan.epoch(step) + 1),
@@ -661,7 +670,7 @@ impl<'c> Loop<'c> {
             cb.on_record(&record, view)?;
         }
         let stop = match (&mut self.early, record.val_cost) {
-            (Some(early), Some(val_cost)) => early.observe(&record, val_cost, || view.network()),
+            (Some(early), Some(val_cost)) => early.observe(&record, val_cost, || view.network())?,
             _ => false,
         };
         self.history.records.push(record);

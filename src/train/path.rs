@@ -9,6 +9,7 @@ use crate::{Error, Result};
 /// Multiply-adds of each path, for `auto`. Direct: forward and weight gradient of the first
 /// layer each step. Gram: `G` (half, it is symmetric), `P0`, the final `W1`, validation
 /// products, then `batch·m·h` per step.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn choose_path(
     config: &TrainConfig,
     optimizer: &dyn Optimizer,
@@ -17,6 +18,7 @@ pub(super) fn choose_path(
     val_m: usize,
     batch: usize,
     steps: usize,
+    streamed: bool,
 ) -> Result<&'static str> {
     let n = net.input_units() as f64;
     let h = net.first_dense().map_or(1, |d| d.weight.nrows()) as f64;
@@ -44,6 +46,24 @@ pub(super) fn choose_path(
     };
     let gram_cost = mf * mf * n / 2.0 + 2.0 * mf * n * h + vf * mf * n + sf * bf * mf * h;
     let direct_cost = sf * 2.0 * bf * n * h;
+    // Images on disk are read by the direct path a batch at a time; the whole set at every
+    // step would be reading it all again each step, so full-batch training takes the Gram
+    // path, which reads it a few times in all.
+    if streamed && batch >= m {
+        return match why_not {
+            None if config.exact_path != ExactPath::Direct => Ok("gram"),
+            None => Err(Error::Config(
+                "full-batch training on images streamed from disk takes the Gram path; drop \
+                 --exact-path direct, or give --batch-size to stream mini-batches"
+                    .into(),
+            )),
+            Some(reason) => Err(Error::Config(format!(
+                "the images do not fit in memory, so they are streamed from disk, and \
+                 full-batch training of streamed images needs the Gram path, which cannot \
+                 apply: {reason}; give --batch-size N to train on mini-batches"
+            ))),
+        };
+    }
     match (config.exact_path, why_not) {
         (ExactPath::Direct, _) => Ok("direct"),
         (ExactPath::Gram, Some(reason)) => Err(Error::Config(format!(

@@ -4,6 +4,7 @@
 use super::direct::forward_backward;
 use super::*;
 use crate::Rng;
+use crate::data::Dataset;
 use crate::linalg::bytes;
 use crate::nn::spec::dense_body;
 use crate::nn::{Geometry, Init, LayerSpec, Mode, Rows};
@@ -289,7 +290,7 @@ fn run(
     train(
         config,
         train_set,
-        val,
+        val.map(|v| v as &dyn Examples),
         classes,
         flat(train_set),
         None,

@@ -87,17 +87,37 @@ fn an_image_size_needing_more_memory_than_the_machine_has_is_refused_before_load
         eprintln!("skipping: /proc/meminfo is not there to say how much memory is available");
         return;
     };
-    // Each 4096² RGB image takes 50 MB as bytes: make enough tiny files to need more than all.
+    // Each 4096² RGB image takes 50 MB as bytes: make enough tiny files to need more than all
+    // the memory, and more than the free disk where the cache would stream them from.
     let per_image = 4096u64 * 4096 * 3;
-    let per_class = (available / per_image / 2 + 2) as usize;
     let dir = tempfile::tempdir().unwrap();
+    let Some(free) = free_disk(dir.path()) else {
+        eprintln!("skipping: df does not say how much disk is free");
+        return;
+    };
+    let per_class = (available.max(free) / per_image / 2 + 2) as usize;
     let root = dir.path().join("data");
     synthetic(&root, per_class);
     fails_with(
         &mut train(&root, &["--size", "4096"]),
         2,
-        &["GiB", "memory is available", "use a smaller --size"],
+        &["GiB", "memory budget", "free in", "use a smaller --size"],
     );
+}
+
+/// Free bytes on the disk of `path`, as `df` tells.
+fn free_disk(path: &Path) -> Option<u64> {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 #[cfg(unix)]

@@ -46,7 +46,7 @@ impl Callback for Checkpoint {
         if !(step.step + 1).is_multiple_of(self.every_steps) {
             return Ok(());
         }
-        let network = view.network();
+        let network = view.network()?;
         // A blown-up step is caught by the loop at the next forward pass; until then, keep the
         // last good checkpoint rather than overwrite it with NaN weights.
         if !network.is_finite() {
@@ -58,7 +58,12 @@ impl Callback for Checkpoint {
             preprocess: self.preprocess,
         };
         let training = serde_json::json!({ "checkpoint_after_steps": step.step + 1 });
-        model_file::save(&self.path, &model, Some(&view.optimizer()), Some(&training))?;
+        model_file::save(
+            &self.path,
+            &model,
+            Some(&view.optimizer()?),
+            Some(&training),
+        )?;
         self.written += 1;
         Ok(())
     }

@@ -53,9 +53,16 @@ pub struct StepInfo {
 /// Access to the current state of training, for callbacks that save it.
 pub trait TrainingView {
     /// A copy of the network with its current weights.
-    fn network(&self) -> Network;
+    ///
+    /// # Errors
+    /// When forming the weights needs the training images and they cannot be read (streamed
+    /// from disk).
+    fn network(&self) -> Result<Network>;
     /// The optimiser's settings and memory, in the network's parameter order.
-    fn optimizer(&self) -> SavedOptimizer;
+    ///
+    /// # Errors
+    /// As [`network`](Self::network).
+    fn optimizer(&self) -> Result<SavedOptimizer>;
 }
 
 /// Something that wants to hear about training. Every method has a default that does nothing.
