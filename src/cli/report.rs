@@ -60,7 +60,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
         &predictions,
         a.mistakes,
     );
-    evaluation.skipped = skipped;
+    evaluation.skipped = Some(skipped);
     evaluation.seconds = Some(started.elapsed().as_secs_f64());
     let report = Report {
         title: TITLE.into(),

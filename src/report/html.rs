@@ -113,6 +113,7 @@ nav a { margin-right: 0.8rem; color: #1f77b4; text-decoration: none; }
 table { border-collapse: collapse; margin: 0.6rem 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: right; }
 thead th { background: #f4f4f4; }
+thead th:first-child { text-align: left; }
 th[scope=row] { text-align: left; background: #fafafa; }
 table.confusion td { min-width: 3.5rem; text-align: center; font-weight: 600; }
 .axis { color: #555; font-size: 0.9rem; }
@@ -121,7 +122,7 @@ svg { max-width: 100%; height: auto; }
 figure { margin: 0; }
 figure.mistake { width: 150px; font-size: 0.8rem; }
 figure.mistake img { display: block; width: 96px; height: 96px; border: 1px solid #ccc; image-rendering: auto; }
-figcaption { word-break: break-all; }
+figcaption .file { word-break: break-all; color: #555; }
 .missing { width: 96px; height: 96px; background: #eee; display: flex; align-items: center;
   justify-content: center; color: #777; font-size: 0.7rem; text-align: center; }
 pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: 0.7rem; overflow-x: auto;

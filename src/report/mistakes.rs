@@ -34,7 +34,7 @@ pub fn mistakes(mistakes: &[Mistake]) -> String {
         let _ = writeln!(
             out,
             "<figure class=\"mistake\">{picture}<figcaption>true <strong>{}</strong>, predicted \
-             <strong>{}</strong> (p = {:.3})<br><span title=\"{}\">{}</span></figcaption></figure>",
+             <strong>{}</strong> (p = {:.3})<br><span class=\"file\" title=\"{}\">{}</span></figcaption></figure>",
             escape(&m.truth),
             escape(&m.predicted),
             m.probability,

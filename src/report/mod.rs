@@ -52,9 +52,9 @@ pub struct Evaluation {
     pub roc: Option<Vec<RocPoint>>,
     /// The most confidently wrong images, most confident first.
     pub mistakes: Vec<Mistake>,
-    /// Files under the evaluated folder that could not be used (none for a test set, whose
-    /// skipped files are the training run's).
-    pub skipped: Vec<SkippedFile>,
+    /// Files under the evaluated folder that could not be used; `None` for a test set,
+    /// whose skipped files are the training run's.
+    pub skipped: Option<Vec<SkippedFile>>,
     /// Seconds spent loading and classifying, when measured.
     pub seconds: Option<f64>,
 }
@@ -83,7 +83,7 @@ impl Evaluation {
             metrics: evaluate(classes, labels, predictions),
             roc,
             mistakes: most_confident_errors(classes, paths, labels, predictions, mistakes),
-            skipped: Vec::new(),
+            skipped: None,
             seconds: None,
         }
     }

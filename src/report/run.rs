@@ -56,9 +56,9 @@ pub fn data(
     if let Some((count, files)) = training.and_then(|t| t.skipped.as_ref()) {
         out.push_str(&skipped("Skipped while training", *count, files));
     }
-    if let Some(e) = evaluation {
+    if let Some((e, files)) = evaluation.and_then(|e| Some((e, e.skipped.as_ref()?))) {
         let heading = format!("Skipped in {}", e.name);
-        out.push_str(&skipped(&heading, e.skipped.len(), &e.skipped));
+        out.push_str(&skipped(&heading, files.len(), files));
     }
     out
 }
