@@ -1,6 +1,6 @@
 //! How good a classifier is: accuracy, confusion matrix, per-class precision / recall / F1
-//! (a table like scikit-learn's classification report), ROC AUC for two classes, and the most
-//! confidently wrong examples.
+//! (a table like scikit-learn's classification report), the ROC curve and its AUC for two
+//! classes, and the most confidently wrong examples.
 
 use crate::model::{Classes, Predictions};
 use std::fmt::Write;
@@ -149,6 +149,66 @@ pub fn roc_auc(scores: &[f32], positives: &[bool]) -> Option<f64> {
     }
     let u = rank_sum - (n_pos * (n_pos + 1)) as f64 / 2.0;
     Some(u / (n_pos as f64 * n_neg as f64))
+}
+
+/// One point of a ROC curve: calling every example scoring at least `threshold` positive
+/// gives these rates.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RocPoint {
+    /// The lowest score called positive (`+∞` for the first point, where none is).
+    pub threshold: f32,
+    /// False positives over all negatives.
+    pub false_positive_rate: f64,
+    /// True positives over all positives (recall).
+    pub true_positive_rate: f64,
+}
+
+/// The ROC curve of `scores` (the positive class's probability) against `positives`, from
+/// (0, 0) to (1, 1), one point per distinct score, highest first. Tied scores move both rates
+/// at once, a diagonal step, so the curve's trapezoid area is [`roc_auc`] (ties half). `None`
+/// when either class is absent.
+///
+/// # Panics
+/// If `scores` and `positives` differ in length.
+pub fn roc_curve(scores: &[f32], positives: &[bool]) -> Option<Vec<RocPoint>> {
+    assert_eq!(scores.len(), positives.len(), "one label per score");
+    let n_pos = positives.iter().filter(|&&p| p).count();
+    let n_neg = positives.len() - n_pos;
+    if n_pos == 0 || n_neg == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let point = |threshold, fp: usize, tp: usize| RocPoint {
+        threshold,
+        false_positive_rate: fp as f64 / n_neg as f64,
+        true_positive_rate: tp as f64 / n_pos as f64,
+    };
+    let mut curve = vec![point(f32::INFINITY, 0, 0)];
+    let (mut fp, mut tp) = (0, 0);
+    for (k, &i) in order.iter().enumerate() {
+        if positives[i] {
+            tp += 1;
+        } else {
+            fp += 1;
+        }
+        let last_of_tie = order.get(k + 1).is_none_or(|&j| scores[j] != scores[i]);
+        if last_of_tie {
+            curve.push(point(scores[i], fp, tp));
+        }
+    }
+    Some(curve)
+}
+
+/// The area under `curve` by the trapezoid rule.
+pub fn trapezoid_area(curve: &[RocPoint]) -> f64 {
+    curve
+        .windows(2)
+        .map(|w| {
+            let width = w[1].false_positive_rate - w[0].false_positive_rate;
+            width * (w[0].true_positive_rate + w[1].true_positive_rate) / 2.0
+        })
+        .sum()
 }
 
 /// The `n` wrong predictions with the highest predicted-class probability, most confident
@@ -312,6 +372,41 @@ mod tests {
             Some(0.75)
         );
         assert_eq!(roc_auc(&[0.1, 0.2], &[true, true]), None);
+    }
+
+    #[test]
+    fn roc_curve_matches_a_hand_computed_example_and_its_area_is_the_auc() {
+        // Thresholds 0.8, 0.4, 0.35, 0.1 let in: a positive, a negative, a positive, a
+        // negative.
+        let scores = [0.1, 0.4, 0.35, 0.8];
+        let positives = [false, false, true, true];
+        let curve = roc_curve(&scores, &positives).unwrap();
+        let rates: Vec<(f64, f64)> = curve
+            .iter()
+            .map(|p| (p.false_positive_rate, p.true_positive_rate))
+            .collect();
+        assert_eq!(
+            rates,
+            [(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
+        let thresholds: Vec<f32> = curve.iter().map(|p| p.threshold).collect();
+        assert_eq!(thresholds, [f32::INFINITY, 0.8, 0.4, 0.35, 0.1]);
+        assert_eq!(trapezoid_area(&curve), 0.75);
+        assert_eq!(roc_auc(&scores, &positives), Some(0.75));
+    }
+
+    #[test]
+    fn roc_curve_steps_diagonally_over_ties_and_needs_both_classes() {
+        let curve = roc_curve(&[0.5, 0.5], &[true, false]).unwrap();
+        assert_eq!(curve.len(), 2);
+        assert_eq!(trapezoid_area(&curve), 0.5);
+        let scores = [0.9, 0.7, 0.7, 0.7, 0.2, 0.6, 0.1, 0.7];
+        let positives = [true, true, false, true, false, false, false, true];
+        let area = trapezoid_area(&roc_curve(&scores, &positives).unwrap());
+        let auc = roc_auc(&scores, &positives).unwrap();
+        assert!((area - auc).abs() < 1e-12, "area {area}, AUC {auc}");
+        assert!(roc_curve(&[0.1, 0.2], &[true, true]).is_none());
+        assert!(roc_curve(&[0.1, 0.2], &[false, false]).is_none());
     }
 
     #[test]

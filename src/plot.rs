@@ -1,11 +1,13 @@
 //! Training curves as PNG and SVG: the document's "plot the cost" step, drawn from a
-//! [`History`] after training.
+//! [`History`] after training; and, for the HTML report, the same curves and a ROC curve as
+//! SVG text.
 //!
 //! One figure, two panels sharing the x axis (cost above, accuracy below), written twice: a
 //! PNG to look at and an SVG to scale. The font is bundled (`assets/DejaVuSans.ttf`, licence
 //! beside it) because deepcat must not depend on a system font library. This module only
 //! draws; it records nothing and decides nothing about training.
 
+use crate::metrics::RocPoint;
 use crate::train::History;
 use crate::{Error, Result};
 use plotters::coord::Shift;
@@ -70,25 +72,100 @@ const VAL_COLOUR: RGBColor = RGBColor(255, 127, 14);
 /// [`Error::Io`] if a file cannot be written.
 pub fn write_curves(history: &History, path: &Path) -> Result<Vec<PathBuf>> {
     let [png_path, svg_path] = output_paths(path);
-    if history.records.is_empty() {
-        return Err(plot_error(
-            &png_path,
-            "the training history is empty: nothing to plot",
-        ));
-    }
-    if !font_registered() {
-        return Err(plot_error(
-            &png_path,
-            "the bundled font could not be loaded",
-        ));
-    }
-    let curves = Curves::from_history(history);
+    let curves = drawable_curves(history, &png_path)?;
 
     let png = render_png(&curves).map_err(|reason| plot_error(&png_path, reason))?;
     crate::model_file::write_atomically(&png_path, &png)?;
     let svg = render_svg(&curves).map_err(|reason| plot_error(&svg_path, reason))?;
     crate::model_file::write_atomically(&svg_path, svg.as_bytes())?;
     Ok(vec![png_path, svg_path])
+}
+
+/// The figure [`write_curves`] writes, as SVG text, for embedding in a page (the HTML
+/// report). `name` is what the error says could not be drawn.
+///
+/// # Errors
+/// [`Error::Plot`] if the history is empty or the figure cannot be drawn.
+pub fn curves_svg(history: &History, name: &Path) -> Result<String> {
+    let curves = drawable_curves(history, name)?;
+    render_svg(&curves).map_err(|reason| plot_error(name, reason))
+}
+
+/// The curves of `history`, once it is known they can be drawn: records to draw, and the font.
+fn drawable_curves(history: &History, name: &Path) -> Result<Curves> {
+    if history.records.is_empty() {
+        return Err(plot_error(
+            name,
+            "the training history is empty: nothing to plot",
+        ));
+    }
+    if !font_registered() {
+        return Err(plot_error(name, "the bundled font could not be loaded"));
+    }
+    Ok(Curves::from_history(history))
+}
+
+/// Side of the square ROC figure, in pixels.
+const ROC_SIZE: u32 = 460;
+/// The chance diagonal of a ROC figure.
+const CHANCE_COLOUR: RGBColor = RGBColor(150, 150, 150);
+
+/// A ROC curve (false positive rate → true positive rate, from
+/// [`roc_curve`](crate::metrics::roc_curve)) with the chance diagonal and the AUC in the
+/// title, as SVG text. `name` is what the error says could not be drawn.
+///
+/// # Errors
+/// [`Error::Plot`] if the curve has no points or cannot be drawn.
+pub fn roc_svg(curve: &[RocPoint], auc: f64, name: &Path) -> Result<String> {
+    if curve.is_empty() {
+        return Err(plot_error(name, "the ROC curve has no points"));
+    }
+    if !font_registered() {
+        return Err(plot_error(name, "the bundled font could not be loaded"));
+    }
+    let points: Vec<(f64, f64)> = curve
+        .iter()
+        .map(|p| (p.false_positive_rate, p.true_positive_rate))
+        .collect();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (ROC_SIZE, ROC_SIZE)).into_drawing_area();
+        draw_roc(&root, &points, auc)
+            .and_then(|()| root.present())
+            .map_err(|e| plot_error(name, e.to_string()))?;
+    }
+    Ok(svg)
+}
+
+fn draw_roc<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    points: &[(f64, f64)],
+    auc: f64,
+) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let title = format!("ROC curve (AUC = {auc:.4})");
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, (FONT_FAMILY, AXIS_DESC_PX + 2))
+        .margin(PANEL_MARGIN)
+        .margin_right(RIGHT_MARGIN)
+        .x_label_area_size(X_LABEL_AREA)
+        .y_label_area_size(Y_LABEL_AREA)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("false positive rate")
+        .y_desc("true positive rate")
+        .axis_desc_style((FONT_FAMILY, AXIS_DESC_PX))
+        .light_line_style(TRANSPARENT)
+        .label_style((FONT_FAMILY, TICK_PX))
+        .x_label_formatter(&|v| pretty_print_float(*v, false))
+        .y_label_formatter(&|v| pretty_print_float(*v, false))
+        .draw()?;
+    let chance = CHANCE_COLOUR.stroke_width(1);
+    chart.draw_series(LineSeries::new([(0.0, 0.0), (1.0, 1.0)], chance))?;
+    let style = TRAIN_COLOUR.stroke_width(LINE_WIDTH);
+    chart.draw_series(LineSeries::new(points.iter().copied(), style))?;
+    Ok(())
 }
 
 /// `<stem>.png` and `<stem>.svg` for the path the user gave.
@@ -375,6 +452,20 @@ mod tests {
         );
         let [png, svg] = output_paths(Path::new("run.v2"));
         assert_eq!((png, svg), ("run.v2.png".into(), "run.v2.svg".into()));
+    }
+
+    #[test]
+    fn curves_and_roc_render_to_svg_text() {
+        let svg = curves_svg(&history(25, true, true), Path::new("report")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("validation cost"));
+        let err = curves_svg(&History::default(), Path::new("report")).unwrap_err();
+        assert!(err.to_string().contains("nothing to plot"), "{err}");
+        let curve =
+            crate::metrics::roc_curve(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
+        let svg = roc_svg(&curve, 0.75, Path::new("report")).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+        assert!(svg.contains("AUC = 0.7500") && svg.contains("false positive rate"));
+        assert!(roc_svg(&[], 0.5, Path::new("report")).is_err());
     }
 
     #[test]

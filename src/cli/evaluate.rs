@@ -3,12 +3,12 @@
 use super::{check_max_skipped, warn_skipped};
 use anyhow::{Context, Result};
 use clap::Args;
-use deepcat::data::visit_labelled;
+use deepcat::data::{SkippedFile, visit_labelled};
 use deepcat::metrics::{evaluate, most_confident_errors};
-use deepcat::model::Predictions;
+use deepcat::model::{Model, Predictions};
 use deepcat::model_file;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Flags of `deepcat evaluate`.
@@ -35,20 +35,35 @@ pub struct EvaluateArgs {
     memory_limit: Option<u64>,
 }
 
-pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
-    check_max_skipped(a.max_skipped)?;
-    let file = model_file::load(&a.model)?;
-    let model = file.model;
-    // Exactly the preprocessing recorded in the model, in chunks that fit the memory budget.
-    let chunk = super::images_per_chunk(model.preprocess.features(), a.memory_limit)?;
+/// A model's predictions on every image of a folder of class sub-folders.
+pub(super) struct Classified {
+    pub predictions: Predictions,
+    /// The true class of each prediction's image.
+    pub labels: Vec<usize>,
+    /// The image file of each prediction.
+    pub paths: Vec<PathBuf>,
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// Loads the images under `data_dir` exactly as `model` was trained to see them, in chunks
+/// that fit the memory budget, and classifies them; warns of skipped files and of cache
+/// trouble on standard error.
+pub(super) fn classify(
+    model: &Model,
+    data_dir: &Path,
+    max_skipped: f64,
+    cache: &super::cache::CacheArgs,
+    memory_limit: Option<u64>,
+) -> Result<Classified> {
+    let chunk = super::images_per_chunk(model.preprocess.features(), memory_limit)?;
     let mut predictions = Predictions::empty(model.classes.len());
     let (mut labels, mut paths) = (Vec::new(), Vec::new());
     let (skipped, cached) = visit_labelled(
-        &a.data_dir,
+        data_dir,
         &model.classes.names,
         &model.preprocess,
-        a.max_skipped,
-        a.cache.cache().as_ref(),
+        max_skipped,
+        cache.cache().as_ref(),
         chunk,
         |data| {
             predictions.append(model.predict(data.x.view()));
@@ -57,9 +72,27 @@ pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
             Ok(())
         },
     )
-    .with_context(|| format!("evaluating on {}", a.data_dir.display()))?;
+    .with_context(|| format!("evaluating on {}", data_dir.display()))?;
     warn_skipped(&skipped);
     super::cache::warn(&cached);
+    Ok(Classified {
+        predictions,
+        labels,
+        paths,
+        skipped,
+    })
+}
+
+pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
+    check_max_skipped(a.max_skipped)?;
+    let file = model_file::load(&a.model)?;
+    let model = file.model;
+    let Classified {
+        predictions,
+        labels,
+        paths,
+        skipped,
+    } = classify(&model, &a.data_dir, a.max_skipped, &a.cache, a.memory_limit)?;
     let metrics = evaluate(&model.classes, &labels, &predictions);
     let errors = most_confident_errors(&model.classes, &paths, &labels, &predictions, a.errors);
     if a.json {

@@ -7,6 +7,7 @@ mod cache;
 mod evaluate;
 mod predict;
 mod reference;
+mod report;
 mod summary;
 mod train;
 
@@ -65,6 +66,8 @@ enum Command {
     Evaluate(evaluate::EvaluateArgs),
     /// Classify image files (or every image in folders).
     Predict(predict::PredictArgs),
+    /// Write an HTML report of a saved model: its training curves and its scores on a folder.
+    Report(report::ReportArgs),
     /// Show a saved model's layers, output shapes and parameter counts.
     Summary(summary::SummaryArgs),
     /// Time deepcat against the NumPy and Pillow reference on the same data, as ratios.
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Train(args) => train::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Report(args) => report::run(args),
         Command::Summary(args) => summary::run(args),
         Command::Bench(args) => bench::run(args, cli.threads),
         Command::Cache(args) => cache::run(args),

@@ -16,6 +16,7 @@ use deepcat::model_file::{self, ModelFile};
 use deepcat::nn::spec::{dense_body, describe, parse_body};
 use deepcat::nn::{Architecture, Geometry, Init, LayerSpec, Network};
 use deepcat::optim::{OptimizerConfig, Schedule};
+use deepcat::report;
 use deepcat::train::callbacks::{Checkpoint, Progress, StopFlag};
 use deepcat::train::{
     Callback, DOCUMENT_HIDDEN, ExactPath, Length, Recipe, Start, TrainConfig, Trained, train,
@@ -23,6 +24,7 @@ use deepcat::train::{
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum OptimizerName {
@@ -186,6 +188,10 @@ pub struct TrainArgs {
     /// Write cost/accuracy curves to PATH.png and PATH.svg.
     #[arg(long, value_name = "PATH")]
     plot: Option<PathBuf>,
+    /// Write an HTML report (curves, confusion matrix, per-class scores, ROC, mistakes, data,
+    /// timings) to PATH, one self-contained file.
+    #[arg(long, value_name = "PATH")]
+    report: Option<PathBuf>,
     /// List the N most confidently wrong test images.
     #[arg(long, value_name = "N", default_value_t = 0)]
     errors: usize,
@@ -318,7 +324,7 @@ fn build_config(a: &TrainArgs, body: Vec<LayerSpec>) -> Result<(TrainConfig, Rec
 }
 
 /// Fails early (before any image is read) if the model cannot be written where asked.
-fn check_writable(path: &Path, flag: &str) -> Result<()> {
+pub(super) fn check_writable(path: &Path, flag: &str) -> Result<()> {
     let dir = model_file::folder_of(path);
     if !dir.is_dir() {
         usage!(
@@ -381,6 +387,8 @@ struct Setup {
     preprocess: Preprocess,
     spec: SplitSpec,
     resumed: Option<ModelFile>,
+    /// When the run began, for the total time recorded in the model.
+    started: Instant,
 }
 
 impl Setup {
@@ -401,6 +409,9 @@ impl Setup {
         check_writable(&a.model, "--model")?;
         if let Some(p) = &a.plot {
             check_writable(p, "--plot")?;
+        }
+        if let Some(p) = &a.report {
+            check_writable(p, "--report")?;
         }
         let preprocess = build_preprocess(a, resumed.as_ref())?;
         // The layers must fit the images; the class count only changes the head.
@@ -426,6 +437,7 @@ impl Setup {
             preprocess,
             spec,
             resumed,
+            started: Instant::now(),
         })
     }
 }
@@ -659,9 +671,42 @@ fn measure<S: Examples>(a: &TrainArgs, model: &Model, splits: &Splits<S>) -> Res
     })
 }
 
-/// Saves the model (with how it was trained) and the plots; returns the plot files.
-fn finish(a: &TrainArgs, setup: &Setup, trained: &Trained, model: &Model) -> Result<Vec<PathBuf>> {
-    let training = json!({
+/// Saves the model (with how it was trained, see [`training_json`]) and the plots; returns
+/// the training JSON and the plot files.
+fn finish<S: Examples>(
+    a: &TrainArgs,
+    setup: &Setup,
+    splits: &Splits<S>,
+    trained: &Trained,
+    model: &Model,
+    scores: &Scores,
+) -> Result<(serde_json::Value, Vec<PathBuf>)> {
+    let training = training_json(a, setup, splits, trained, scores);
+    // The timings go to the report, not into the model: same data, flags and seed must give
+    // the same model bytes, however long the run took.
+    let mut saved = training.clone();
+    if let Some(object) = saved.as_object_mut() {
+        object.remove(deepcat::report::training::SECONDS);
+    }
+    model_file::save(&a.model, model, Some(&trained.optimizer), Some(&saved))
+        .with_context(|| format!("saving the model to {}", a.model.display()))?;
+    let plots = match &a.plot {
+        Some(p) => deepcat::plot::write_curves(&trained.history, p)?,
+        None => Vec::new(),
+    };
+    Ok((training, plots))
+}
+
+/// The model's `training` metadata: the configuration, and the run's history, scores,
+/// counts, skipped files and timings ([`deepcat::report::training`] names those keys).
+fn training_json<S: Examples>(
+    a: &TrainArgs,
+    setup: &Setup,
+    splits: &Splits<S>,
+    trained: &Trained,
+    scores: &Scores,
+) -> serde_json::Value {
+    let mut training = json!({
         "config": &setup.config,
         "recipe": setup.recipe.name,
         "data_dir": a.data_dir,
@@ -671,12 +716,17 @@ fn finish(a: &TrainArgs, setup: &Setup, trained: &Trained, model: &Model) -> Res
         "steps": trained.steps,
         "exact_path": trained.path,
     });
-    model_file::save(&a.model, model, Some(&trained.optimizer), Some(&training))
-        .with_context(|| format!("saving the model to {}", a.model.display()))?;
-    Ok(match &a.plot {
-        Some(p) => deepcat::plot::write_curves(&trained.history, p)?,
-        None => Vec::new(),
-    })
+    let timings = report::Timings {
+        load: splits.load_seconds,
+        train: trained.seconds,
+        total: setup.started.elapsed().as_secs_f64(),
+    };
+    let test_accuracy = scores.test.as_ref().map(|(m, _)| m.accuracy);
+    let summary = report::training::summary_json(splits, &trained.history, test_accuracy, timings);
+    if let Some(object) = training.as_object_mut() {
+        object.extend(summary);
+    }
+    training
 }
 
 pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
@@ -712,11 +762,18 @@ fn train_on<S: Examples>(a: &TrainArgs, mut setup: Setup, splits: Splits<S>) -> 
         return save_interrupted(a, &setup.config, &trained, &model);
     }
     let scores = measure(a, &model, &splits)?;
-    let plots = finish(a, &setup, &trained, &model)?;
+    let (training, plots) = finish(a, &setup, &splits, &trained, &model, &scores)?;
+    if let Some(p) = &a.report {
+        let test = splits.test.as_ref().map(|t| t as &dyn Examples);
+        super::report::write_after_training(p, &a.model, &training, &model, test)?;
+    }
     if a.json {
         print_json(a, &setup, &splits, &trained, &model, &scores, &plots);
     } else {
         print_report(a, &trained, &scores, &plots);
+        if let Some(p) = &a.report {
+            println!("Saved report to {}", p.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

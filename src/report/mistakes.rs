@@ -1,0 +1,95 @@
+//! The `mistakes` section: thumbnails of the most confidently wrong images, read again from
+//! their files and embedded as PNG `data:` URIs.
+
+use super::html::{escape, note, png_data_uri};
+use crate::data::{Preprocess, ResizeFilter, load_bytes};
+use crate::metrics::Mistake;
+use std::fmt::Write;
+use std::io::Cursor;
+use std::path::Path;
+
+/// Side of a thumbnail, in pixels.
+pub const THUMBNAIL_PX: u32 = 96;
+
+/// One figure per mistake, most confident first: the image, its true and predicted class,
+/// the probability and the file name. A file that cannot be read again shows why instead.
+pub fn mistakes(mistakes: &[Mistake]) -> String {
+    if mistakes.is_empty() {
+        return note("No evaluated image was classified wrongly.");
+    }
+    let mut out = format!(
+        "<p>The {} wrong predictions the model was surest of, most confident first.</p>\n\
+         <div class=\"mistakes\">\n",
+        mistakes.len()
+    );
+    for m in mistakes {
+        let picture = match thumbnail(&m.path) {
+            Ok(uri) => format!(
+                "<img src=\"{uri}\" width=\"{THUMBNAIL_PX}\" height=\"{THUMBNAIL_PX}\" alt=\"{}\">",
+                escape(&m.path.display().to_string())
+            ),
+            Err(reason) => format!("<div class=\"missing\">{}</div>", escape(&reason)),
+        };
+        let name = m.path.file_name().unwrap_or(m.path.as_os_str());
+        let _ = writeln!(
+            out,
+            "<figure class=\"mistake\">{picture}<figcaption>true <strong>{}</strong>, predicted \
+             <strong>{}</strong> (p = {:.3})<br><span class=\"file\" title=\"{}\">{}</span></figcaption></figure>",
+            escape(&m.truth),
+            escape(&m.predicted),
+            m.probability,
+            escape(&m.path.display().to_string()),
+            escape(&name.to_string_lossy()),
+        );
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// `path` decoded with the loader training uses, resized to a [`THUMBNAIL_PX`] square and
+/// encoded as a PNG `data:` URI; or why it cannot be.
+pub fn thumbnail(path: &Path) -> Result<String, String> {
+    let preprocess = Preprocess {
+        size: THUMBNAIL_PX,
+        filter: ResizeFilter::Bilinear,
+        exif_orientation: true,
+    };
+    let pixels = load_bytes(path, &preprocess)?;
+    let image = image::RgbImage::from_raw(THUMBNAIL_PX, THUMBNAIL_PX, pixels)
+        .ok_or("the decoded thumbnail has the wrong size")?;
+    let mut png = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(|e| format!("cannot encode the thumbnail: {e}"))?;
+    Ok(png_data_uri(&png))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_thumbnail_is_a_png_data_uri_and_a_missing_file_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.png");
+        image::RgbImage::from_pixel(40, 20, image::Rgb([200, 10, 10]))
+            .save(&path)
+            .unwrap();
+        let uri = thumbnail(&path).unwrap();
+        assert!(
+            uri.starts_with("data:image/png;base64,iVBORw0KGgo"),
+            "{uri}"
+        );
+        let gone = Mistake {
+            path: PathBuf::from("gone/<x>.jpg"),
+            truth: "a".into(),
+            predicted: "b&c".into(),
+            probability: 0.9,
+        };
+        let html = mistakes(&[gone]);
+        assert!(html.contains("class=\"missing\">cannot read"), "{html}");
+        assert!(html.contains("&lt;x&gt;.jpg") && html.contains("b&amp;c"));
+        assert!(!html.contains("<x>"));
+    }
+}
