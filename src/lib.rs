@@ -11,7 +11,8 @@
 //! [`optim`]) over full or mini-batches, computing each step directly or by the exact Gram
 //! reformulation, and reports through callbacks. [`model::Model`] bundles the trained network
 //! with its classes and preprocessing, [`model_file`] saves and loads it, [`metrics`] measures
-//! it and [`plot`] draws its training curves. All products go through [`linalg`].
+//! it and [`plot`] draws its training curves; [`serve`] puts it behind HTTP, a web page and a
+//! JSON API. All products go through [`linalg`].
 //!
 //! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
 //! `(units_out, units_in)`.
@@ -30,6 +31,7 @@ pub mod model_file;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod serve;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -6,6 +6,7 @@ mod cache;
 mod evaluate;
 mod predict;
 mod reference;
+mod serve;
 mod summary;
 mod train;
 
@@ -70,6 +71,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Show or empty the cache of decoded images.
     Cache(cache::CacheCommand),
+    /// Serve predictions over HTTP: a web page and a JSON API.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the parsed command.
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Summary(args) => summary::run(args),
         Command::Bench(args) => bench::run(args, cli.threads),
         Command::Cache(args) => cache::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 
