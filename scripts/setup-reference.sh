@@ -6,6 +6,8 @@
 #   scripts/setup-reference.sh            # NumPy and Pillow
 #   scripts/setup-reference.sh --torch    # also PyTorch (bench/requirements-torch.txt), for
 #                                         # bench/cnn_reference.py and bench/dense_reference.py
+#   scripts/setup-reference.sh --serve    # also FastAPI and uvicorn (bench/requirements-serve.txt),
+#                                         # for bench/serve_reference.py (examples/serve_bench.rs)
 #
 # --torch installs PyPI's torch wheel, which on Linux pulls in the CUDA libraries: several GB
 # of downloads and disk, although the benchmarks only use the CPU.
@@ -15,15 +17,17 @@
 set -euo pipefail
 
 with_torch=0
+with_serve=0
 for arg in "$@"; do
     case "$arg" in
         --torch) with_torch=1 ;;
+        --serve) with_serve=1 ;;
         -h | --help)
-            sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "setup-reference.sh: unknown option $arg (the only option is --torch)" >&2
+            echo "setup-reference.sh: unknown option $arg (the options are --torch and --serve)" >&2
             exit 2
             ;;
     esac
@@ -39,6 +43,9 @@ requirements=(-r bench/requirements.txt)
 if [ "$with_torch" = 1 ]; then
     # One resolution for both files, so torch's dependencies cannot move the NumPy/Pillow pins.
     requirements+=(-r bench/requirements-torch.txt)
+fi
+if [ "$with_serve" = 1 ]; then
+    requirements+=(-r bench/requirements-serve.txt)
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check "${requirements[@]}"
 

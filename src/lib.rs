@@ -11,8 +11,9 @@
 //! [`optim`]) over full or mini-batches, computing each step directly or by the exact Gram
 //! reformulation, and reports through callbacks. [`model::Model`] bundles the trained network
 //! with its classes and preprocessing, [`model_file`] saves and loads it, [`metrics`] measures
-//! it, [`plot`] draws its training curves and [`report`] gathers all of it into one HTML page.
-//! All products go through [`linalg`].
+//! it, [`plot`] draws its training curves and [`report`] gathers all of it into one HTML page;
+//! [`serve`] puts it behind HTTP, a web page and a JSON API. All products go through
+//! [`linalg`].
 //!
 //! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
 //! `(units_out, units_in)`.
@@ -32,6 +33,7 @@ pub mod nn;
 pub mod optim;
 pub mod plot;
 pub mod report;
+pub mod serve;
 pub mod train;
 
 pub use error::{Error, Result};

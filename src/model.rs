@@ -179,6 +179,60 @@ impl Predictions {
     }
 }
 
+impl Predictions {
+    /// Row `i`'s `top` most likely classes as `(class index, probability)`, most likely first.
+    ///
+    /// # Panics
+    /// If `i` is not a row.
+    pub fn ranked(&self, i: usize, top: usize) -> Vec<(usize, f32)> {
+        let mut ranked: Vec<(usize, f32)> = self
+            .probabilities
+            .row(i)
+            .iter()
+            .copied()
+            .enumerate()
+            .collect();
+        ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
+        ranked.truncate(top);
+        ranked
+    }
+
+    /// Row `i` as the JSON object `deepcat predict --json` prints and `deepcat serve` answers:
+    /// `path` (or null), `class`, its `probability`, every class's `probabilities` and the
+    /// `top` most likely classes. `names` are the model's class names.
+    ///
+    /// # Panics
+    /// If `i` is not a row or `names` does not have one name per class.
+    pub fn to_json(
+        &self,
+        i: usize,
+        names: &[String],
+        top: usize,
+        path: Option<&str>,
+    ) -> serde_json::Value {
+        let probs = self.probabilities.row(i);
+        assert_eq!(names.len(), probs.len(), "one name per class");
+        let class = self.classes[i];
+        let all: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .zip(probs.iter())
+            .map(|(n, p)| (n.clone(), serde_json::json!(p)))
+            .collect();
+        let top: Vec<serde_json::Value> = self
+            .ranked(i, top)
+            .iter()
+            .map(|(c, p)| serde_json::json!({"class": names[*c], "probability": p}))
+            .collect();
+        serde_json::json!({
+            "path": path,
+            "class": names[class],
+            "probability": probs[class],
+            "probabilities": all,
+            "top": top,
+        })
+    }
+}
+
 impl Model {
     /// Class probabilities and decisions for `x (batch, features)`, values or image bytes.
     /// Memory stays bounded on

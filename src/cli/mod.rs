@@ -8,6 +8,7 @@ mod evaluate;
 mod predict;
 mod reference;
 mod report;
+mod serve;
 mod summary;
 mod train;
 
@@ -74,6 +75,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Show or empty the cache of decoded images.
     Cache(cache::CacheCommand),
+    /// Serve predictions over HTTP: a web page and a JSON API.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the parsed command.
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Summary(args) => summary::run(args),
         Command::Bench(args) => bench::run(args, cli.threads),
         Command::Cache(args) => cache::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }
 

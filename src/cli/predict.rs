@@ -4,10 +4,10 @@ use super::warn_skipped;
 use anyhow::{Result, bail};
 use clap::Args;
 use deepcat::data::{files_below, load_bytes};
+use deepcat::model::Predictions;
 use deepcat::model_file;
-use ndarray::{Array2, ArrayView1};
+use ndarray::Array2;
 use rayon::prelude::*;
-use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -78,9 +78,7 @@ pub fn run(a: PredictArgs) -> Result<ExitCode> {
         let x = Array2::from_shape_vec((ok_paths.len(), model.preprocess.features()), data)?;
         let predictions = model.predict(x.view());
         for (i, path) in ok_paths.iter().enumerate() {
-            let probs = predictions.probabilities.row(i);
-            let printed = print_prediction(path, names, predictions.classes[i], probs, top, a.json);
-            match printed {
+            match print_prediction(path, names, &predictions, i, top, a.json) {
                 // The reader went away (`deepcat predict ... | head`): stop quietly.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                     return Ok(ExitCode::SUCCESS);
@@ -103,35 +101,22 @@ pub fn run(a: PredictArgs) -> Result<ExitCode> {
     })
 }
 
-/// One image's line: its class and the `top` most likely classes, or a JSON object.
+/// Row `i`'s line: its class and the `top` most likely classes, or a JSON object.
 fn print_prediction(
     path: &Path,
     names: &[String],
-    class: usize,
-    probs: ArrayView1<'_, f32>,
+    predictions: &Predictions,
+    i: usize,
     top: usize,
     json: bool,
 ) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
-    ranked.sort_by(|x, y| y.1.total_cmp(&x.1));
-    ranked.truncate(top);
     if json {
-        let all: serde_json::Map<String, serde_json::Value> = names
-            .iter()
-            .zip(probs.iter())
-            .map(|(n, p)| (n.clone(), json!(p)))
-            .collect();
-        let line = json!({
-            "path": path,
-            "class": names[class],
-            "probability": probs[class],
-            "probabilities": all,
-            "top": ranked.iter().map(|(c, p)| json!({"class": names[*c], "probability": p})).collect::<Vec<_>>(),
-        });
+        let line = predictions.to_json(i, names, top, Some(&path.to_string_lossy()));
         writeln!(out, "{line}")
     } else {
-        let shown: Vec<String> = ranked
+        let shown: Vec<String> = predictions
+            .ranked(i, top)
             .iter()
             .map(|(c, p)| format!("{} {p:.3}", names[*c]))
             .collect();
@@ -139,7 +124,7 @@ fn print_prediction(
             out,
             "{}: {} ({})",
             path.display(),
-            names[class],
+            names[predictions.classes[i]],
             shown.join(", ")
         )
     }

@@ -120,9 +120,40 @@ fn decode_rgb(path: &Path, pre: &Preprocess, resizer: &mut Resizer) -> Result<Ve
         return Err("empty file".into());
     }
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut reader = image::ImageReader::new(std::io::BufReader::new(file))
+    let reader = image::ImageReader::new(std::io::BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| format!("cannot read: {e}"))?;
+    decode_reader(reader, pre, resizer, MAX_PIXELS)
+}
+
+/// Decodes an image already in memory (an upload) to `pre.size`² RGB bytes, exactly as
+/// [`load_bytes`] decodes a file, refusing from its header an image of more than `max_pixels`.
+///
+/// # Errors
+/// A sentence saying why the bytes cannot be used: empty, not an image, truncated or corrupt,
+/// or too many pixels.
+pub fn decode_image_bytes(
+    bytes: &[u8],
+    pre: &Preprocess,
+    max_pixels: u64,
+) -> Result<Vec<u8>, String> {
+    if bytes.is_empty() {
+        return Err("empty image (no bytes)".into());
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read: {e}"))?;
+    decode_reader(reader, pre, &mut Resizer::new(), max_pixels)
+}
+
+/// The shared part of decoding: format, pixel limit (from the header), orientation, RGB,
+/// resize.
+fn decode_reader<R: std::io::BufRead + std::io::Seek>(
+    mut reader: image::ImageReader<R>,
+    pre: &Preprocess,
+    resizer: &mut Resizer,
+    max_pixels: u64,
+) -> Result<Vec<u8>, String> {
     let Some(format) = reader.format() else {
         return Err("not an image (unrecognised content)".into());
     };
@@ -142,12 +173,12 @@ fn decode_rgb(path: &Path, pre: &Preprocess, resizer: &mut Resizer) -> Result<Ve
         return Err("image has no pixels".into());
     }
     let pixels = u64::from(w) * u64::from(h);
-    if pixels > MAX_PIXELS {
+    if pixels > max_pixels {
         return Err(format!(
             "image is {w}×{h} ({} megapixels), above the limit of {} megapixels (a \
              decompression bomb, or a picture too large to load); shrink it to use it",
             pixels / 1_000_000,
-            MAX_PIXELS / 1_000_000
+            max_pixels / 1_000_000
         ));
     }
     // An unreadable orientation tag is not worth losing the photo for.
