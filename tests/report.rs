@@ -3,6 +3,8 @@
 //! counts that add up, inline images that decode, nothing fetched from elsewhere, text
 //! escaped.
 
+mod common;
+
 use assert_cmd::Command;
 use image::{Rgb, RgbImage};
 use serde_json::Value;
@@ -398,4 +400,32 @@ fn running_as_root() -> bool {
             Some(line.split_whitespace().nth(1)? == "0")
         })
         .unwrap_or(false)
+}
+
+#[test]
+fn the_report_opens_in_a_real_browser_with_every_section() {
+    let Some(browser) = common::browser::launch() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    bundled_subset(&data, 40);
+    let page = dir.path().join("report.html");
+    train(
+        &data,
+        &dir.path().join("m.safetensors"),
+        &["--report", page.to_str().unwrap()],
+    );
+    browser.open(&format!("file://{}", page.display()));
+    for id in SECTION_IDS {
+        let selector = format!("section#{id}");
+        browser.wait_for(&selector);
+        let shown = browser.text(&selector);
+        assert!(
+            shown.lines().count() > 1,
+            "section {id} shows no more than its heading: {shown:?}"
+        );
+    }
+    // The class name with markup in it is shown as text, not taken as markup.
+    assert!(browser.text("section#per-class").contains(ODD_CLASS));
 }
