@@ -31,7 +31,7 @@ class Classifier:
 
     def __init__(self, path):
         self.meta, tensors = read_safetensors(path)
-        self.layers, self.head = build_layers(self.meta, tensors, path)
+        _, self.layers, self.head = build_layers(self.meta, tensors, path)
         self.layers = [(kind, spec, {k: v.astype(np.float32) for k, v in ts.items()})
                        for kind, spec, ts in self.layers]
         self.size = int(self.meta["image_size"])
