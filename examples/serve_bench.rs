@@ -102,7 +102,10 @@ fn start(name: &'static str, mut cmd: Command, port: u16) -> Service {
         .call()
         .is_err()
     {
-        assert!(start.elapsed() < Duration::from_secs(60), "{name} did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{name} did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     service
@@ -121,9 +124,13 @@ fn resident(pid: u32) -> u64 {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         total += kib * 1024;
-        let children = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children"))
-            .unwrap_or_default();
-        stack.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        let children =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        stack.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
     }
     total
 }
@@ -177,7 +184,10 @@ fn load(port: u16, photos: &[Vec<u8>], clients: usize, seconds: f64) -> (Tally, 
             .collect();
         std::thread::sleep(Duration::from_secs_f64(seconds));
         stop.store(true, Ordering::Relaxed);
-        threads.into_iter().map(|t| t.join().expect("a client")).collect()
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a client"))
+            .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
     let mut all = Tally::default();
@@ -201,11 +211,16 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 fn photos() -> Vec<Vec<u8>> {
     let mut files: Vec<PathBuf> = ["data/cats", "data/random_images"]
         .iter()
-        .flat_map(|d| std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(d)).expect("data/"))
+        .flat_map(|d| {
+            std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(d)).expect("data/")
+        })
         .map(|e| e.expect("a file").path())
         .collect();
     files.sort();
-    files.iter().map(|f| std::fs::read(f).expect("a photo")).collect()
+    files
+        .iter()
+        .map(|f| std::fs::read(f).expect("a photo"))
+        .collect()
 }
 
 /// Measures one service and prints its line; returns its requests per second.
@@ -244,7 +259,9 @@ fn main() {
     );
     let port = free_port();
     let mut cmd = Command::new(&s.deepcat);
-    cmd.arg("serve").arg(&s.model).args(["--port", &port.to_string()]);
+    cmd.arg("serve")
+        .arg(&s.model)
+        .args(["--port", &port.to_string()]);
     let deepcat = start("deepcat", cmd, port);
     let ours = measure(&deepcat, &photos, &s);
     drop(deepcat);
@@ -256,6 +273,9 @@ fn main() {
             .args(["--port", &port.to_string()]);
         let reference = start("python", cmd, port);
         let theirs = measure(&reference, &photos, &s);
-        println!("deepcat / python: {:.1}x the requests per second", ours / theirs);
+        println!(
+            "deepcat / python: {:.1}x the requests per second",
+            ours / theirs
+        );
     }
 }
