@@ -816,6 +816,7 @@ fn print_json<S: Examples>(
         "train_seconds": trained.seconds,
         "peak_memory_bytes": peak_memory_bytes(),
         "skipped": splits.skipped,
+        "test_files": splits.test.as_ref().map(|t| t.paths()),
         "model": a.model,
         "plots": plots,
     });
