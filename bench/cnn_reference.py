@@ -1,34 +1,72 @@
-"""A PyTorch rendering of deepcat's `--arch cnn` preset and the conv recipe, for speed and
-accuracy comparisons with `deepcat train ... --arch cnn`.
+"""A PyTorch rendering of deepcat's `cnn` and `resnet` presets and their training recipes.
+
+For speed and accuracy comparisons with `deepcat train ... --arch cnn|resnet`.
 
     python bench/cnn_reference.py speed DATA_DIR --size 64 --threads 2 --epochs 1 --warmup-batches 5
     python bench/cnn_reference.py train DATA_DIR [--test-dir DIR] --size 64 --seed 1 [--epochs 40]
-    (both take --arch SPEC; train also --test-split 0.2 and --threads N)
+    (both take --arch SPEC and --recipe cnn|resnet; train also --test-split 0.2,
+    --split-json FILE and --threads N)
+
+    # the resnet preset on deepcat's own split (the split depends only on the file list,
+    # --seed and --test-split, so a tiny 1-iteration run prints it):
+    deepcat train DATA --size 8 --iterations 1 --seed S --json --model /tmp/x.safetensors \
+        --no-cache > split_S.json
+    python bench/cnn_reference.py train DATA --split-json split_S.json --arch resnet \
+        --size 64 --seed S --epochs 40 --threads 1
+    python bench/cnn_reference.py train data/catvnoncat/train --test-dir data/catvnoncat/test \
+        --arch resnet --size 64 --seed S --epochs 40 --threads 1
+    python bench/cnn_reference.py speed DATA --arch resnet --size 64 --threads 2 --epochs 1
 
 What it renders:
 - images: class = sub-folder name (sorted; label = index), searched recursively, hidden files
   skipped; for two classes the positive class is one named cat/cats if present, else the
-  second. Decoded with Pillow (EXIF orientation applied), RGB, resized to SIZE x SIZE with the
-  nearest filter, /255, stored height x width x channels.
+  second. Decoded with Pillow (EXIF orientation applied), RGB, resized to SIZE x SIZE, /255,
+  stored height x width x channels. The resize filter is the recipe's: nearest (cnn) or
+  Pillow's BILINEAR (resnet), which widens its support when shrinking (antialiased), as
+  deepcat's `--resize bilinear` (a convolution resize) does.
 - the network: the `--arch` text form deepcat reads (conv<N>[k<K>][s<S>], bn, relu, pool, gap,
-  dense<N>, dropout<P>, block<N> = conv<N> bn relu pool, or the preset name `cnn` =
-  block16 block32 block64 block64 gap dropout0.3), then a dense head: 1 unit, sigmoid and
-  binary cross-entropy for two classes; one unit per class, softmax and cross-entropy for more.
-  Conv: "same" zero padding k // 2, bias. bn: BatchNorm (eps 1e-5, momentum 0.1). pool: 2x2
-  max-pool stride 2. gap: global average. A dense layer after a spatial layer reads channels
-  last, as deepcat does. He-normal weights (std sqrt(2 / fan_in)) for conv and dense, zero biases.
-- the recipe: Adam lr 1e-3 (0.9, 0.999, 1e-8), batches of 32 reshuffled every epoch (the last,
-  partial batch kept), each drawn image mirrored left-right with probability 1/2 then shifted by
-  a uniform integer in [-round(size/8), round(size/8)] in x and y with edge pixels repeated,
-  cosine decay lr * 0.5 * (1 + cos(pi * step / steps_per_epoch / epochs)) set before each step.
-- evaluation: eval() mode (running batch-norm statistics, no dropout), p > 0.5 for sigmoid.
+  dense<N>, dropout<P>, block<N> = conv<N> bn relu pool, res<N>[s<S>], or a preset name:
+  `cnn` = block16 block32 block64 block64 gap dropout0.3,
+  `resnet` = conv32 bn relu pool res32 res64s2 res128s2 gap dropout0.3),
+  then a dense head: 1 unit, sigmoid and binary cross-entropy for two classes; one unit per
+  class, softmax and cross-entropy for more.
+  Conv: "same" zero padding k // 2, bias (a stride-S conv gives ceil(side / S)). bn: BatchNorm
+  (eps 1e-5, momentum 0.1, gamma 1, beta 0). pool: 2x2 max-pool stride 2. gap: global average.
+  res<N>[s<S>] (S default 1): a basic block, ReLU(body(x) + shortcut(x)) with body = conv3x3(N,
+  stride S, pad 1) bn relu conv3x3(N, stride 1, pad 1) bn and shortcut = identity when the
+  input has N channels and S = 1, else conv1x1(N, stride S, pad 0) bn: torchvision's BasicBlock
+  with biases on the convs. A dense layer after a spatial layer reads channels last, as deepcat
+  does. He-normal weights (std sqrt(2 / fan_in)) for every conv and dense, zero biases.
+- both recipes: batches of 32 reshuffled every epoch (the last, partial batch kept), each drawn
+  image mirrored left-right with probability 1/2 then shifted by a uniform integer in
+  [-round(size/8), round(size/8)] in x and y with edge pixels repeated (deepcat's
+  src/data/augment.rs flip + crop).
+- the cnn recipe (--recipe cnn, the default except with --arch resnet): Adam lr 1e-3 (0.9, 0.999,
+  1e-8), cosine decay lr * 0.5 * (1 + cos(pi * step / steps_per_epoch / epochs)) set before each
+  step, no label smoothing, nearest resize.
+- the resnet recipe (--recipe resnet, the default for --arch resnet): torch.optim.AdamW lr 2e-3
+  (0.9, 0.999, 1e-8) in two parameter groups: weight decay 5e-4 (decoupled: w -= lr * 5e-4 * w)
+  on conv and dense weights, none on biases and batch-norm gamma/beta; the lr follows
+  OneCycleLR(max_lr=2e-3, total_steps=epochs * steps_per_epoch, pct_start=0.3,
+  anneal_strategy='cos', div_factor=25, final_div_factor=1e4, cycle_momentum=False), stepped
+  after every batch (2e-3 / 25 at the first step, 2e-3 after 30% of them, 8e-9 at the last);
+  label smoothing 0.1 (sigmoid: BCE-with-logits against y * 0.9 + 0.05; softmax:
+  CrossEntropyLoss(label_smoothing=0.1)); bilinear resize; 40 epochs by default as for cnn.
+- evaluation: eval() mode (running batch-norm statistics, no dropout), p > 0.5 for sigmoid,
+  argmax for softmax. test_accuracy_tta averages the probabilities of each test image and its
+  left-right mirror; test_accuracy_no_tta does not; test_accuracy is the recipe's (resnet: with
+  flip averaging, cnn: without). train_accuracy: no flip averaging.
 
-Only the recipe is shared with deepcat, not its random streams (initial weights, split, batch
-order, augmentation): compare means over seeds. The split with no --test-dir is shuffled and
-holds out ceil(test_split * n) images, as deepcat's, but not the same ones.
+Only the recipe is shared with deepcat, not its random streams (initial weights, batch order,
+augmentation): compare means over seeds. The split with --split-json is deepcat's own (the
+`test_files` of `deepcat train ... --json`; every other image under DATA_DIR trains). Without
+it or --test-dir the split is shuffled and holds out ceil(test_split * n) images, as deepcat's,
+but not the same ones.
 
-`speed` prints {"images_per_second", "seconds", "images", "threads", "memory_format", ...};
-`train` prints {"test_accuracy", "train_accuracy", "seconds", ...} (seconds: training only).
+`speed` prints {"images_per_second", "seconds", "images", "threads", "memory_format", ...}, the
+timed epochs using the recipe's optimiser, schedule and loss (its one-cycle spans the warm-up
+batches and the timed epochs); `train` prints {"test_accuracy", "test_accuracy_tta",
+"test_accuracy_no_tta", "train_accuracy", "seconds", ...} (seconds: training only).
 Needs torch, numpy and Pillow (scripts/setup-reference.sh --torch). Not part of the tests.
 """
 import argparse
@@ -44,7 +82,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-PRESETS = {"cnn": "block16 block32 block64 block64 gap dropout0.3"}
+PRESETS = {"cnn": "block16 block32 block64 block64 gap dropout0.3",
+           "resnet": "conv32 bn relu pool res32 res64s2 res128s2 gap dropout0.3"}
 BATCH = 32
 LR = 1e-3
 BETAS = (0.9, 0.999)
@@ -53,6 +92,13 @@ BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 EPOCHS = 40
 SHIFT_FRACTION = 0.125
+# The resnet recipe (--recipe resnet, the default for --arch resnet).
+RESNET_LR = 2e-3
+RESNET_WEIGHT_DECAY = 5e-4
+RESNET_PCT_START = 0.3
+RESNET_DIV_FACTOR = 25.0
+RESNET_FINAL_DIV_FACTOR = 1e4
+LABEL_SMOOTHING = 0.1
 # Memory format: channels_last is the faster here, so it is the default. Measured with `speed
 # data --size 64 --threads 2` (1685 images, one epoch), torch 2.15 CPU (oneDNN) on this project's
 # 2-core AMD EPYC (Zen 4) machine, nothing else running: channels_last 395 and 402 images/s,
@@ -85,6 +131,15 @@ def parse_token(token):
               "maxpool": "maxpool", "gap": "gap"}
     if token in simple:
         return [(simple[token], {})]
+    if token.startswith("res"):
+        rest, stride = token[3:], 1
+        if "s" in rest:
+            rest, s = rest.split("s", 1)
+            stride = number(s)
+        channels = number(rest)
+        if channels == 0 or not 1 <= stride <= 4:
+            raise ValueError(f"{token!r}: channels >= 1, stride 1 to 4")
+        return [("res", {"channels": channels, "stride": stride})]
     if token.startswith("block"):
         c = number(token[5:])
         return [("conv", {"channels": c, "kernel": 3, "stride": 1}), ("batchnorm", {}),
@@ -116,7 +171,7 @@ def parse_token(token):
             raise ValueError(f"{token!r}: the probability must be above 0 and below 1")
         return [("dropout", {"p": p})]
     raise ValueError(f"unknown layer {token!r}; use conv<N>[k<K>][s<S>], bn, relu, pool, gap, "
-                     "dense<N>, dropout<P>, block<N> or the preset cnn")
+                     "dense<N>, dropout<P>, block<N>, res<N>[s<S>] or a preset (cnn, resnet)")
 
 
 class ChannelsLastFlatten(nn.Module):
@@ -124,6 +179,24 @@ class ChannelsLastFlatten(nn.Module):
 
     def forward(self, x):
         return x.permute(0, 2, 3, 1).flatten(1)
+
+
+class BasicBlock(nn.Module):
+    """res<N>[s<S>]: ReLU(body(x) + shortcut(x)), body = conv3x3(N, stride S) bn relu conv3x3(N)
+    bn; shortcut = identity when the channels and the side stay, else conv1x1(N, stride S) bn.
+    torchvision's BasicBlock with biases on the convolutions, as deepcat has them."""
+
+    def __init__(self, inputs, channels, stride):
+        super().__init__()
+        bn = lambda: nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)  # noqa: E731
+        self.body = nn.Sequential(
+            nn.Conv2d(inputs, channels, 3, stride=stride, padding=1, bias=True), bn(), nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride=1, padding=1, bias=True), bn())
+        self.shortcut = (nn.Identity() if inputs == channels and stride == 1 else nn.Sequential(
+            nn.Conv2d(inputs, channels, 1, stride=stride, padding=0, bias=True), bn()))
+
+    def forward(self, x):
+        return torch.relu(self.body(x) + self.shortcut(x))
 
 
 def build_network(body, size, outputs):
@@ -140,6 +213,13 @@ def build_network(body, size, outputs):
             mods.append(nn.Conv2d(c, s["channels"], k, stride=st, padding=k // 2, bias=True))
             c = s["channels"]
             h, w = (h + 2 * (k // 2) - k) // st + 1, (w + 2 * (k // 2) - k) // st + 1
+        elif kind == "res":
+            if not spatial:
+                raise ValueError("a residual block cannot follow a flat layer")
+            st = s["stride"]
+            mods.append(BasicBlock(c, s["channels"], st))
+            c = s["channels"]
+            h, w = (h - 1) // st + 1, (w - 1) // st + 1  # ceil(side / stride)
         elif kind == "batchnorm":
             mods.append(nn.BatchNorm2d(c, eps=BN_EPS, momentum=BN_MOMENTUM) if spatial
                         else nn.BatchNorm1d(units, eps=BN_EPS, momentum=BN_MOMENTUM))
@@ -204,19 +284,39 @@ def positive_index(classes):
     return 1
 
 
-def load_images(files, size):
-    """(n, size, size, 3) float32 tensor in [0, 1] and the labels; unreadable files skipped."""
+RESAMPLE = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR}
+
+
+def load_images(files, size, resize="nearest"):
+    """(n, size, size, 3) float32 tensor in [0, 1] and the labels; unreadable files skipped.
+    Pillow's BILINEAR resize is a convolution whose support widens when shrinking (antialiased),
+    like deepcat's `--resize bilinear`."""
     xs, ys = [], []
     for path, label in files:
         try:
             with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im).convert("RGB").resize((size, size), Image.NEAREST)
+                im = ImageOps.exif_transpose(im).convert("RGB").resize((size, size),
+                                                                       RESAMPLE[resize])
                 xs.append(np.asarray(im, dtype=np.uint8))
                 ys.append(label)
         except (OSError, ValueError) as e:
             print(f"skipped {path}: {e}", file=sys.stderr)
     x = torch.from_numpy(np.stack(xs)).float().div_(255.0)
     return x, torch.tensor(ys, dtype=torch.long)
+
+
+def split_from_json(files, json_path):
+    """deepcat's split: the images its `train --json` listed as test_files are the test set,
+    every other image found is training data."""
+    with open(json_path) as f:
+        listed = json.load(f)["test_files"]
+    key = lambda p: os.path.realpath(p)  # noqa: E731
+    wanted = {key(p) for p in listed}
+    test = [(p, label) for p, label in files if key(p) in wanted]
+    if len(test) != len(wanted):
+        sys.exit(f"{json_path}: {len(wanted) - len(test)} of its {len(wanted)} test_files are "
+                 "not images under DATA_DIR")
+    return [(p, label) for p, label in files if key(p) not in wanted], test
 
 
 def targets(labels, classes):
@@ -229,7 +329,11 @@ def targets(labels, classes):
 
 
 class Trainer:
-    def __init__(self, net, sigmoid, size, rng, memory_format):
+    """The cnn recipe: Adam, cosine decay set before each step, plain (binary) cross-entropy."""
+
+    tta = False  # whether the reported test accuracy averages each image and its mirror
+
+    def __init__(self, net, sigmoid, size, rng, memory_format, total_steps):
         self.net = net
         self.sigmoid = sigmoid
         self.size = size
@@ -237,9 +341,17 @@ class Trainer:
         self.channels_last = memory_format == "channels_last"
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=LR, betas=BETAS, eps=ADAM_EPS)
+        self.opt, self.sched = self.optimizer(total_steps)
         self.loss = nn.BCEWithLogitsLoss() if sigmoid else nn.CrossEntropyLoss()
         self.max_shift = int(math.floor(size * SHIFT_FRACTION + 0.5))  # f32::round, half up
+
+    def optimizer(self, total_steps):
+        """The optimiser and a per-batch scheduler (None: lr_at sets the rate)."""
+        return torch.optim.Adam(self.net.parameters(), lr=LR, betas=BETAS, eps=ADAM_EPS), None
+
+    def lr_at(self, done):
+        """The learning rate at `done` (0 to 1) of training."""
+        return LR * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
     def to_input(self, x):
         """(n, h, w, c) contiguous -> the network's (n, c, h, w) in the chosen memory format.
@@ -261,9 +373,11 @@ class Trainer:
         rows, cols = torch.from_numpy(rows), torch.from_numpy(cols)
         return x[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
-    def step(self, x_all, y_all, idx, lr):
-        for g in self.opt.param_groups:
-            g["lr"] = lr
+    def step(self, x_all, y_all, idx, lr=None):
+        """One batch; `lr` (when not None) is set first, a scheduler steps after."""
+        if lr is not None:
+            for g in self.opt.param_groups:
+                g["lr"] = lr
         idx = torch.from_numpy(idx)
         x = self.to_input(self.augment(x_all[idx]))
         y = y_all[idx]
@@ -271,6 +385,8 @@ class Trainer:
         loss = self.loss(self.net(x), y)
         loss.backward()
         self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
         return loss
 
     def epoch(self, x_all, y_all, epoch, epochs):
@@ -279,23 +395,82 @@ class Trainer:
         order = self.rng.permutation(n)
         for i in range(steps):
             done = (epoch * steps + i) / steps / epochs
-            self.step(x_all, y_all, order[i * BATCH:(i + 1) * BATCH],
-                      LR * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0))))
+            self.step(x_all, y_all, order[i * BATCH:(i + 1) * BATCH], self.lr_at(done))
 
     @torch.inference_mode()
-    def accuracy(self, x_all, labels, classes):
+    def probabilities(self, x_all, mirrored=False):
+        """eval() mode: P(positive) (n,) for sigmoid, softmax (n, classes) for more; of the
+        left-right mirrored images when `mirrored`."""
         self.net.eval()
-        pos = positive_index(classes)
-        correct = 0
+        out = []
         for start in range(0, x_all.shape[0], 256):
-            out = self.net(self.to_input(x_all[start:start + 256]))
-            if pos is not None:
-                pred = torch.where(torch.sigmoid(out[:, 0]) > 0.5, pos, 1 - pos)
-            else:
-                pred = out.argmax(1)
-            correct += int((pred == labels[start:start + 256]).sum())
+            x = x_all[start:start + 256]
+            if mirrored:
+                x = x.flip(2)  # (n, h, w, c): w
+            z = self.net(self.to_input(x))
+            out.append(torch.sigmoid(z[:, 0]) if self.sigmoid else torch.softmax(z, 1))
         self.net.train()
-        return correct / x_all.shape[0]
+        return torch.cat(out)
+
+    def accuracy(self, x_all, labels, classes, tta=False):
+        """Share of correct predictions: p > 0.5 for sigmoid, argmax for softmax; with `tta`
+        the probabilities of each image and its mirror are averaged first."""
+        p = self.probabilities(x_all)
+        if tta:
+            p = (p + self.probabilities(x_all, mirrored=True)) / 2
+        pos = positive_index(classes)
+        pred = torch.where(p > 0.5, pos, 1 - pos) if pos is not None else p.argmax(1)
+        return int((pred == labels).sum()) / x_all.shape[0]
+
+
+class SmoothedBCEWithLogits(nn.Module):
+    """Binary cross-entropy on logits against label-smoothed targets y (1 - e) + e / 2."""
+
+    def __init__(self, smoothing):
+        super().__init__()
+        self.smoothing = smoothing
+
+    def forward(self, logits, y):
+        target = y * (1.0 - self.smoothing) + self.smoothing / 2
+        return nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
+class ResnetTrainer(Trainer):
+    """The resnet recipe: AdamW (weight decay on conv and dense weights only), one-cycle
+    schedule stepped per batch, label smoothing 0.1, test-time flip averaging."""
+
+    tta = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss = (SmoothedBCEWithLogits(LABEL_SMOOTHING) if self.sigmoid
+                     else nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING))
+
+    def optimizer(self, total_steps):
+        decay, no_decay = [], []
+        for m in self.net.modules():
+            for name, p in m.named_parameters(recurse=False):
+                weight = isinstance(m, (nn.Conv2d, nn.Linear)) and name == "weight"
+                (decay if weight else no_decay).append(p)
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": RESNET_WEIGHT_DECAY},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=RESNET_LR, betas=BETAS, eps=ADAM_EPS)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=RESNET_LR, total_steps=total_steps, pct_start=RESNET_PCT_START,
+            anneal_strategy="cos", div_factor=RESNET_DIV_FACTOR,
+            final_div_factor=RESNET_FINAL_DIV_FACTOR, cycle_momentum=False)
+        return opt, sched
+
+    def lr_at(self, done):
+        return None  # the one-cycle scheduler sets it
+
+
+RECIPES = {"cnn": (Trainer, "nearest"), "resnet": (ResnetTrainer, "bilinear")}
+
+
+def recipe_of(args):
+    """--recipe, or by default resnet for --arch resnet and cnn otherwise."""
+    return args.recipe or ("resnet" if args.arch.strip().lower() == "resnet" else "cnn")
 
 
 def seed_everything(seed):
@@ -313,15 +488,18 @@ def cmd_speed(args):
         # The same number of images as deepcat trains on (its 80/20 split's training part).
         keep = sorted(rng.choice(len(files), args.images, replace=False))
         files = [files[i] for i in keep]
-    x, labels = load_images(files, args.size)
+    recipe = recipe_of(args)
+    trainer, resize = RECIPES[recipe]
+    x, labels = load_images(files, args.size, resize)
     y = targets(labels, classes)
     outputs = 1 if len(classes) == 2 else len(classes)
-    tr = Trainer(build_network(parse_arch(args.arch), args.size, outputs), outputs == 1,
-                 args.size, rng, args.memory_format)
-    tr.net.train()
     n = x.shape[0]
+    total_steps = args.warmup_batches + args.epochs * math.ceil(n / BATCH)
+    tr = trainer(build_network(parse_arch(args.arch), args.size, outputs), outputs == 1,
+                 args.size, rng, args.memory_format, total_steps)
+    tr.net.train()
     for _ in range(args.warmup_batches):
-        tr.step(x, y, rng.choice(n, min(BATCH, n), replace=False), LR)
+        tr.step(x, y, rng.choice(n, min(BATCH, n), replace=False), tr.lr_at(0.0))
     start = time.perf_counter()
     for e in range(args.epochs):
         tr.epoch(x, y, e, args.epochs)
@@ -329,7 +507,7 @@ def cmd_speed(args):
     print(json.dumps({"images_per_second": n * args.epochs / seconds, "seconds": seconds,
                       "images": n * args.epochs, "threads": args.threads,
                       "memory_format": args.memory_format, "size": args.size, "epochs": args.epochs,
-                      "arch": args.arch, "torch": torch.__version__}))
+                      "arch": args.arch, "recipe": recipe, "torch": torch.__version__}))
 
 
 def cmd_train(args):
@@ -343,6 +521,8 @@ def cmd_train(args):
         if test_classes != classes:
             sys.exit(f"{args.test_dir}: classes {test_classes} are not {classes}")
         train_files = files
+    elif args.split_json:
+        train_files, test_files = split_from_json(files, args.split_json)
     else:
         if not 0 < args.test_split < 1:
             sys.exit("--test-split must be above 0 and below 1")
@@ -350,25 +530,32 @@ def cmd_train(args):
         k = math.ceil(args.test_split * len(files))
         test_files = [files[i] for i in order[:k]]
         train_files = [files[i] for i in order[k:]]
-    x_train, l_train = load_images(train_files, args.size)
-    x_test, l_test = load_images(test_files, args.size)
+    recipe = recipe_of(args)
+    trainer, resize = RECIPES[recipe]
+    x_train, l_train = load_images(train_files, args.size, resize)
+    x_test, l_test = load_images(test_files, args.size, resize)
     load_seconds = time.perf_counter() - t0
     y_train = targets(l_train, classes)
     outputs = 1 if len(classes) == 2 else len(classes)
-    tr = Trainer(build_network(parse_arch(args.arch), args.size, outputs), outputs == 1,
-                 args.size, rng, args.memory_format)
+    total_steps = args.epochs * math.ceil(x_train.shape[0] / BATCH)
+    tr = trainer(build_network(parse_arch(args.arch), args.size, outputs), outputs == 1,
+                 args.size, rng, args.memory_format, total_steps)
     tr.net.train()
     start = time.perf_counter()
     for e in range(args.epochs):
         tr.epoch(x_train, y_train, e, args.epochs)
     seconds = time.perf_counter() - start
-    print(json.dumps({"test_accuracy": tr.accuracy(x_test, l_test, classes),
+    tta = tr.accuracy(x_test, l_test, classes, tta=True)
+    no_tta = tr.accuracy(x_test, l_test, classes)
+    print(json.dumps({"test_accuracy": tta if tr.tta else no_tta,
+                      "test_accuracy_tta": tta, "test_accuracy_no_tta": no_tta,
                       "train_accuracy": tr.accuracy(x_train, l_train, classes),
                       "seconds": seconds, "load_seconds": load_seconds, "seed": args.seed,
                       "epochs": args.epochs, "size": args.size, "arch": args.arch,
                       "classes": classes, "train_size": len(l_train), "test_size": len(l_test),
                       "threads": torch.get_num_threads(), "memory_format": args.memory_format,
-                      "torch": torch.__version__}))
+                      "recipe": recipe, "resize": resize, "split_json": args.split_json,
+                      "test_dir": args.test_dir, "torch": torch.__version__}))
 
 
 def main(argv=None):
@@ -380,6 +567,8 @@ def main(argv=None):
     common.add_argument("--arch", default="cnn", help="deepcat's --arch text form (default: cnn)")
     common.add_argument("--memory-format", choices=["channels_last", "contiguous"],
                         default=DEFAULT_MEMORY_FORMAT)
+    common.add_argument("--recipe", choices=sorted(RECIPES),
+                        help="training recipe (default: resnet for --arch resnet, else cnn)")
     sp = sub.add_parser("speed", parents=[common], help="time training epochs")
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--epochs", type=int, default=1)
@@ -388,7 +577,10 @@ def main(argv=None):
                     help="train on this many of the images (a seeded subset; default: all)")
     sp.add_argument("--seed", type=int, default=1)
     tp = sub.add_parser("train", parents=[common], help="train and report accuracies")
-    tp.add_argument("--test-dir")
+    tests = tp.add_mutually_exclusive_group()
+    tests.add_argument("--test-dir")
+    tests.add_argument("--split-json", help="deepcat's `train --json` output: its test_files "
+                       "are the test set, the other images under DATA_DIR the training set")
     tp.add_argument("--test-split", type=float, default=0.2)
     tp.add_argument("--seed", type=int, default=1)
     tp.add_argument("--epochs", type=int, default=EPOCHS)
