@@ -7,6 +7,7 @@
 
 use deepcat::data::{Preprocess, SplitSpec, load_splits};
 use deepcat::model::{Classes, Model};
+use deepcat::nn::spec::{BatchNormSpec, GapSpec, MaxPoolSpec, ReluSpec};
 use deepcat::nn::{Geometry, LayerSpec};
 use deepcat::train::{Length, Recipe, train};
 
@@ -35,21 +36,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Two conv blocks written out as layers (the same as the text "block8 block16 gap"), then
     // the output head, which training adds.
-    let conv = |channels| LayerSpec::Conv {
-        channels,
-        kernel: 3,
-        stride: 1,
-    };
+    let conv = |channels| LayerSpec::conv(channels, 3, 1);
+    let bn = || LayerSpec::BatchNorm(BatchNormSpec {});
+    let relu = || LayerSpec::Relu(ReluSpec {});
+    let pool = || LayerSpec::MaxPool(MaxPoolSpec {});
     let body = vec![
         conv(8),
-        LayerSpec::BatchNorm,
-        LayerSpec::Relu,
-        LayerSpec::MaxPool,
+        bn(),
+        relu(),
+        pool(),
         conv(16),
-        LayerSpec::BatchNorm,
-        LayerSpec::Relu,
-        LayerSpec::MaxPool,
-        LayerSpec::Gap,
+        bn(),
+        relu(),
+        pool(),
+        LayerSpec::Gap(GapSpec {}),
     ];
     let mut config = Recipe::conv().config(body);
     config.length = Length::Epochs(epochs);
@@ -60,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         network: trained.network,
         classes,
         preprocess,
+        tta: false,
     };
     println!("{}", model.network.summary());
     let test_accuracy = match &splits.test {

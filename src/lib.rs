@@ -4,9 +4,10 @@
 //! sub-folder of photos per class, splits the file list (seeded, shuffled), and decodes each
 //! image into one row of a byte matrix: resized to a square, RGB, flattened; the network reads
 //! each byte as `v / 255`. A decoded cache on disk ([`data::cache`]) spares a second run the
-//! decoding. [`nn`] holds the layers, each a hand-written forward/backward pair ([`nn::Dense`],
-//! [`nn::Conv2d`], [`nn::BatchNorm`], [`nn::MaxPool2d`], [`nn::Relu`], [`nn::Dropout`], ...),
-//! chained into a [`nn::Network`] whose output non-linearity and
+//! decoding. [`nn`] holds the layers, one file per kind, each a hand-written forward/backward
+//! pair ([`nn::Dense`], [`nn::Conv2d`], [`nn::BatchNorm`], [`nn::MaxPool2d`], [`nn::Relu`],
+//! [`nn::Dropout`], ..., and [`nn::Residual`], a block made of layers), chained into a
+//! [`nn::Network`] whose output non-linearity and
 //! cross-entropy are fused in [`loss`]. [`train`] runs gradient descent (or an optimiser from
 //! [`optim`]) over full or mini-batches, computing each step directly or by the exact Gram
 //! reformulation, and reports through callbacks. [`model::Model`] bundles the trained network

@@ -67,6 +67,14 @@ pub fn document_sigmoid_dz(z: f32, y: f32) -> f32 {
     da * a * (1.0 - a)
 }
 
+/// Label smoothing: `y·(1 − ε) + ε/K` for `targets (batch, outputs)`, with `K` the number of
+/// classes (2 for the one-column sigmoid head, where the target is P(positive)). The fused
+/// gradient `A − Y` stays exact for such soft targets.
+pub fn smoothed(targets: &mut Array2<f32>, epsilon: f32) {
+    let classes = targets.ncols().max(2) as f32;
+    targets.mapv_inplace(|y| y * (1.0 - epsilon) + epsilon / classes);
+}
+
 /// The output non-linearity and its cross-entropy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Head {

@@ -140,6 +140,9 @@ pub struct Model {
     pub classes: Classes,
     /// How photos become input rows.
     pub preprocess: Preprocess,
+    /// Test-time flips: each prediction averages the probabilities of the image and of its
+    /// left-right mirror (`--tta flip`), recorded in the model so every command does the same.
+    pub tta: bool,
 }
 
 /// Predictions for a batch of rows.
@@ -248,7 +251,22 @@ impl Model {
             "model expects {} features",
             self.network.input_units()
         );
-        let p = self.network.probabilities(x);
+        let mut p = self.network.probabilities(x);
+        if self.tta {
+            let g = self.network.input();
+            use crate::data::augment::mirrored;
+            let q = match x {
+                Rows::Bytes(b) => {
+                    let m = mirrored(b, g.height, g.width, g.channels);
+                    self.network.probabilities(&m)
+                }
+                Rows::Values(v) => {
+                    let m = mirrored(v, g.height, g.width, g.channels);
+                    self.network.probabilities(&m)
+                }
+            };
+            p = (p + q) * 0.5;
+        }
         Predictions {
             probabilities: self.classes.class_probabilities(p.view()),
             classes: self.classes.decide(p.view()),

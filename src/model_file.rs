@@ -21,6 +21,7 @@
 //! | `positive` | `cats` | class the sigmoid output stands for (empty with softmax) |
 //! | `image_size` | `128` | images are resized to this square |
 //! | `resize` | `nearest` | `nearest`, `bilinear` or `lanczos` |
+//! | `tta` | `flip` | `flip`: predictions average each image and its mirror; `none` (or absent) |
 //! | `orientation` | `exif` | `exif`: EXIF orientation applied; `ignored` (or absent: files from before it was applied) |
 //! | `pixel_layout` | `hwc_rgb` | rows are row, column, channel; RGB |
 //! | `normalisation` | `divide_by_255` | pixel values scaled to `[0, 1]` |
@@ -47,16 +48,23 @@ use std::path::Path;
 
 /// The format identifier in every file.
 pub const FORMAT: &str = "deepcat";
-/// The newest format version this build writes and reads (it reads every older one too).
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest format version this build writes and reads (it reads every older one too):
+/// nested architectures (residual blocks).
+pub const FORMAT_VERSION: u32 = 3;
+/// The version of flat layer sequences (conv networks without blocks), still written for them
+/// so that earlier deepcats read them.
+pub const LAYERED_FORMAT_VERSION: u32 = 2;
 /// The version of the document's dense networks, still written for them.
 pub const DENSE_FORMAT_VERSION: u32 = 1;
-/// The most layers a version-2 file may list (a sanity bound for corrupt files).
+/// The most layers a version-2 or -3 file may list, nested ones included (a sanity bound for
+/// corrupt files).
 const MAX_LAYERS: usize = 1000;
 const PIXEL_LAYOUT: &str = "hwc_rgb";
 const NORMALISATION: &str = "divide_by_255";
 const ORIENTATION_EXIF: &str = "exif";
 const ORIENTATION_IGNORED: &str = "ignored";
+const TTA_FLIP: &str = "flip";
+const TTA_NONE: &str = "none";
 /// Largest image side a model may declare (a sanity bound for corrupt files).
 const MAX_IMAGE_SIZE: u32 = 4096;
 
@@ -168,13 +176,18 @@ fn preprocessing_metadata(model: &Model) -> HashMap<String, String> {
         }
         .into(),
     );
+    meta.insert(
+        "tta".into(),
+        if model.tta { TTA_FLIP } else { TTA_NONE }.into(),
+    );
     meta.insert("pixel_layout".into(), PIXEL_LAYOUT.into());
     meta.insert("normalisation".into(), NORMALISATION.into());
     meta
 }
 
 /// The version and the description of the layers: version 1 (`layer_sizes`, `activations`)
-/// for the document's kind of network, version 2 (`layers`, `head`) for any other.
+/// for the document's kind of network, version 2 (`layers`, `head`) for a flat sequence of
+/// other layers, version 3 (the same keys, layers nested) when a layer holds layers.
 fn network_metadata(net: &Network) -> HashMap<String, String> {
     let mut meta: HashMap<String, String> = HashMap::new();
     if net.is_dense_stack() {
@@ -198,7 +211,12 @@ fn network_metadata(net: &Network) -> HashMap<String, String> {
             serde_json::Value::from(activations).to_string(),
         );
     } else {
-        meta.insert("format_version".into(), FORMAT_VERSION.to_string());
+        let version = if net.is_nested() {
+            FORMAT_VERSION
+        } else {
+            LAYERED_FORMAT_VERSION
+        };
+        meta.insert("format_version".into(), version.to_string());
         meta.insert(
             "layers".into(),
             serde_json::to_string(&net.specs()).unwrap_or_default(),
@@ -447,10 +465,16 @@ pub fn load(path: &Path) -> Result<ModelFile> {
     let version = read_version(&r)?;
     let classes = read_classes(&r)?;
     let preprocess = read_preprocess(&r)?;
+    let tta = match r.meta.get("tta").map(String::as_str) {
+        Some(TTA_FLIP) => true,
+        // Files from before test-time flips say nothing.
+        Some(TTA_NONE) | None => false,
+        Some(other) => return Err(r.bad(format!("unknown test-time augmentation {other:?}"))),
+    };
     let network = if version == DENSE_FORMAT_VERSION {
         read_dense_network(&r, &st, &classes, &preprocess)?
     } else {
-        read_layered_network(&r, &st, &classes, &preprocess)?
+        read_layered_network(&r, &st, &classes, &preprocess, version)?
     };
     let optimizer = read_optimizer(&r, &st, &network)?;
     let training = r
@@ -462,6 +486,7 @@ pub fn load(path: &Path) -> Result<ModelFile> {
             network,
             classes,
             preprocess,
+            tta,
         },
         optimizer,
         training,
@@ -649,6 +674,7 @@ fn read_layered_network(
     st: &SafeTensors<'_>,
     classes: &Classes,
     preprocess: &Preprocess,
+    version: u32,
 ) -> Result<Network> {
     let layers_text = r.get("layers")?;
     // Bounded before parsing into layers: a corrupt header must not cost memory.
@@ -675,7 +701,7 @@ fn read_layered_network(
             ))
         })?;
         // A setting this deepcat does not know would be silently ignored: refuse it.
-        let known = serde_json::to_value(layer).unwrap_or_default();
+        let known = serde_json::to_value(&layer).unwrap_or_default();
         if !same_keys(&value, &known) {
             return Err(r.bad(format!(
                 "layer {} has settings this deepcat does not know (it reads {known})",
@@ -685,7 +711,21 @@ fn read_layered_network(
         layer
             .check()
             .map_err(|e| r.bad(format!("layer {}: {e}", layer.token())))?;
+        if layer.is_nested() && version < FORMAT_VERSION {
+            return Err(r.bad(format!(
+                "layer {} nests layers, which format version {version} cannot hold (version \
+                 {FORMAT_VERSION} can)",
+                layer.token()
+            )));
+        }
         layers.push(layer);
+    }
+    let total: usize = layers.iter().map(count_layers).sum();
+    if total > MAX_LAYERS {
+        return Err(r.bad(format!(
+            "metadata \"layers\" holds {total} layers with the nested ones; a model has at most \
+             {MAX_LAYERS}"
+        )));
     }
     let head = classes.head();
     let head_name = r.get("head")?;
@@ -698,7 +738,7 @@ fn read_layered_network(
         )));
     }
     let outputs = match layers.pop() {
-        Some(LayerSpec::Dense { units }) => units,
+        Some(LayerSpec::Dense(d)) => d.units,
         other => {
             return Err(r.bad(format!(
                 "the last layer must be the dense output layer, got {}",
@@ -732,6 +772,21 @@ fn read_layered_network(
         )),
         other => other,
     })
+}
+
+/// The layer and every layer nested in it.
+fn count_layers(layer: &LayerSpec) -> usize {
+    match layer {
+        LayerSpec::Residual(r) => {
+            1 + r
+                .body
+                .iter()
+                .chain(&r.shortcut)
+                .map(count_layers)
+                .sum::<usize>()
+        }
+        _ => 1,
+    }
 }
 
 /// Whether two JSON objects have the same keys.
@@ -814,6 +869,7 @@ mod tests {
             network: Network::new(&arch, Init::Document, &mut rng).unwrap(),
             classes,
             preprocess,
+            tta: false,
         }
     }
 

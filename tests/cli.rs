@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `deepcat` binary on real and deliberately broken images.
 //!
 //! Tests that need `../shared/data` (present in CI) print a message and pass when it is absent,
+//! unless DEEPCAT_REQUIRE_DATA is set (as CI sets it), when they fail,
 //! so a fresh clone's `cargo test` still works; everything else builds its own images.
 
 use assert_cmd::Command;
@@ -25,6 +26,12 @@ fn shared(name: &str) -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
+        // CI sets DEEPCAT_REQUIRE_DATA: there a missing set is a failure, not a skip.
+        assert!(
+            std::env::var_os("DEEPCAT_REQUIRE_DATA").is_none(),
+            "{} not found, and DEEPCAT_REQUIRE_DATA is set",
+            p.display()
+        );
         eprintln!("skipping: {} not found (it is present in CI)", p.display());
         None
     }

@@ -3,7 +3,8 @@
 //! architectures are refused before any image is read; a committed version-1 model still
 //! predicts what it predicted when it was made.
 //!
-//! Tests that need `../shared/data` (present in CI) print a message and pass when it is absent;
+//! Tests that need `../shared/data` (present in CI) print a message and pass when it is absent,
+//! unless DEEPCAT_REQUIRE_DATA is set (as CI sets it), when they fail;
 //! the others build their own images (or use the committed ones in `tests/fixtures/`).
 
 use assert_cmd::Command;
@@ -28,6 +29,12 @@ fn shared(name: &str) -> Option<PathBuf> {
     if p.is_dir() {
         Some(p)
     } else {
+        // CI sets DEEPCAT_REQUIRE_DATA: there a missing set is a failure, not a skip.
+        assert!(
+            std::env::var_os("DEEPCAT_REQUIRE_DATA").is_none(),
+            "{} not found, and DEEPCAT_REQUIRE_DATA is set",
+            p.display()
+        );
         eprintln!("skipping: {} not found (it is present in CI)", p.display());
         None
     }

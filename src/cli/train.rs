@@ -31,6 +31,13 @@ enum OptimizerName {
     Gd,
     Momentum,
     Adam,
+    Adamw,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TtaName {
+    Flip,
+    None,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -91,12 +98,15 @@ pub struct TrainArgs {
     /// Images are resized to SIZE×SIZE RGB [default: 128].
     #[arg(long)]
     size: Option<u32>,
-    /// Resize filter [default: nearest, as the document's loader].
+    /// Resize filter [default: nearest, as the document's loader; bilinear (antialiased) for
+    /// residual networks].
     #[arg(long, value_enum)]
     resize: Option<ResizeName>,
-    /// The layers before the output head: a preset (cnn) or layers such as
-    /// "conv16 bn relu pool gap" (see the README's grammar). Conv layers bring the conv
-    /// recipe: adam, lr 0.001, batch 32, epochs, flip+crop, cosine, he.
+    /// The layers before the output head: a preset (cnn, resnet) or layers such as
+    /// "conv16 bn relu pool gap" or "conv32 bn relu res32 res64s2 gap" (see the README's
+    /// grammar). Conv layers bring the conv recipe (adam, lr 0.001, batch 32, epochs,
+    /// flip+crop, cosine, he); residual blocks the resnet recipe (adamw, lr 0.002,
+    /// weight decay 5e-4, onecycle, label smoothing 0.1, test-time flips, bilinear).
     #[arg(long, value_name = "SPEC")]
     arch: Option<String>,
     /// Hidden dense layer sizes, comma-separated ("none" for no hidden layer) [default:
@@ -130,8 +140,23 @@ pub struct TrainArgs {
     /// Adam's ε.
     #[arg(long, default_value_t = 1e-8)]
     epsilon: f32,
+    /// AdamW's decoupled weight decay λ (weights only; biases and batch norm are not decayed)
+    /// [default: 0.01, or the recipe's].
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Label smoothing ε: targets become y·(1−ε) + ε/classes [default: 0, or the recipe's].
+    #[arg(long, value_name = "F")]
+    label_smoothing: Option<f32>,
+    /// Ramp the learning rate up linearly over the first N iterations (or epochs) [default: 0].
+    #[arg(long, value_name = "N")]
+    warmup: Option<f64>,
+    /// Test-time augmentation recorded in the model: flip averages each image's
+    /// probabilities with its mirror's [default: none, or the recipe's].
+    #[arg(long, value_enum)]
+    tta: Option<TtaName>,
     /// Learning-rate schedule: constant, step:EVERY:FACTOR (EVERY in iterations, or epochs
-    /// with --epochs) or cosine[:MIN_FACTOR] [default: constant, or the recipe's].
+    /// with --epochs), cosine[:MIN_FACTOR] or onecycle[:PCT] [default: constant, or the
+    /// recipe's].
     #[arg(long)]
     schedule: Option<String>,
     /// L2 penalty λ: the cost gains λ/2·Σ‖W‖² over all weights.
@@ -267,22 +292,15 @@ fn build_config(a: &TrainArgs, body: Vec<LayerSpec>) -> Result<(TrainConfig, Rec
         (None, None) => {}
     }
     let by_epochs = matches!(config.length, Length::Epochs(_));
-    if let Some(o) = a.optimizer {
-        config.optimizer = match o {
-            OptimizerName::Gd => OptimizerConfig::Gd,
-            OptimizerName::Momentum => OptimizerConfig::Momentum { beta: a.beta1 },
-            OptimizerName::Adam => OptimizerConfig::Adam {
-                beta1: a.beta1,
-                beta2: a.beta2,
-                epsilon: a.epsilon,
-            },
-        };
-    } else if let OptimizerConfig::Adam { .. } = config.optimizer {
-        config.optimizer = OptimizerConfig::Adam {
-            beta1: a.beta1,
-            beta2: a.beta2,
-            epsilon: a.epsilon,
-        };
+    config.optimizer = optimizer_config(a, config.optimizer)?;
+    if let Some(e) = a.label_smoothing {
+        config.label_smoothing = e;
+    }
+    if let Some(w) = a.warmup {
+        config.warmup = w;
+    }
+    if let Some(t) = a.tta {
+        config.tta = matches!(t, TtaName::Flip);
     }
     if let Some(lr) = a.lr {
         config.learning_rate = lr;
@@ -323,6 +341,42 @@ fn build_config(a: &TrainArgs, body: Vec<LayerSpec>) -> Result<(TrainConfig, Rec
     Ok((config, recipe))
 }
 
+/// The optimiser: `--optimizer` with its settings, or the recipe's with the settings given.
+fn optimizer_config(a: &TrainArgs, recipe: OptimizerConfig) -> Result<OptimizerConfig> {
+    let recipe_decay = match recipe {
+        OptimizerConfig::AdamW { weight_decay, .. } => Some(weight_decay),
+        _ => None,
+    };
+    let name = match (a.optimizer, recipe) {
+        (Some(o), _) => o,
+        (None, OptimizerConfig::Gd) => OptimizerName::Gd,
+        (None, OptimizerConfig::Momentum { .. }) => OptimizerName::Momentum,
+        (None, OptimizerConfig::Adam { .. }) => OptimizerName::Adam,
+        (None, OptimizerConfig::AdamW { .. }) => OptimizerName::Adamw,
+    };
+    if a.weight_decay.is_some() && !matches!(name, OptimizerName::Adamw) {
+        usage!("--weight-decay is AdamW's; add --optimizer adamw (or use --l2 for an L2 penalty)");
+    }
+    Ok(match name {
+        OptimizerName::Gd => OptimizerConfig::Gd,
+        OptimizerName::Momentum => OptimizerConfig::Momentum { beta: a.beta1 },
+        OptimizerName::Adam => OptimizerConfig::Adam {
+            beta1: a.beta1,
+            beta2: a.beta2,
+            epsilon: a.epsilon,
+        },
+        OptimizerName::Adamw => OptimizerConfig::AdamW {
+            beta1: a.beta1,
+            beta2: a.beta2,
+            epsilon: a.epsilon,
+            weight_decay: a.weight_decay.or(recipe_decay).unwrap_or(ADAMW_DECAY),
+        },
+    })
+}
+
+/// PyTorch's default AdamW weight decay.
+const ADAMW_DECAY: f32 = 0.01;
+
 /// Fails early (before any image is read) if the model cannot be written where asked.
 pub(super) fn check_writable(path: &Path, flag: &str) -> Result<()> {
     let dir = model_file::folder_of(path);
@@ -351,13 +405,18 @@ pub(super) fn check_writable(path: &Path, flag: &str) -> Result<()> {
 }
 
 /// How photos become rows: the flags, or exactly the resumed model's preprocessing.
-fn build_preprocess(a: &TrainArgs, resumed: Option<&ModelFile>) -> Result<Preprocess> {
+fn build_preprocess(
+    a: &TrainArgs,
+    recipe: &Recipe,
+    resumed: Option<&ModelFile>,
+) -> Result<Preprocess> {
     let mut preprocess = Preprocess {
         size: a.size.unwrap_or(128),
-        filter: match a.resize.unwrap_or(ResizeName::Nearest) {
-            ResizeName::Nearest => ResizeFilter::Nearest,
-            ResizeName::Bilinear => ResizeFilter::Bilinear,
-            ResizeName::Lanczos => ResizeFilter::Lanczos,
+        filter: match a.resize {
+            None => recipe.resize,
+            Some(ResizeName::Nearest) => ResizeFilter::Nearest,
+            Some(ResizeName::Bilinear) => ResizeFilter::Bilinear,
+            Some(ResizeName::Lanczos) => ResizeFilter::Lanczos,
         },
         exif_orientation: true,
     };
@@ -413,7 +472,7 @@ impl Setup {
         if let Some(p) = &a.report {
             check_writable(p, "--report")?;
         }
-        let preprocess = build_preprocess(a, resumed.as_ref())?;
+        let preprocess = build_preprocess(a, &recipe, resumed.as_ref())?;
         // The layers must fit the images; the class count only changes the head.
         Architecture {
             input: input_geometry(&preprocess),
@@ -517,7 +576,7 @@ fn print_plan<S: Examples>(
     } else {
         let sizes: Vec<String> = std::iter::once(setup.preprocess.features())
             .chain(config.body.iter().filter_map(|l| match l {
-                LayerSpec::Dense { units } => Some(*units),
+                LayerSpec::Dense(d) => Some(d.units),
                 _ => None,
             }))
             .chain(std::iter::once(classes.outputs()))
@@ -573,9 +632,10 @@ fn fit<S: Examples>(
             Progress::auto(a.log_every.is_some())
         }
     });
-    let mut checkpoint = a
-        .checkpoint_every
-        .map(|every| Checkpoint::new(a.model.clone(), every, classes.clone(), setup.preprocess));
+    let mut checkpoint = a.checkpoint_every.map(|every| {
+        Checkpoint::new(a.model.clone(), every, classes.clone(), setup.preprocess)
+            .with_tta(setup.config.tta)
+    });
     // Ctrl-C (or SIGTERM) from here on finishes the current step and stops; a second one quits
     // at once. Until now the default applies: nothing has been written yet.
     let mut stop = StopFlag::new();
@@ -757,6 +817,7 @@ fn train_on<S: Examples>(a: &TrainArgs, mut setup: Setup, splits: Splits<S>) -> 
         network: trained.network.clone(),
         classes: classes.clone(),
         preprocess: setup.preprocess,
+        tta: setup.config.tta,
     };
     if trained.interrupted {
         return save_interrupted(a, &setup.config, &trained, &model);
@@ -770,7 +831,7 @@ fn train_on<S: Examples>(a: &TrainArgs, mut setup: Setup, splits: Splits<S>) -> 
     if a.json {
         print_json(a, &setup, &splits, &trained, &model, &scores, &plots);
     } else {
-        print_report(a, &trained, &scores, &plots);
+        print_report(a, &trained, &scores, &plots, model.tta);
         if let Some(p) = &a.report {
             println!("Saved report to {}", p.display());
         }
@@ -807,6 +868,7 @@ fn print_json<S: Examples>(
         "train_accuracy": scores.train_accuracy,
         "val_accuracy": scores.val_accuracy,
         "test_accuracy": test.map(|(m, _)| m.accuracy),
+        "tta": model.tta,
         "test_metrics": test.map(|(m, _)| m),
         "errors": test.map(|(_, e)| e),
         "stopped_early": trained.stopped_early,
@@ -823,13 +885,14 @@ fn print_json<S: Examples>(
     println!("{out}");
 }
 
-fn print_report(a: &TrainArgs, trained: &Trained, scores: &Scores, plots: &[PathBuf]) {
+fn print_report(a: &TrainArgs, trained: &Trained, scores: &Scores, plots: &[PathBuf], tta: bool) {
     println!("Train accuracy: {:.4}", scores.train_accuracy);
     if let Some(v) = scores.val_accuracy {
         println!("Validation accuracy: {v:.4}");
     }
     if let Some((m, errors)) = &scores.test {
-        println!("Test accuracy: {:.4}", m.accuracy);
+        let with = if tta { " (with test-time flips)" } else { "" };
+        println!("Test accuracy: {:.4}{with}", m.accuracy);
         println!("\nTest set ({} images):\n{}", m.size, m.report());
         if !errors.is_empty() {
             println!("Most confidently wrong test images:");

@@ -106,6 +106,29 @@ impl Augment {
 }
 
 /// Mirrors one image left-right.
+/// Every row of `x` (an image of `height × width × channels`, channels last) mirrored left to
+/// right: what test-time flips classify beside the image itself.
+pub fn mirrored<T: Copy + Default>(
+    x: ndarray::ArrayView2<'_, T>,
+    height: usize,
+    width: usize,
+    channels: usize,
+) -> Array2<T> {
+    let mut out = Array2::<T>::default(x.dim());
+    for (src, mut dst) in x.rows().into_iter().zip(out.rows_mut()) {
+        for y in 0..height {
+            for px in 0..width {
+                let from = (y * width + px) * channels;
+                let to = (y * width + (width - 1 - px)) * channels;
+                for c in 0..channels {
+                    dst[to + c] = src[from + c];
+                }
+            }
+        }
+    }
+    out
+}
+
 fn flip(row: &mut ArrayViewMut1<'_, f32>, size: usize) {
     for y in 0..size {
         for x in 0..size / 2 {

@@ -1,8 +1,35 @@
 //! Hidden-layer activation: ReLU. (The output non-linearities, sigmoid and softmax, live with
 //! the cost in [`crate::loss`], where they are fused for stability.)
 
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved, recycle};
+use super::layer::{Backward, BoxedLayer, Layer, Mode};
+use super::spec::{Draw, Kind, LayerSpec};
+use super::{Geometry, recycle};
 use ndarray::{Array2, ArrayView2, Zip};
+
+/// ReLU's settings (none): `relu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReluSpec {}
+
+impl Kind for ReluSpec {
+    const NAME: &'static str = "relu";
+
+    fn token(&self) -> String {
+        "relu".into()
+    }
+
+    fn output(&self, input: Geometry) -> Result<Geometry, String> {
+        Ok(input)
+    }
+
+    fn build(&self, input: Geometry, _draw: &mut Draw<'_>) -> BoxedLayer {
+        Box::new(Relu { shape: input })
+    }
+
+    fn parse(token: &str) -> Option<Result<Vec<LayerSpec>, String>> {
+        (token == "relu").then(|| Ok(vec![LayerSpec::Relu(ReluSpec {})]))
+    }
+}
 
 /// Activations of at least this many values are computed on every thread.
 const PARALLEL_MIN_LEN: usize = 1 << 16;
@@ -34,32 +61,41 @@ pub fn relu_backward(a: ArrayView2<'_, f32>, mut da: Array2<f32>) -> Array2<f32>
     da
 }
 
-/// The ReLU layer: `(batch, units)` → `(batch, units)`.
+/// The ReLU layer: `(batch, units)` → `(batch, units)`, read as `shape`.
 #[derive(Debug, Clone, Copy)]
-pub struct Relu;
+pub struct Relu {
+    shape: Geometry,
+}
+
+impl Relu {
+    /// ReLU over rows read as `shape`.
+    pub fn new(shape: Geometry) -> Self {
+        Relu { shape }
+    }
+}
 
 impl Layer for Relu {
-    fn kind(&self) -> &'static str {
-        "relu"
-    }
+    type Saved = ();
 
     fn spec(&self) -> LayerSpec {
-        LayerSpec::Relu
+        LayerSpec::Relu(ReluSpec {})
     }
 
-    fn output(&self, input: Geometry) -> Geometry {
-        input
+    fn output(&self) -> Geometry {
+        self.shape
     }
 
-    fn forward(&self, z: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
-        (relu(z), None)
+    /// `a = max(z, 0)`. Saves nothing: backward reads the output.
+    fn forward(&self, z: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, ()) {
+        (relu(z), ())
     }
 
+    /// `dz = da` where `a > 0`, else 0.
     fn backward(
         &self,
         _z: ArrayView2<'_, f32>,
         a: ArrayView2<'_, f32>,
-        _saved: &Saved,
+        _saved: &(),
         da: Array2<f32>,
         _need_dx: bool,
     ) -> Backward {
@@ -67,10 +103,6 @@ impl Layer for Relu {
             dx: Some(relu_backward(a, da)),
             grads: Vec::new(),
         }
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(*self)
     }
 }
 

@@ -12,9 +12,47 @@
 //! Sums over the batch are taken image by image in parallel and added up in image order (in
 //! f64), so results do not depend on the thread count.
 
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved, recycle, standard};
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis, Zip, s};
+use super::layer::{Backward, BoxedLayer, Buffer, Layer, Mode, Param};
+use super::spec::{Draw, Kind, LayerSpec, TensorShapes};
+use super::{Geometry, recycle, standard};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMutD, Axis, Zip};
 use rayon::prelude::*;
+
+/// Batch norm's settings (none): `bn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchNormSpec {}
+
+impl Kind for BatchNormSpec {
+    const NAME: &'static str = "batchnorm";
+
+    fn token(&self) -> String {
+        "bn".into()
+    }
+
+    fn output(&self, input: Geometry) -> Result<Geometry, String> {
+        Ok(input)
+    }
+
+    fn tensors(&self, input: Geometry) -> TensorShapes {
+        let c = vec![input.channels];
+        let mut t = TensorShapes::params(&[("weight", c.clone()), ("bias", c.clone())]);
+        t.buffers = vec![
+            ("running_mean".into(), c.clone()),
+            ("running_var".into(), c),
+        ];
+        t
+    }
+
+    fn build(&self, input: Geometry, _draw: &mut Draw<'_>) -> BoxedLayer {
+        Box::new(BatchNorm::new(input))
+    }
+
+    fn parse(token: &str) -> Option<Result<Vec<LayerSpec>, String>> {
+        matches!(token, "bn" | "batchnorm")
+            .then(|| Ok(vec![LayerSpec::BatchNorm(BatchNormSpec {})]))
+    }
+}
 
 /// PyTorch's default ε.
 pub const EPSILON: f32 = 1e-5;
@@ -35,10 +73,16 @@ pub struct BatchNorm {
     input: Geometry,
 }
 
-/// Rows of what a training pass saves: `(3, channels)`.
-const MEAN: usize = 0;
-const INV_STD: usize = 1;
-const UNBIASED_VAR: usize = 2;
+/// What a training pass keeps, per channel: the batch's statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchStats {
+    /// The batch mean `μ_B`.
+    pub mean: Vec<f32>,
+    /// `1/√(σ²_B + ε)`, with the batch's biased variance.
+    pub inv_std: Vec<f32>,
+    /// The batch's unbiased variance, which the running variance moves towards.
+    pub unbiased_var: Vec<f32>,
+}
 
 impl BatchNorm {
     /// A fresh layer over `input`'s channels: γ = 1, β = 0, running statistics 0 and 1.
@@ -162,21 +206,24 @@ impl BatchNorm {
 }
 
 impl Layer for BatchNorm {
-    fn kind(&self) -> &'static str {
-        "batchnorm"
-    }
+    /// The batch's statistics in training; nothing at inference.
+    type Saved = Option<BatchStats>;
 
     fn spec(&self) -> LayerSpec {
-        LayerSpec::BatchNorm
+        LayerSpec::BatchNorm(BatchNormSpec {})
     }
 
-    fn output(&self, input: Geometry) -> Geometry {
-        input
+    fn output(&self) -> Geometry {
+        self.input
     }
 
-    /// `x (batch, h·w·c)` → `y` of the same shape. Training: batch statistics, saved as
-    /// `(3, c)`: mean, `1/√(σ² + ε)`, unbiased variance. Inference: running statistics.
-    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+    /// `x (batch, h·w·c)` → `y` of the same shape. Training: batch statistics, saved
+    /// as [`BatchStats`]. Inference: running statistics.
+    fn forward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        mode: &mut Mode<'_>,
+    ) -> (Array2<f32>, Option<BatchStats>) {
         assert_eq!(
             x.ncols(),
             self.input.len(),
@@ -190,18 +237,19 @@ impl Layer for BatchNorm {
             Mode::Train(_) => {
                 let n = self.count(x.nrows());
                 let (mean, var) = self.batch_statistics(x.view());
-                let mut saved = Array2::<f32>::zeros((3, c));
-                for ch in 0..c {
-                    saved[[MEAN, ch]] = mean[ch] as f32;
-                    saved[[INV_STD, ch]] = (1.0 / (var[ch] + f64::from(EPSILON)).sqrt()) as f32;
-                    saved[[UNBIASED_VAR, ch]] = (if n > 1.0 {
-                        var[ch] * n / (n - 1.0)
-                    } else {
-                        var[ch]
-                    }) as f32;
-                }
+                let stats = BatchStats {
+                    mean: mean.iter().map(|&m| m as f32).collect(),
+                    inv_std: var
+                        .iter()
+                        .map(|v| (1.0 / (v + f64::from(EPSILON)).sqrt()) as f32)
+                        .collect(),
+                    unbiased_var: var
+                        .iter()
+                        .map(|&v| (if n > 1.0 { v * n / (n - 1.0) } else { v }) as f32)
+                        .collect(),
+                };
                 let to32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
-                (to32(mean), to32(var), Some(saved))
+                (to32(mean), to32(var), Some(stats))
             }
         };
         let scale: Vec<f32> = (0..c)
@@ -220,7 +268,7 @@ impl Layer for BatchNorm {
         &self,
         x: ArrayView2<'_, f32>,
         _y: ArrayView2<'_, f32>,
-        saved: &Saved,
+        saved: &Option<BatchStats>,
         dy: Array2<f32>,
         _need_dx: bool,
     ) -> Backward {
@@ -228,7 +276,7 @@ impl Layer for BatchNorm {
         let x = x.as_standard_layout();
         let dy = standard(dy);
         let (mean, inv_std): (Vec<f32>, Vec<f32>) = match saved {
-            Some(s) => (s.row(MEAN).to_vec(), s.row(INV_STD).to_vec()),
+            Some(s) => (s.mean.clone(), s.inv_std.clone()),
             None => (
                 self.running_mean.to_vec(),
                 self.running_var
@@ -289,10 +337,10 @@ impl Layer for BatchNorm {
         }
     }
 
-    fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+    fn params(&self) -> Vec<Param<'_>> {
         vec![
-            ("weight", self.gamma.view().into_dyn()),
-            ("bias", self.beta.view().into_dyn()),
+            Param::other("weight", self.gamma.view().into_dyn()),
+            Param::other("bias", self.beta.view().into_dyn()),
         ]
     }
 
@@ -303,10 +351,10 @@ impl Layer for BatchNorm {
         ]
     }
 
-    fn buffers(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+    fn buffers(&self) -> Vec<Buffer<'_>> {
         vec![
-            ("running_mean", self.running_mean.view().into_dyn()),
-            ("running_var", self.running_var.view().into_dyn()),
+            ("running_mean".into(), self.running_mean.view().into_dyn()),
+            ("running_var".into(), self.running_var.view().into_dyn()),
         ]
     }
 
@@ -317,20 +365,16 @@ impl Layer for BatchNorm {
         ]
     }
 
-    /// Moves the running statistics towards the batch's, from a training pass's saved `(3, c)`.
-    fn absorb(&mut self, saved: &Saved) {
+    /// Moves the running statistics towards the batch's, from a training pass's statistics.
+    fn absorb(&mut self, saved: &Option<BatchStats>) {
         let Some(s) = saved else { return };
         let m = MOMENTUM;
-        Zip::from(&mut self.running_mean)
-            .and(s.slice(s![MEAN, ..]))
-            .for_each(|r, &b| *r = (1.0 - m) * *r + m * b);
-        Zip::from(&mut self.running_var)
-            .and(s.slice(s![UNBIASED_VAR, ..]))
-            .for_each(|r, &b| *r = (1.0 - m) * *r + m * b);
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(self.clone())
+        for (r, &b) in self.running_mean.iter_mut().zip(&s.mean) {
+            *r = (1.0 - m) * *r + m * b;
+        }
+        for (r, &b) in self.running_var.iter_mut().zip(&s.unbiased_var) {
+            *r = (1.0 - m) * *r + m * b;
+        }
     }
 }
 
@@ -350,10 +394,9 @@ mod tests {
         let mut rng = Rng::seed_from_u64(1);
         let (y, saved) = bn.forward(x.view(), &mut Mode::Train(&mut rng));
         let saved = saved.unwrap();
-        assert_eq!(saved[[MEAN, 0]], 2.5);
-        assert_eq!(saved[[MEAN, 1]], 10.0);
+        assert_eq!(saved.mean, vec![2.5, 10.0]);
         // Biased variance 1.25 normalises; the unbiased 5/3 is what the running average gets.
-        assert_abs_diff_eq!(saved[[UNBIASED_VAR, 0]], 5.0 / 3.0, epsilon = 1e-6);
+        assert_abs_diff_eq!(saved.unbiased_var[0], 5.0 / 3.0, epsilon = 1e-6);
         let expected = (1.0 - 2.5) / (1.25f32 + EPSILON).sqrt();
         assert_abs_diff_eq!(y[[0, 0]], expected, epsilon = 1e-6);
         assert_eq!(y[[1, 1]], 0.0);

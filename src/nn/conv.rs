@@ -22,11 +22,108 @@
 #![allow(clippy::expect_used)]
 
 use super::im2col::{Window, col2im, im2col};
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved, recycle, standard};
+use super::layer::{Backward, BoxedLayer, Layer, Mode, Param};
+use super::recycle::Pooled;
+use super::spec::{
+    BatchNormSpec, Draw, Kind, LayerSpec, MaxPoolSpec, ReluSpec, TensorShapes, number,
+};
+use super::{Geometry, recycle, standard};
 use crate::linalg::matmul_into_seq;
-use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayViewD, ArrayViewMut2, ArrayViewMutD, Axis};
+use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayViewMut2, ArrayViewMutD, Axis};
 use rayon::prelude::*;
 use std::cell::RefCell;
+
+/// A conv layer's settings: `conv32`, `conv32k5`, `conv32s2`, `conv32k1s2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvSpec {
+    /// Output channels.
+    pub channels: usize,
+    /// Side of the square kernel (odd, at most 15).
+    pub kernel: usize,
+    /// Step between outputs (1 to 4).
+    pub stride: usize,
+}
+
+impl Kind for ConvSpec {
+    const NAME: &'static str = "conv";
+
+    fn token(&self) -> String {
+        let mut t = format!("conv{}", self.channels);
+        if self.kernel != 3 {
+            t += &format!("k{}", self.kernel);
+        }
+        if self.stride != 1 {
+            t += &format!("s{}", self.stride);
+        }
+        t
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let t = self.token();
+        if self.channels == 0 {
+            return Err(format!("{t}: a conv layer needs at least one channel"));
+        }
+        if self.kernel % 2 == 0 || self.kernel > 15 {
+            return Err(format!(
+                "{t}: the kernel side must be odd and at most 15 (\"same\" padding is kernel / 2), got {}",
+                self.kernel
+            ));
+        }
+        if self.stride == 0 || self.stride > 4 {
+            return Err(format!(
+                "{t}: the stride must be 1 to 4, got {}",
+                self.stride
+            ));
+        }
+        Ok(())
+    }
+
+    fn output(&self, input: Geometry) -> Result<Geometry, String> {
+        let k = self.kernel;
+        Window::same(k, self.stride)
+            .output(input, self.channels)
+            .ok_or_else(|| format!("a {k}×{k} kernel does not fit {input}"))
+    }
+
+    fn tensors(&self, input: Geometry) -> TensorShapes {
+        let (c, k) = (self.channels, self.kernel);
+        TensorShapes::params(&[("weight", vec![c, input.channels, k, k]), ("bias", vec![c])])
+    }
+
+    fn build(&self, input: Geometry, draw: &mut Draw<'_>) -> BoxedLayer {
+        let weight = draw.conv(self.channels, input.channels, self.kernel);
+        Box::new(Conv2d::new(input, weight, self.stride))
+    }
+
+    /// `conv<channels>[k<kernel>][s<stride>]`, and `block<channels>`, the shorthand for
+    /// `conv<channels> bn relu pool`.
+    fn parse(token: &str) -> Option<Result<Vec<LayerSpec>, String>> {
+        if let Some(rest) = token.strip_prefix("block") {
+            return Some(number(token, rest).map(|channels| {
+                vec![
+                    LayerSpec::conv(channels, 3, 1),
+                    LayerSpec::BatchNorm(BatchNormSpec {}),
+                    LayerSpec::Relu(ReluSpec {}),
+                    LayerSpec::MaxPool(MaxPoolSpec {}),
+                ]
+            }));
+        }
+        let rest = token.strip_prefix("conv")?;
+        let read = || {
+            let (rest, stride) = match rest.split_once('s') {
+                Some((head, s)) => (head, number(token, s)?),
+                None => (rest, 1),
+            };
+            let (channels, kernel) = match rest.split_once('k') {
+                Some((c, k)) => (number(token, c)?, number(token, k)?),
+                None => (number(token, rest)?, 3),
+            };
+            Ok(vec![LayerSpec::conv(channels, kernel, stride)])
+        };
+        Some(read())
+    }
+}
 
 /// A convolution with PyTorch's weight layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,26 +301,31 @@ fn per_pixel_mut(a: ArrayViewMut2<'_, f32>, channels: usize) -> ArrayViewMut2<'_
         .expect("conv: activations are contiguous")
 }
 
+/// What a training pass keeps: the patch matrix `(batch · pixels_out, k·k·c_in)`, the weight
+/// gradient's other factor.
+#[derive(Debug)]
+pub struct Patches(Pooled);
+
 impl Layer for Conv2d {
-    fn kind(&self) -> &'static str {
-        "conv"
-    }
+    /// The patches of a training pass (none for a 1×1 stride-1 kernel, whose patches are the
+    /// input itself); nothing at inference.
+    type Saved = Option<Patches>;
 
     fn spec(&self) -> LayerSpec {
-        LayerSpec::Conv {
-            channels: self.weight.dim().0,
-            kernel: self.window.kernel,
-            stride: self.window.stride,
-        }
+        LayerSpec::conv(self.weight.dim().0, self.window.kernel, self.window.stride)
     }
 
-    fn output(&self, _input: Geometry) -> Geometry {
+    fn output(&self) -> Geometry {
         Conv2d::output(self)
     }
 
     /// `x (batch, h·w·c_in)` → `y (batch, h_out·w_out·c_out)`: per group of images, gather
     /// patches, multiply by the kernel matrix, add the bias. Saves nothing.
-    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+    fn forward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        mode: &mut Mode<'_>,
+    ) -> (Array2<f32>, Option<Patches>) {
         assert_eq!(
             x.ncols(),
             self.input.len(),
@@ -263,7 +365,7 @@ impl Layer for Conv2d {
                 }
             });
         drop(kept_groups);
-        (y, kept)
+        (y, kept.map(|k| Patches(Pooled(k))))
     }
 
     /// `dy (batch, h_out·w_out·c_out)` → `dW = Σ dYᵀ·cols`, `db = Σ dY`, and only if asked
@@ -272,14 +374,14 @@ impl Layer for Conv2d {
         &self,
         x: ArrayView2<'_, f32>,
         _y: ArrayView2<'_, f32>,
-        saved: &Saved,
+        saved: &Option<Patches>,
         dy: Array2<f32>,
         need_dx: bool,
     ) -> Backward {
         let x = x.as_standard_layout();
         let dy = standard(dy);
         let kept: Vec<Option<ArrayView2<'_, f32>>> = match saved {
-            Some(cols) => cols
+            Some(Patches(cols)) => cols
                 .axis_chunks_iter(Axis(0), self.group() * self.output().pixels())
                 .map(Some)
                 .collect(),
@@ -336,10 +438,10 @@ impl Layer for Conv2d {
         }
     }
 
-    fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+    fn params(&self) -> Vec<Param<'_>> {
         vec![
-            ("weight", self.weight.view().into_dyn()),
-            ("bias", self.bias.view().into_dyn()),
+            Param::weight("weight", self.weight.view().into_dyn()),
+            Param::other("bias", self.bias.view().into_dyn()),
         ]
     }
 
@@ -348,14 +450,6 @@ impl Layer for Conv2d {
             self.weight.view_mut().into_dyn(),
             self.bias.view_mut().into_dyn(),
         ]
-    }
-
-    fn is_weight(&self, index: usize) -> bool {
-        index == 0
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(self.clone())
     }
 }
 

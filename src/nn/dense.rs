@@ -1,8 +1,56 @@
 //! The dense (fully connected) layer: the document's `linear_forward` / `linear_backward`.
 
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Rows, Saved, recycle};
+use super::layer::{Backward, BoxedLayer, Layer, Mode, Param};
+use super::spec::{Draw, Kind, LayerSpec, TensorShapes, number};
+use super::{Geometry, Rows, recycle};
 use crate::linalg::{bytes, matmul, matmul_into};
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis};
+use ndarray::{Array1, Array2, ArrayView2, ArrayViewMutD, Axis};
+
+/// A dense layer's settings: `dense128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenseSpec {
+    /// Output units.
+    pub units: usize,
+}
+
+impl Kind for DenseSpec {
+    const NAME: &'static str = "dense";
+
+    fn token(&self) -> String {
+        format!("dense{}", self.units)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.units == 0 {
+            return Err(format!(
+                "{}: a dense layer needs at least one unit",
+                self.token()
+            ));
+        }
+        Ok(())
+    }
+
+    fn output(&self, _input: Geometry) -> Result<Geometry, String> {
+        Ok(Geometry::flat(self.units))
+    }
+
+    fn tensors(&self, input: Geometry) -> TensorShapes {
+        TensorShapes::params(&[
+            ("weight", vec![self.units, input.len()]),
+            ("bias", vec![self.units]),
+        ])
+    }
+
+    fn build(&self, input: Geometry, draw: &mut Draw<'_>) -> BoxedLayer {
+        Box::new(Dense::new(draw.dense(self.units, input.len())))
+    }
+
+    fn parse(token: &str) -> Option<Result<Vec<LayerSpec>, String>> {
+        let rest = token.strip_prefix("dense")?;
+        Some(number(token, rest).map(|units| vec![LayerSpec::dense(units)]))
+    }
+}
 
 /// `z = x · Wᵀ + b`.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,24 +92,20 @@ impl Dense {
 }
 
 impl Layer for Dense {
-    fn kind(&self) -> &'static str {
-        "dense"
-    }
+    type Saved = ();
 
     fn spec(&self) -> LayerSpec {
-        LayerSpec::Dense {
-            units: self.weight.nrows(),
-        }
+        LayerSpec::dense(self.weight.nrows())
     }
 
-    fn output(&self, _input: Geometry) -> Geometry {
+    fn output(&self) -> Geometry {
         Geometry::flat(self.weight.nrows())
     }
 
     /// `x (batch, units_in)` → `z = x · Wᵀ + b (batch, units_out)`. Saves nothing: backward
     /// needs only `x`, which the pass keeps.
-    fn forward(&self, x: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
-        (self.apply(x), None)
+    fn forward(&self, x: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, ()) {
+        (self.apply(x), ())
     }
 
     /// `dz (batch, units_out)` → `dW = dzᵀ · x (units_out, units_in)`, `db = Σ_batch dz`,
@@ -73,7 +117,7 @@ impl Layer for Dense {
         &self,
         x: ArrayView2<'_, f32>,
         _z: ArrayView2<'_, f32>,
-        _saved: &Saved,
+        _saved: &(),
         dz: Array2<f32>,
         need_dx: bool,
     ) -> Backward {
@@ -90,14 +134,14 @@ impl Layer for Dense {
     }
 
     /// On image bytes: the same product, the bytes scaled block by block inside it.
-    fn forward_rows(&self, x: Rows<'_>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+    fn forward_rows(&self, x: Rows<'_>, mode: &mut Mode<'_>) -> (Array2<f32>, ()) {
         match x {
             Rows::Values(x) => self.forward(x, mode),
             Rows::Bytes(x) => {
                 let mut z = Array2::<f32>::zeros((x.nrows(), self.weight.nrows()));
                 bytes::unit_times(z.view_mut(), x, self.weight.t());
                 z += &self.bias;
-                (z, None)
+                (z, ())
             }
         }
     }
@@ -106,7 +150,7 @@ impl Layer for Dense {
         &self,
         x: Rows<'_>,
         z: ArrayView2<'_, f32>,
-        saved: &Saved,
+        saved: &(),
         dz: Array2<f32>,
         need_dx: bool,
     ) -> Backward {
@@ -125,10 +169,10 @@ impl Layer for Dense {
         }
     }
 
-    fn params(&self) -> Vec<(&'static str, ArrayViewD<'_, f32>)> {
+    fn params(&self) -> Vec<Param<'_>> {
         vec![
-            ("weight", self.weight.view().into_dyn()),
-            ("bias", self.bias.view().into_dyn()),
+            Param::weight("weight", self.weight.view().into_dyn()),
+            Param::other("bias", self.bias.view().into_dyn()),
         ]
     }
 
@@ -137,13 +181,5 @@ impl Layer for Dense {
             self.weight.view_mut().into_dyn(),
             self.bias.view_mut().into_dyn(),
         ]
-    }
-
-    fn is_weight(&self, index: usize) -> bool {
-        index == 0
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(self.clone())
     }
 }

@@ -1,27 +1,75 @@
 //! Inverted dropout for hidden layers: off at inference, no rescaling needed there.
 
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved};
+use super::Geometry;
+use super::layer::{Backward, BoxedLayer, Layer, Mode};
+use super::recycle::Pooled;
+use super::spec::{Draw, Kind, LayerSpec};
 use ndarray::{Array2, ArrayView2};
 use rand::RngExt;
+
+/// Dropout's settings: `dropout0.3`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropoutSpec {
+    /// Drop probability, in `(0, 1)`.
+    pub p: f32,
+}
+
+impl Kind for DropoutSpec {
+    const NAME: &'static str = "dropout";
+
+    fn token(&self) -> String {
+        format!("dropout{}", self.p)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(self.p > 0.0 && self.p < 1.0) {
+            return Err(format!(
+                "{}: the dropout probability must be above 0 and below 1, got {}",
+                self.token(),
+                self.p
+            ));
+        }
+        Ok(())
+    }
+
+    fn output(&self, input: Geometry) -> Result<Geometry, String> {
+        Ok(input)
+    }
+
+    fn build(&self, input: Geometry, _draw: &mut Draw<'_>) -> BoxedLayer {
+        Box::new(Dropout::new(self.p, input))
+    }
+
+    fn parse(token: &str) -> Option<Result<Vec<LayerSpec>, String>> {
+        let rest = token.strip_prefix("dropout")?;
+        Some(
+            rest.parse::<f32>()
+                .map(|p| vec![LayerSpec::dropout(p)])
+                .map_err(|_| format!("{token:?}: {rest:?} is not a probability such as 0.3")),
+        )
+    }
+}
 
 /// During training each unit is zeroed with probability `p` and the survivors are scaled by
 /// `1/(1-p)`, so the expected activation is unchanged and inference is the identity.
 #[derive(Debug, Clone, Copy)]
 pub struct Dropout {
     p: f32,
+    shape: Geometry,
 }
 
 impl Dropout {
-    /// Dropout with drop probability `p`.
+    /// Dropout with drop probability `p` over rows read as `shape`.
     ///
     /// # Panics
     /// Unless `0 <= p < 1` (configurations are checked before this is called).
-    pub fn new(p: f32) -> Self {
+    pub fn new(p: f32, shape: Geometry) -> Self {
         assert!(
             (0.0..1.0).contains(&p),
             "dropout probability must be in [0, 1), got {p}"
         );
-        Dropout { p }
+        Dropout { p, shape }
     }
 
     /// The drop probability.
@@ -30,22 +78,25 @@ impl Dropout {
     }
 }
 
+/// What a training pass keeps: the mask, `0` or `1/(1-p)` per element.
+#[derive(Debug)]
+pub struct Mask(Pooled);
+
 impl Layer for Dropout {
-    fn kind(&self) -> &'static str {
-        "dropout"
-    }
+    /// The mask in training; nothing at inference.
+    type Saved = Option<Mask>;
 
     fn spec(&self) -> LayerSpec {
-        LayerSpec::Dropout { p: self.p }
+        LayerSpec::dropout(self.p)
     }
 
-    fn output(&self, input: Geometry) -> Geometry {
-        input
+    fn output(&self) -> Geometry {
+        self.shape
     }
 
     /// `(batch, units)` → `(batch, units)`. In training, saves the mask (0 or `1/(1-p)` per
     /// element); at inference, passes `x` through.
-    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Option<Mask>) {
         match mode {
             Mode::Infer => (x.to_owned(), None),
             Mode::Train(rng) => {
@@ -57,7 +108,7 @@ impl Layer for Dropout {
                         keep
                     }
                 });
-                (&x * &mask, Some(mask))
+                (&x * &mask, Some(Mask(Pooled(mask))))
             }
         }
     }
@@ -67,22 +118,18 @@ impl Layer for Dropout {
         &self,
         _x: ArrayView2<'_, f32>,
         _y: ArrayView2<'_, f32>,
-        saved: &Saved,
+        saved: &Option<Mask>,
         dy: Array2<f32>,
         _need_dx: bool,
     ) -> Backward {
         let dx = match saved {
-            Some(mask) => dy * mask,
+            Some(Mask(mask)) => dy * &**mask,
             None => dy,
         };
         Backward {
             dx: Some(dx),
             grads: Vec::new(),
         }
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(*self)
     }
 }
 
@@ -93,7 +140,7 @@ mod tests {
 
     #[test]
     fn dropout_keeps_the_expected_value_and_is_off_at_inference() {
-        let layer = Dropout::new(0.25);
+        let layer = Dropout::new(0.25, Geometry::flat(100));
         let x = Array2::<f32>::ones((200, 100));
         let mut rng = crate::Rng::seed_from_u64(3);
         let (y, mask) = layer.forward(x.view(), &mut Mode::Train(&mut rng));

@@ -1,10 +1,46 @@
-//! Pooling: [`MaxPool2d`] (2×2 windows, stride 2) and [`GlobalAvgPool`] (each channel's whole
-//! image → one value). Both work image by image in parallel; neither has parameters, and
-//! neither saves anything: max-pool's backward finds the arg-max again from the input and
-//! output the pass keeps.
+//! Max-pooling: 2×2 windows, stride 2, image by image in parallel. No parameters. A training
+//! pass keeps which input of each window held the maximum ([`ArgMax`]), so backward need not
+//! compare the input again; after an inference pass backward finds it from the input and
+//! output.
 
-use super::{Backward, Geometry, Layer, LayerSpec, Mode, Saved, recycle, standard};
+use super::layer::{Backward, BoxedLayer, Layer, Mode};
+use super::spec::{Draw, Kind, LayerSpec};
+use super::{Geometry, recycle, standard};
 use ndarray::{Array2, ArrayView2, Zip};
+
+/// Max-pooling's settings (none): `pool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxPoolSpec {}
+
+impl Kind for MaxPoolSpec {
+    const NAME: &'static str = "maxpool";
+
+    fn token(&self) -> String {
+        "pool".into()
+    }
+
+    fn output(&self, input: Geometry) -> Result<Geometry, String> {
+        if input.height < POOL || input.width < POOL {
+            return Err(format!(
+                "2×2 max-pooling needs at least 2×2 pixels, but gets {input}"
+            ));
+        }
+        Ok(Geometry::new(
+            input.height / POOL,
+            input.width / POOL,
+            input.channels,
+        ))
+    }
+
+    fn build(&self, input: Geometry, _draw: &mut Draw<'_>) -> BoxedLayer {
+        Box::new(MaxPool2d::new(input))
+    }
+
+    fn parse(token: &str) -> Option<Result<Vec<LayerSpec>, String>> {
+        matches!(token, "pool" | "maxpool").then(|| Ok(vec![LayerSpec::MaxPool(MaxPoolSpec {})]))
+    }
+}
 
 /// Max over each 2×2 window, stride 2: `h × w × c` → `⌊h/2⌋ × ⌊w/2⌋ × c` (a last odd row or
 /// column is dropped, as in PyTorch). The gradient goes to the window's largest input (the
@@ -41,7 +77,7 @@ impl MaxPool2d {
 
     /// One image: `y` gets each window's maximum, `which` (when given) which of the four
     /// inputs held it.
-    fn pool_image(&self, x: &[f32], y: &mut [f32], which: Option<&mut [f32]>) {
+    fn pool_image(&self, x: &[f32], y: &mut [f32], which: Option<&mut [u8]>) {
         let (c, row_len) = (self.input.channels, self.row_len());
         let out_row = self.output().width * c;
         let mut which = which.map(|w| w.chunks_exact_mut(c));
@@ -56,9 +92,9 @@ impl MaxPool2d {
                 };
                 for ((((w, &m), &p), &q), &r) in w.iter_mut().zip(&*y).zip(p).zip(q).zip(r) {
                     // Branch-free: the number of inputs before the first that equals the max.
-                    let past_p = f32::from(u8::from(p != m));
-                    let past_q = past_p * f32::from(u8::from(q != m));
-                    let past_r = past_q * f32::from(u8::from(r != m));
+                    let past_p = u8::from(p != m);
+                    let past_q = past_p * u8::from(q != m);
+                    let past_r = past_q * u8::from(r != m);
                     *w = past_p + past_q + past_r;
                 }
             }
@@ -67,7 +103,7 @@ impl MaxPool2d {
 
     /// One image's gradient from the saved arg-max positions: `dx` at each window's input
     /// `which` says gets `dy`, the other three 0.
-    fn unpool_image(&self, which: &[f32], dy: &[f32], dx: &mut [f32]) {
+    fn unpool_image(&self, which: &[u8], dy: &[f32], dx: &mut [f32]) {
         let (c, row_len) = (self.input.channels, self.row_len());
         let out_row = self.output().width * c;
         let dx_pairs = dx
@@ -82,10 +118,10 @@ impl MaxPool2d {
                 let ((d0, d1), (d2, d3)) = (dt.split_at_mut(c), db.split_at_mut(c));
                 let all = d0.iter_mut().zip(d1).zip(d2).zip(d3).zip(w).zip(g);
                 for (((((d0, d1), d2), d3), &w), &g) in all {
-                    *d0 = if w == 0.0 { g } else { 0.0 };
-                    *d1 = if w == 1.0 { g } else { 0.0 };
-                    *d2 = if w == 2.0 { g } else { 0.0 };
-                    *d3 = if w == 3.0 { g } else { 0.0 };
+                    *d0 = if w == 0 { g } else { 0.0 };
+                    *d1 = if w == 1 { g } else { 0.0 };
+                    *d2 = if w == 2 { g } else { 0.0 };
+                    *d3 = if w == 3 { g } else { 0.0 };
                 }
             }
         }
@@ -117,7 +153,7 @@ fn windows<'a>(
 
 /// Runs `f(x_row, out_row)` over the rows of `x` and a new `(batch, width)` array, in
 /// parallel.
-fn per_image(
+pub(super) fn per_image(
     x: ArrayView2<'_, f32>,
     width: usize,
     f: impl Fn(&[f32], &mut [f32]) + Sync,
@@ -135,23 +171,31 @@ fn per_image(
     out
 }
 
+/// What a training pass keeps: for each output value, which of its window's four inputs
+/// held the maximum (0 to 3 in reading order, the first on ties), `(batch, outputs)`.
+#[derive(Debug)]
+pub struct ArgMax(Array2<u8>);
+
 impl Layer for MaxPool2d {
-    fn kind(&self) -> &'static str {
-        "maxpool"
-    }
+    /// The arg-max positions in training; nothing at inference.
+    type Saved = Option<ArgMax>;
 
     fn spec(&self) -> LayerSpec {
-        LayerSpec::MaxPool
+        LayerSpec::MaxPool(MaxPoolSpec {})
     }
 
-    fn output(&self, _input: Geometry) -> Geometry {
+    fn output(&self) -> Geometry {
         MaxPool2d::output(self)
     }
 
     /// `x (batch, h·w·c)` → `(batch, ⌊h/2⌋·⌊w/2⌋·c)`. A training pass saves, for each
     /// output, which of its window's four inputs held the maximum (0 to 3 in reading order,
     /// the first on ties), so backward need not read the input again.
-    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
+    fn forward(
+        &self,
+        x: ArrayView2<'_, f32>,
+        mode: &mut Mode<'_>,
+    ) -> (Array2<f32>, Option<ArgMax>) {
         assert_eq!(
             x.ncols(),
             self.input.len(),
@@ -171,7 +215,7 @@ impl Layer for MaxPool2d {
                 });
             return (y, None);
         }
-        let mut which = recycle::scratch(shape);
+        let mut which = Array2::<u8>::zeros(shape);
         Zip::from(y.rows_mut())
             .and(which.rows_mut())
             .and(x.rows())
@@ -182,7 +226,7 @@ impl Layer for MaxPool2d {
                     self.pool_image(x, y, Some(w));
                 }
             });
-        (y, Some(which))
+        (y, Some(ArgMax(which)))
     }
 
     /// `dx` is `dy` at each window's arg-max and 0 elsewhere: the first of the window's four
@@ -191,13 +235,13 @@ impl Layer for MaxPool2d {
         &self,
         x: ArrayView2<'_, f32>,
         y: ArrayView2<'_, f32>,
-        saved: &Saved,
+        saved: &Option<ArgMax>,
         dy: Array2<f32>,
         _need_dx: bool,
     ) -> Backward {
         let dy = standard(dy);
         let (g, c, row_len) = (self.input, self.input.channels, self.row_len());
-        if let Some(which) = saved {
+        if let Some(ArgMax(which)) = saved {
             let mut dx = if g.height % POOL == 0 && g.width % POOL == 0 {
                 recycle::scratch(x.dim())
             } else {
@@ -261,10 +305,6 @@ impl Layer for MaxPool2d {
             grads: Vec::new(),
         }
     }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(*self)
-    }
 }
 
 /// One window's gradient: of its four inputs (top-left, top-right, bottom-left, bottom-right),
@@ -293,86 +333,6 @@ fn route(
         db[ch] = if at_b { g } else { 0.0 };
         dd[ch] = if at_d { g } else { 0.0 };
         de[ch] = if at_e { g } else { 0.0 };
-    }
-}
-
-/// The mean of each channel over the whole image: `h × w × c` → `c` (a `1 × 1 × c` geometry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GlobalAvgPool {
-    input: Geometry,
-}
-
-impl GlobalAvgPool {
-    /// Global average pooling over `input` images.
-    pub fn new(input: Geometry) -> Self {
-        GlobalAvgPool { input }
-    }
-
-    /// The output geometry, `1 × 1 × channels`.
-    pub fn output(&self) -> Geometry {
-        Geometry::flat(self.input.channels)
-    }
-}
-
-impl Layer for GlobalAvgPool {
-    fn kind(&self) -> &'static str {
-        "gap"
-    }
-
-    fn spec(&self) -> LayerSpec {
-        LayerSpec::Gap
-    }
-
-    fn output(&self, _input: Geometry) -> Geometry {
-        GlobalAvgPool::output(self)
-    }
-
-    /// `x (batch, h·w·c)` → `(batch, c)`: `y[c] = Σ_pixels x[pixel, c] / (h·w)`.
-    fn forward(&self, x: ArrayView2<'_, f32>, _mode: &mut Mode<'_>) -> (Array2<f32>, Saved) {
-        assert_eq!(
-            x.ncols(),
-            self.input.len(),
-            "global pool expects {}",
-            self.input
-        );
-        let (c, scale) = (self.input.channels, 1.0 / self.input.pixels() as f32);
-        let y = per_image(x, c, |x, y| {
-            y.fill(0.0);
-            for pixel in x.chunks_exact(c) {
-                for (s, &v) in y.iter_mut().zip(pixel) {
-                    *s += v;
-                }
-            }
-            y.iter_mut().for_each(|s| *s *= scale);
-        });
-        (y, None)
-    }
-
-    /// `dx[pixel, c] = dy[c] / (h·w)` for every pixel.
-    fn backward(
-        &self,
-        _x: ArrayView2<'_, f32>,
-        _y: ArrayView2<'_, f32>,
-        _saved: &Saved,
-        dy: Array2<f32>,
-        _need_dx: bool,
-    ) -> Backward {
-        let scale = 1.0 / self.input.pixels() as f32;
-        let dx = per_image(dy.view(), self.input.len(), |dy, dx| {
-            for pixel in dx.chunks_exact_mut(dy.len()) {
-                for (d, &g) in pixel.iter_mut().zip(dy) {
-                    *d = g * scale;
-                }
-            }
-        });
-        Backward {
-            dx: Some(dx),
-            grads: Vec::new(),
-        }
-    }
-
-    fn clone_box(&self) -> Box<dyn Layer> {
-        Box::new(*self)
     }
 }
 
@@ -430,15 +390,5 @@ mod tests {
         ]];
         let (y, _) = pool.forward(x.view(), &mut Mode::Infer);
         assert_eq!(y, array![[5.0, 8.0]]);
-    }
-
-    #[test]
-    fn global_average_pool_averages_each_channel() {
-        let gap = GlobalAvgPool::new(Geometry::new(1, 2, 2));
-        let x = array![[1.0f32, 10.0, 3.0, 30.0]];
-        let (y, _) = gap.forward(x.view(), &mut Mode::Infer);
-        assert_eq!(y, array![[2.0, 20.0]]);
-        let back = gap.backward(x.view(), y.view(), &None, array![[4.0, 8.0]], true);
-        assert_eq!(back.dx.unwrap(), array![[2.0, 4.0, 2.0, 4.0]]);
     }
 }

@@ -100,3 +100,21 @@ mod tests {
         assert_eq!(small.dim(), (2, 3));
     }
 }
+
+/// An array that goes back to the pool when it is dropped: what layers keep from a training
+/// pass for backward (patch matrices, dropout masks), so each step reuses the last one's.
+#[derive(Debug)]
+pub struct Pooled(pub Array2<f32>);
+
+impl std::ops::Deref for Pooled {
+    type Target = Array2<f32>;
+    fn deref(&self) -> &Array2<f32> {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        give(std::mem::replace(&mut self.0, Array2::zeros((0, 0))));
+    }
+}

@@ -1,8 +1,12 @@
 //! Architectures: what layers a network has, as data, as text, and checked against the input.
 //!
-//! A [`LayerSpec`] names one layer and its settings; an [`Architecture`] is the input geometry,
-//! the layers before the output head (the *body*), and the number of outputs. The document's
-//! network is `dense20 relu dense7 relu dense5 relu` before a one-unit sigmoid head.
+//! A [`LayerSpec`] names one layer and its settings. Each kind's settings are a type in that
+//! kind's own file (`dense.rs` holds [`DenseSpec`], `residual.rs` holds [`ResidualSpec`]),
+//! which implements [`Kind`]: its token in the text form, its checks, its output geometry,
+//! its tensors' names and shapes, and how to build the layer. This file only lists the kinds
+//! ([`kinds!`]) and reads the text form. An [`Architecture`] is the input geometry, the layers
+//! before the output head (the *body*), and the number of outputs. The document's network is
+//! `dense20 relu dense7 relu dense5 relu` before a one-unit sigmoid head.
 //!
 //! # The text form (`--arch`)
 //!
@@ -21,274 +25,354 @@
 //! | `dense128` | fully connected layer with 128 units (reads any geometry, channels last) |
 //! | `dropout0.3` | inverted dropout with probability 0.3 (training only) |
 //! | `block32` | shorthand for `conv32 bn relu pool` |
+//! | `res64`, `res64s2` | a basic residual block (see [`ResidualSpec`]) |
+//! | `res(BODY)`, `res(BODY \| SHORTCUT)` | a residual block with any body and shortcut |
 //!
 //! Presets name whole bodies: [`PRESETS`].
 
-use super::Geometry;
-use super::im2col::Window;
-use super::pool::POOL;
+use super::layer::BoxedLayer;
+use super::{Geometry, Init, Mt19937};
 use crate::{Error, Result};
+use ndarray::{Array2, Array4};
 
-/// One layer of an architecture and its settings.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum LayerSpec {
-    /// Fully connected: `units` outputs from every input value.
-    Dense {
-        /// Output units.
-        units: usize,
-    },
-    /// 2-D convolution with "same" padding (`kernel / 2` zeros on every side).
-    Conv {
-        /// Output channels.
-        channels: usize,
-        /// Side of the square kernel (odd).
-        kernel: usize,
-        /// Step between outputs (1, or 2 to halve the image).
-        stride: usize,
-    },
-    /// Batch normalisation over channels.
-    #[serde(rename = "batchnorm")]
-    BatchNorm,
-    /// ReLU.
-    Relu,
-    /// 2×2 max-pooling, stride 2.
-    #[serde(rename = "maxpool")]
-    MaxPool,
-    /// Global average pooling.
-    Gap,
-    /// Inverted dropout (identity at inference).
-    Dropout {
-        /// Drop probability, in `[0, 1)`.
-        p: f32,
-    },
+pub use super::activation::ReluSpec;
+pub use super::batchnorm::BatchNormSpec;
+pub use super::conv::ConvSpec;
+pub use super::dense::DenseSpec;
+pub use super::dropout::DropoutSpec;
+pub use super::gap::GapSpec;
+pub use super::pool::MaxPoolSpec;
+pub use super::residual::ResidualSpec;
+
+/// What every layer kind's settings type says about its kind.
+pub trait Kind: Sized {
+    /// The kind's name in summaries, parameter names and model files (`conv`, `batchnorm`).
+    const NAME: &'static str;
+
+    /// The token of the text form (`conv32`, `conv64k5s2`, `dropout0.3`, ...).
+    fn token(&self) -> String;
+
+    /// Checks the settings on their own (not against an input).
+    ///
+    /// # Errors
+    /// A sentence naming the token at fault.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The output geometry for `input`, the settings already checked.
+    ///
+    /// # Errors
+    /// A sentence saying why the layer cannot take that input (a pool on a 1-pixel image).
+    fn output(&self, input: Geometry) -> Result<Geometry, String>;
+
+    /// The names and shapes of the layer's parameters and buffers for `input`: what a model
+    /// file must hold for it, known before anything is allocated.
+    fn tensors(&self, _input: Geometry) -> TensorShapes {
+        TensorShapes::default()
+    }
+
+    /// The layer over `input`, its weights drawn by `draw`. The geometry has been checked.
+    fn build(&self, input: Geometry, draw: &mut Draw<'_>) -> BoxedLayer;
+
+    /// Reads `token` if it is this kind's (`None` if it is not), possibly as several layers
+    /// (`block32`).
+    fn parse(token: &str) -> Option<Result<Vec<LayerSpec>, String>>;
+}
+
+/// Lists every layer kind once: the [`LayerSpec`] enum and the dispatch of [`Kind`]'s methods
+/// over it. Adding a kind is a file with its settings type and one line here.
+macro_rules! kinds {
+    ($($variant:ident($spec:ty) = $name:literal),+ $(,)?) => {
+        /// One layer of an architecture and its settings. In model files (version 2 and 3) a
+        /// JSON object with the kind's name under `kind` and its settings beside it.
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = "kind")]
+        pub enum LayerSpec {
+            $(
+                #[allow(missing_docs)]
+                #[serde(rename = $name)]
+                $variant($spec),
+            )+
+        }
+
+        impl LayerSpec {
+            /// The layer's kind name (`conv`, `batchnorm`, `dense`, `residual`, ...).
+            pub fn kind(&self) -> &'static str {
+                match self { $(LayerSpec::$variant(_) => <$spec as Kind>::NAME,)+ }
+            }
+            /// The token of the text form.
+            pub fn token(&self) -> String {
+                match self { $(LayerSpec::$variant(s) => s.token(),)+ }
+            }
+            /// Checks the settings on their own.
+            ///
+            /// # Errors
+            /// A sentence naming the token at fault.
+            pub fn check(&self) -> Result<(), String> {
+                match self { $(LayerSpec::$variant(s) => s.check(),)+ }
+            }
+            /// The output geometry for `input`.
+            ///
+            /// # Errors
+            /// A sentence saying why the layer cannot take that input.
+            pub fn output(&self, input: Geometry) -> Result<Geometry, String> {
+                self.check()?;
+                match self { $(LayerSpec::$variant(s) => s.output(input),)+ }
+            }
+            /// The names and shapes of the layer's tensors for `input`.
+            pub fn tensors(&self, input: Geometry) -> TensorShapes {
+                match self { $(LayerSpec::$variant(s) => s.tensors(input),)+ }
+            }
+            /// The layer over `input` (whose geometry has been checked).
+            pub fn build(&self, input: Geometry, draw: &mut Draw<'_>) -> BoxedLayer {
+                match self { $(LayerSpec::$variant(s) => s.build(input, draw),)+ }
+            }
+        }
+
+        /// Reads one token with the first kind that knows it.
+        fn parse_known(token: &str) -> Option<Result<Vec<LayerSpec>, String>> {
+            None$(.or_else(|| <$spec as Kind>::parse(token)))+
+        }
+    };
+}
+
+kinds! {
+    Dense(DenseSpec) = "dense",
+    Conv(ConvSpec) = "conv",
+    BatchNorm(BatchNormSpec) = "batchnorm",
+    Relu(ReluSpec) = "relu",
+    MaxPool(MaxPoolSpec) = "maxpool",
+    Gap(GapSpec) = "gap",
+    Dropout(DropoutSpec) = "dropout",
+    Residual(ResidualSpec) = "residual",
+}
+
+impl LayerSpec {
+    /// A dense layer of `units`.
+    pub fn dense(units: usize) -> Self {
+        LayerSpec::Dense(DenseSpec { units })
+    }
+
+    /// A conv layer: `channels` out, a `kernel`-sided kernel, `stride`.
+    pub fn conv(channels: usize, kernel: usize, stride: usize) -> Self {
+        LayerSpec::Conv(ConvSpec {
+            channels,
+            kernel,
+            stride,
+        })
+    }
+
+    /// Dropout with probability `p`.
+    pub fn dropout(p: f32) -> Self {
+        LayerSpec::Dropout(DropoutSpec { p })
+    }
+
+    /// Whether the layer has weights that need a spatial input (conv), keeps statistics
+    /// (batch norm) or nests layers: what the document's dense format (version 1) cannot
+    /// describe.
+    pub fn is_beyond_dense(&self) -> bool {
+        !matches!(
+            self,
+            LayerSpec::Dense(_) | LayerSpec::Relu(_) | LayerSpec::Dropout(_)
+        )
+    }
+
+    /// Whether the layer holds other layers (what version 2 cannot describe).
+    pub fn is_nested(&self) -> bool {
+        matches!(self, LayerSpec::Residual(_))
+    }
+
+    /// Whether this layer, or one nested in it, is a convolution.
+    pub fn has_conv(&self) -> bool {
+        match self {
+            LayerSpec::Conv(_) => true,
+            LayerSpec::Residual(r) => r.body.iter().chain(&r.shortcut).any(LayerSpec::has_conv),
+            _ => false,
+        }
+    }
+}
+
+/// Names and shapes of a layer's tensors (see [`Kind::tensors`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TensorShapes {
+    /// Trainable parameters, in the layer's [`params`](super::Layer::params) order.
+    pub params: Vec<(String, Vec<usize>)>,
+    /// Buffers, in the layer's [`buffers`](super::Layer::buffers) order.
+    pub buffers: Vec<(String, Vec<usize>)>,
+}
+
+impl TensorShapes {
+    /// Parameters only.
+    pub fn params(params: &[(&str, Vec<usize>)]) -> Self {
+        TensorShapes {
+            params: params
+                .iter()
+                .map(|(n, s)| (n.to_string(), s.clone()))
+                .collect(),
+            buffers: Vec::new(),
+        }
+    }
+}
+
+/// How a new layer's weights are drawn: the initialisation and NumPy's generator (layer by
+/// layer, in order), or zeros when the weights are about to be replaced by saved ones.
+pub struct Draw<'r> {
+    init: Init,
+    rng: &'r mut Mt19937,
+    zeroed: bool,
+}
+
+impl<'r> Draw<'r> {
+    /// Weights drawn by `init` from `rng`.
+    pub fn new(init: Init, rng: &'r mut Mt19937) -> Self {
+        Draw {
+            init,
+            rng,
+            zeroed: false,
+        }
+    }
+
+    /// Zero weights (nothing is drawn); `rng` is not used.
+    pub fn zeroed(rng: &'r mut Mt19937) -> Self {
+        Draw {
+            init: Init::He,
+            rng,
+            zeroed: true,
+        }
+    }
+
+    /// A dense weight `(fan_out, fan_in)`.
+    pub fn dense(&mut self, fan_out: usize, fan_in: usize) -> Array2<f32> {
+        if self.zeroed {
+            Array2::zeros((fan_out, fan_in))
+        } else {
+            self.init.weights(fan_out, fan_in, self.rng)
+        }
+    }
+
+    /// A conv weight `(c_out, c_in, k, k)`.
+    pub fn conv(&mut self, c_out: usize, c_in: usize, k: usize) -> Array4<f32> {
+        let flat = if self.zeroed {
+            Array2::zeros((c_out, c_in * k * k))
+        } else {
+            self.init.conv_weights(c_out, c_in, k, self.rng)
+        };
+        #[allow(
+            clippy::expect_used,
+            reason = "a fresh (c_out, c_in·k·k) array has exactly c_out·c_in·k·k values"
+        )]
+        flat.into_shape_with_order((c_out, c_in, k, k))
+            .expect("same size")
+    }
 }
 
 /// Named architectures for `--arch`: each expands to a body.
-pub const PRESETS: &[(&str, &str)] = &[("cnn", "block16 block32 block64 block64 gap dropout0.3")];
+pub const PRESETS: &[(&str, &str)] = &[
+    ("cnn", "block16 block32 block64 block64 gap dropout0.3"),
+    (
+        "resnet",
+        "conv32 bn relu pool res32 res64s2 res128s2 gap dropout0.3",
+    ),
+];
+
+/// The preset names, for messages.
+pub fn preset_names() -> String {
+    PRESETS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The body `--layers` gives: a dense layer with ReLU (and dropout, when `dropout > 0`) per
 /// hidden size.
 pub fn dense_body(hidden: &[usize], dropout: f32) -> Vec<LayerSpec> {
     let mut body = Vec::new();
     for &units in hidden {
-        body.push(LayerSpec::Dense { units });
-        body.push(LayerSpec::Relu);
+        body.push(LayerSpec::dense(units));
+        body.push(LayerSpec::Relu(ReluSpec {}));
         if dropout > 0.0 {
-            body.push(LayerSpec::Dropout { p: dropout });
+            body.push(LayerSpec::dropout(dropout));
         }
     }
     body
 }
 
-impl LayerSpec {
-    /// The token of the text form (`conv32`, `conv64k5s2`, `dropout0.3`, ...).
-    pub fn token(&self) -> String {
-        match *self {
-            LayerSpec::Dense { units } => format!("dense{units}"),
-            LayerSpec::Conv {
-                channels,
-                kernel,
-                stride,
-            } => {
-                let mut t = format!("conv{channels}");
-                if kernel != 3 {
-                    t += &format!("k{kernel}");
-                }
-                if stride != 1 {
-                    t += &format!("s{stride}");
-                }
-                t
-            }
-            LayerSpec::BatchNorm => "bn".into(),
-            LayerSpec::Relu => "relu".into(),
-            LayerSpec::MaxPool => "pool".into(),
-            LayerSpec::Gap => "gap".into(),
-            LayerSpec::Dropout { p } => format!("dropout{p}"),
-        }
-    }
-
-    /// The layer's name in summaries and model files (`conv`, `batchnorm`, `dense`, ...).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            LayerSpec::Dense { .. } => "dense",
-            LayerSpec::Conv { .. } => "conv",
-            LayerSpec::BatchNorm => "batchnorm",
-            LayerSpec::Relu => "relu",
-            LayerSpec::MaxPool => "maxpool",
-            LayerSpec::Gap => "gap",
-            LayerSpec::Dropout { .. } => "dropout",
-        }
-    }
-
-    /// Checks the settings on their own (not against an input).
-    ///
-    /// # Errors
-    /// A sentence naming the token at fault.
-    pub fn check(&self) -> Result<(), String> {
-        let t = self.token();
-        match *self {
-            LayerSpec::Dense { units: 0 } => {
-                Err(format!("{t}: a dense layer needs at least one unit"))
-            }
-            LayerSpec::Conv { channels: 0, .. } => {
-                Err(format!("{t}: a conv layer needs at least one channel"))
-            }
-            LayerSpec::Conv { kernel, .. } if kernel % 2 == 0 || kernel > 15 => Err(format!(
-                "{t}: the kernel side must be odd and at most 15 (\"same\" padding is kernel / 2), got {kernel}"
-            )),
-            LayerSpec::Conv { stride, .. } if stride == 0 || stride > 4 => {
-                Err(format!("{t}: the stride must be 1 to 4, got {stride}"))
-            }
-            LayerSpec::Dropout { p } if !(p > 0.0 && p < 1.0) => Err(format!(
-                "{t}: the dropout probability must be above 0 and below 1, got {p}"
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// The output geometry for `input`.
-    ///
-    /// # Errors
-    /// A sentence saying why the layer cannot take that input (a pool on a 1-pixel image).
-    pub fn output(&self, input: Geometry) -> Result<Geometry, String> {
-        self.check()?;
-        match *self {
-            LayerSpec::Dense { units } => Ok(Geometry::flat(units)),
-            LayerSpec::Conv {
-                channels,
-                kernel,
-                stride,
-            } => Window::same(kernel, stride)
-                .output(input, channels)
-                .ok_or_else(|| format!("a {kernel}×{kernel} kernel does not fit {input}")),
-            LayerSpec::MaxPool => {
-                if input.height < POOL || input.width < POOL {
-                    Err(format!(
-                        "2×2 max-pooling needs at least 2×2 pixels, but gets {input}"
-                    ))
-                } else {
-                    Ok(Geometry::new(
-                        input.height / POOL,
-                        input.width / POOL,
-                        input.channels,
-                    ))
-                }
-            }
-            LayerSpec::Gap => Ok(Geometry::flat(input.channels)),
-            LayerSpec::BatchNorm | LayerSpec::Relu | LayerSpec::Dropout { .. } => Ok(input),
-        }
-    }
-
-    /// The shapes of the layer's trainable parameters and of its buffers (state saved but not
-    /// trained), with their names, for an `input` geometry: what a model file must hold.
-    pub fn tensor_shapes(&self, input: Geometry) -> TensorShapes {
-        match *self {
-            LayerSpec::Dense { units } => TensorShapes {
-                params: vec![("weight", vec![units, input.len()]), ("bias", vec![units])],
-                buffers: Vec::new(),
-            },
-            LayerSpec::Conv {
-                channels, kernel, ..
-            } => TensorShapes {
-                params: vec![
-                    ("weight", vec![channels, input.channels, kernel, kernel]),
-                    ("bias", vec![channels]),
-                ],
-                buffers: Vec::new(),
-            },
-            LayerSpec::BatchNorm => {
-                let c = vec![input.channels];
-                TensorShapes {
-                    params: vec![("weight", c.clone()), ("bias", c.clone())],
-                    buffers: vec![("running_mean", c.clone()), ("running_var", c)],
-                }
-            }
-            _ => TensorShapes::default(),
-        }
-    }
-
-    /// Whether the layer has weights that need a spatial input (conv) or keeps statistics
-    /// (batch norm): what the document's dense format (version 1) cannot describe.
-    pub fn is_beyond_dense(&self) -> bool {
-        !matches!(
-            self,
-            LayerSpec::Dense { .. } | LayerSpec::Relu | LayerSpec::Dropout { .. }
-        )
-    }
+/// Names for layers of these kinds, in order: each kind and its number among the layers of
+/// that kind (`conv1`, `batchnorm1`, `conv2`, ..., `dense1`).
+pub fn numbered(kinds: impl Iterator<Item = &'static str>) -> Vec<String> {
+    let mut seen: std::collections::HashMap<&'static str, usize> = std::collections::HashMap::new();
+    kinds
+        .map(|kind| {
+            let n = seen.entry(kind).or_insert(0);
+            *n += 1;
+            format!("{kind}{n}")
+        })
+        .collect()
 }
 
-/// Names and shapes of a layer's tensors (see [`LayerSpec::tensor_shapes`]).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TensorShapes {
-    /// Trainable parameters, in the layer's [`params`](super::Layer::params) order.
-    pub params: Vec<(&'static str, Vec<usize>)>,
-    /// Buffers, in the layer's [`buffers`](super::Layer::buffers) order.
-    pub buffers: Vec<(&'static str, Vec<usize>)>,
+/// `text` as a whole number, or a sentence naming `token`.
+pub(super) fn number(token: &str, text: &str) -> Result<usize, String> {
+    text.parse::<usize>()
+        .map_err(|_| format!("{token:?}: {text:?} is not a whole number"))
 }
 
-/// Parses one token of the text form (see the module documentation).
-fn parse_token(token: &str) -> Result<Vec<LayerSpec>, String> {
-    let number = |text: &str| -> Result<usize, String> {
-        text.parse::<usize>()
-            .map_err(|_| format!("{token:?}: {text:?} is not a whole number"))
-    };
-    let simple = match token {
-        "bn" | "batchnorm" => Some(LayerSpec::BatchNorm),
-        "relu" => Some(LayerSpec::Relu),
-        "pool" | "maxpool" => Some(LayerSpec::MaxPool),
-        "gap" => Some(LayerSpec::Gap),
-        _ => None,
-    };
-    if let Some(layer) = simple {
-        return Ok(vec![layer]);
+/// Splits the text form into tokens: at spaces and commas, except inside parentheses.
+///
+/// # Errors
+/// A sentence when the parentheses do not pair up.
+fn tokens(text: &str) -> Result<Vec<String>, String> {
+    let (mut out, mut current, mut depth) = (Vec::new(), String::new(), 0usize);
+    for c in text.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| format!("a \")\" without its \"(\" in {text:?}"))?;
+            }
+            _ => {}
+        }
+        if depth == 0 && (c.is_whitespace() || c == ',') {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+        } else {
+            current.push(c);
+        }
     }
-    let spec = if let Some(rest) = token.strip_prefix("block") {
-        let channels = number(rest)?;
-        vec![
-            LayerSpec::Conv {
-                channels,
-                kernel: 3,
-                stride: 1,
-            },
-            LayerSpec::BatchNorm,
-            LayerSpec::Relu,
-            LayerSpec::MaxPool,
-        ]
-    } else if let Some(rest) = token.strip_prefix("conv") {
-        // conv<channels>[k<kernel>][s<stride>]
-        let (rest, stride) = match rest.split_once('s') {
-            Some((head, s)) => (head, number(s)?),
-            None => (rest, 1),
-        };
-        let (channels, kernel) = match rest.split_once('k') {
-            Some((c, k)) => (number(c)?, number(k)?),
-            None => (number(rest)?, 3),
-        };
-        vec![LayerSpec::Conv {
-            channels,
-            kernel,
-            stride,
-        }]
-    } else if let Some(rest) = token.strip_prefix("dense") {
-        vec![LayerSpec::Dense {
-            units: number(rest)?,
-        }]
-    } else if let Some(rest) = token.strip_prefix("dropout") {
-        let p = rest
-            .parse::<f32>()
-            .map_err(|_| format!("{token:?}: {rest:?} is not a probability such as 0.3"))?;
-        vec![LayerSpec::Dropout { p }]
-    } else {
-        return Err(format!(
-            "unknown layer {token:?}; use conv<N>[k<K>][s<S>], bn, relu, pool, gap, dense<N>, \
-             dropout<P> or block<N>"
-        ));
-    };
-    for layer in &spec {
-        layer.check()?;
+    if depth > 0 {
+        return Err(format!("a \"(\" without its \")\" in {text:?}"));
     }
-    Ok(spec)
+    if !current.is_empty() {
+        out.push(current);
+    }
+    Ok(out)
+}
+
+/// Reads layers in the text form (no presets): what a block's parentheses hold, too.
+///
+/// # Errors
+/// A sentence naming the token at fault.
+pub(super) fn parse_layers(text: &str) -> Result<Vec<LayerSpec>, String> {
+    let mut layers = Vec::new();
+    for token in tokens(text)? {
+        let token = token.to_ascii_lowercase();
+        let parsed = parse_known(&token).unwrap_or_else(|| {
+            Err(format!(
+                "unknown layer {token:?}; use conv<N>[k<K>][s<S>], bn, relu, pool, gap, \
+                 dense<N>, dropout<P>, block<N>, res<N>[s<S>] or res(BODY | SHORTCUT), or a \
+                 preset ({})",
+                preset_names()
+            ))
+        })?;
+        for layer in &parsed {
+            layer.check()?;
+        }
+        layers.extend(parsed);
+    }
+    Ok(layers)
 }
 
 /// Parses an architecture's body: a preset name ([`PRESETS`]) or layers in the text form.
@@ -301,21 +385,11 @@ pub fn parse_body(text: &str) -> Result<Vec<LayerSpec>> {
         .iter()
         .find(|(name, _)| *name == text)
         .map_or(text, |(_, body)| body);
-    let mut body = Vec::new();
-    for token in text
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|t| !t.is_empty())
-    {
-        body.extend(
-            parse_token(&token.to_ascii_lowercase())
-                .map_err(|e| Error::Config(format!("--arch: {e}")))?,
-        );
-    }
+    let body = parse_layers(text).map_err(|e| Error::Config(format!("--arch: {e}")))?;
     if body.is_empty() {
-        let presets: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
         return Err(Error::Config(format!(
             "--arch is empty; give a preset ({}) or layers such as \"conv16 bn relu pool gap\"",
-            presets.join(", ")
+            preset_names()
         )));
     }
     Ok(body)
@@ -329,6 +403,31 @@ pub fn describe(layers: &[LayerSpec]) -> String {
         .map(LayerSpec::token)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Each layer's input geometry, in order, checked to chain; and the output of the last.
+///
+/// # Errors
+/// A sentence naming the first layer (by position and token, then `place`, such as "of the
+/// architecture ") that cannot take what the layer before it gives.
+pub(super) fn chain(
+    input: Geometry,
+    layers: &[LayerSpec],
+    place: &str,
+) -> Result<(Vec<Geometry>, Geometry), String> {
+    let mut inputs = Vec::with_capacity(layers.len());
+    let mut g = input;
+    for (i, layer) in layers.iter().enumerate() {
+        inputs.push(g);
+        g = layer.output(g).map_err(|why| {
+            format!(
+                "layer {} ({}) {place}cannot follow: {why}",
+                i + 1,
+                layer.token()
+            )
+        })?;
+    }
+    Ok((inputs, g))
 }
 
 /// Everything needed to build a network: input geometry, body, outputs.
@@ -355,9 +454,7 @@ impl Architecture {
     /// The body and the head's dense layer: every layer the network will have.
     pub fn layers(&self) -> Vec<LayerSpec> {
         let mut layers = self.body.clone();
-        layers.push(LayerSpec::Dense {
-            units: self.outputs,
-        });
+        layers.push(LayerSpec::dense(self.outputs));
         layers
     }
 
@@ -376,19 +473,9 @@ impl Architecture {
     /// [`Error::Config`] naming the first layer (by position and token) that cannot take
     /// what the layer before it gives.
     pub fn inputs(&self) -> Result<Vec<Geometry>> {
-        let mut inputs = Vec::new();
-        let mut g = self.input;
-        for (i, layer) in self.layers().iter().enumerate() {
-            inputs.push(g);
-            g = layer.output(g).map_err(|why| {
-                Error::Config(format!(
-                    "layer {} ({}) of the architecture cannot follow: {why}",
-                    i + 1,
-                    layer.token()
-                ))
-            })?;
-        }
-        Ok(inputs)
+        chain(self.input, &self.layers(), "of the architecture ")
+            .map(|(inputs, _)| inputs)
+            .map_err(Error::Config)
     }
 }
 
@@ -401,31 +488,10 @@ mod tests {
         let body =
             parse_body("conv16 bn relu pool, conv32k5s2 conv8k1 gap dense64 relu dropout0.25")
                 .unwrap();
-        assert_eq!(
-            body[0],
-            LayerSpec::Conv {
-                channels: 16,
-                kernel: 3,
-                stride: 1
-            }
-        );
-        assert_eq!(
-            body[4],
-            LayerSpec::Conv {
-                channels: 32,
-                kernel: 5,
-                stride: 2
-            }
-        );
-        assert_eq!(
-            body[5],
-            LayerSpec::Conv {
-                channels: 8,
-                kernel: 1,
-                stride: 1
-            }
-        );
-        assert_eq!(body[9], LayerSpec::Dropout { p: 0.25 });
+        assert_eq!(body[0], LayerSpec::conv(16, 3, 1));
+        assert_eq!(body[4], LayerSpec::conv(32, 5, 2));
+        assert_eq!(body[5], LayerSpec::conv(8, 1, 1));
+        assert_eq!(body[9], LayerSpec::dropout(0.25));
         assert_eq!(parse_body(&describe(&body)).unwrap(), body);
         assert_eq!(
             parse_body("block8").unwrap(),
@@ -452,7 +518,11 @@ mod tests {
             ("dropout1.5", "probability"),
             ("dense0", "at least one unit"),
             ("softmax", "unknown layer \"softmax\""),
+            ("softmax", "cnn, resnet"),
             ("  ", "empty"),
+            ("res(conv8 bn", "without its \")\""),
+            ("res(conv8 | bn | relu)", "one \"|\""),
+            ("res()", "empty body"),
         ] {
             let msg = parse_body(text).unwrap_err().to_string();
             assert!(msg.contains(needle), "{text:?}: {msg}");
@@ -480,5 +550,18 @@ mod tests {
         assert_eq!(inputs[1], Geometry::new(4, 4, 4));
         assert_eq!(inputs[2], Geometry::new(2, 2, 4));
         assert_eq!(inputs[4], Geometry::flat(3));
+    }
+
+    #[test]
+    fn specs_are_saved_as_json_objects_named_by_kind() {
+        let body = parse_body("conv8s2 bn relu pool gap dropout0.5 dense4 res8").unwrap();
+        let json = serde_json::to_string(&body).unwrap();
+        assert!(json.starts_with(
+            r#"[{"kind":"conv","channels":8,"kernel":3,"stride":2},{"kind":"batchnorm"},{"kind":"relu"},{"kind":"maxpool"},{"kind":"gap"},{"kind":"dropout","p":0.5},{"kind":"dense","units":4},{"kind":"residual","body":"#
+        ), "{json}");
+        let back: Vec<LayerSpec> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, body);
+        let unknown = r#"[{"kind":"conv","channels":8,"kernel":3,"stride":2,"dilation":2}]"#;
+        assert!(serde_json::from_str::<Vec<LayerSpec>>(unknown).is_err());
     }
 }

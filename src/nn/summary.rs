@@ -1,14 +1,16 @@
 //! A network's layers as a table, the way Keras's `model.summary()` shows them: each layer's
-//! name, its settings, its output shape and its parameter count, then the totals.
+//! name, its settings, its output shape and its parameter count, then the totals. A block
+//! (a residual block) is one row with its totals, its own layers indented beneath it, as Keras
+//! shows a nested model with `expand_nested=True`.
 
-use super::{Geometry, Network};
+use super::{AnyLayer, Geometry, Network};
 
 /// One layer of a [`Summary`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SummaryRow {
-    /// Its name in model files (`conv1`, `batchnorm1`, `dense2`, ...).
+    /// Its name in model files (`conv1`, `batchnorm1`, `residual1`, `dense2`, ...).
     pub name: String,
-    /// Its token in the architecture text (`conv16`, `bn`, `dense20`, ...).
+    /// Its token in the architecture text (`conv16`, `bn`, `res64s2`, `dense20`, ...).
     pub layer: String,
     /// The shape of one example's output.
     pub output: Geometry,
@@ -16,6 +18,27 @@ pub struct SummaryRow {
     pub trainable: usize,
     /// Saved values not trained by gradients (batch norm's running statistics).
     pub non_trainable: usize,
+    /// The layers a block is made of (`conv1`, `shortcut.conv1`, ...); empty for a plain
+    /// layer. Their counts are included in the block's.
+    pub inner: Vec<SummaryRow>,
+}
+
+impl SummaryRow {
+    /// The row of `layer`, named `name`, with rows for the layers inside it.
+    fn of(name: String, layer: &dyn AnyLayer) -> Self {
+        SummaryRow {
+            name,
+            layer: layer.spec().token(),
+            output: layer.output(),
+            trainable: layer.params().iter().map(|p| p.value.len()).sum(),
+            non_trainable: layer.buffers().iter().map(|(_, b)| b.len()).sum(),
+            inner: layer
+                .children()
+                .into_iter()
+                .map(|(n, l)| SummaryRow::of(n, l))
+                .collect(),
+        }
+    }
 }
 
 /// Every layer of a network with its output shape and parameter counts.
@@ -32,21 +55,11 @@ pub struct Summary {
 impl Summary {
     /// The summary of `net`.
     pub fn of(net: &Network) -> Self {
-        let count = |arrays: Vec<(&'static str, ndarray::ArrayViewD<'_, f32>)>| {
-            arrays.iter().map(|(_, a)| a.len()).sum()
-        };
         let layers = net
             .layers()
             .iter()
             .zip(net.layer_names())
-            .zip(net.geometries())
-            .map(|((layer, name), output)| SummaryRow {
-                name,
-                layer: layer.spec().token(),
-                output,
-                trainable: count(layer.params()),
-                non_trainable: count(layer.buffers()),
-            })
+            .map(|(layer, name)| SummaryRow::of(name, layer.as_ref()))
             .collect();
         Summary {
             input: net.input(),
@@ -63,6 +76,25 @@ impl Summary {
     /// Saved values that are not trained, of every layer.
     pub fn non_trainable(&self) -> usize {
         self.layers.iter().map(|r| r.non_trainable).sum()
+    }
+}
+
+/// The rows of a block's layers, indented two spaces per level.
+fn nested(
+    rows: &mut Vec<[String; 4]>,
+    inner: &[SummaryRow],
+    depth: usize,
+    shape: &dyn Fn(Geometry) -> String,
+) {
+    for r in inner {
+        let indent = "  ".repeat(depth);
+        rows.push([
+            format!("{indent}{}", r.name),
+            format!("{indent}{}", r.layer),
+            shape(r.output),
+            thousands(r.trainable + r.non_trainable),
+        ]);
+        nested(rows, &r.inner, depth + 1, shape);
     }
 }
 
@@ -107,6 +139,7 @@ impl std::fmt::Display for Summary {
                 shape(r.output),
                 thousands(r.trainable + r.non_trainable),
             ]);
+            nested(&mut rows, &r.inner, 1, &shape);
         }
         let header = ["Layer", "Type", "Output shape", "Param #"].map(String::from);
         let width = |k: usize| {

@@ -11,6 +11,9 @@ pub struct Adam {
     beta1: f32,
     beta2: f32,
     epsilon: f32,
+    /// AdamW's decoupled weight decay, and which parameters it applies to.
+    weight_decay: Option<f32>,
+    decay: Vec<bool>,
     state: OptimizerState,
 }
 
@@ -21,18 +24,39 @@ impl Adam {
             beta1,
             beta2,
             epsilon,
+            weight_decay: None,
+            decay: Vec::new(),
             state: OptimizerState::default(),
         }
+    }
+
+    /// The same with decoupled weight decay `weight_decay` (AdamW): before each step, every
+    /// parameter marked by [`set_decay`](Optimizer::set_decay) is scaled by `1 − lr·λ`.
+    pub fn decoupled(mut self, weight_decay: f32) -> Self {
+        self.weight_decay = Some(weight_decay);
+        self
     }
 }
 
 impl Optimizer for Adam {
     fn config(&self) -> OptimizerConfig {
-        OptimizerConfig::Adam {
-            beta1: self.beta1,
-            beta2: self.beta2,
-            epsilon: self.epsilon,
+        match self.weight_decay {
+            None => OptimizerConfig::Adam {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                epsilon: self.epsilon,
+            },
+            Some(weight_decay) => OptimizerConfig::AdamW {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                epsilon: self.epsilon,
+                weight_decay,
+            },
         }
+    }
+
+    fn set_decay(&mut self, mask: Vec<bool>) {
+        self.decay = mask;
     }
 
     fn slot_names(&self) -> &'static [&'static str] {
@@ -55,6 +79,15 @@ impl Optimizer for Adam {
             let v_hat = *v / c2;
             *w -= lr * m_hat / (v_hat.sqrt() + eps);
         };
+        if let Some(wd) = self.weight_decay {
+            // Decoupled decay first, as PyTorch's AdamW: w ← w·(1 − lr·λ).
+            let shrink = 1.0 - lr * wd;
+            for (p, &decayed) in params.iter_mut().zip(&self.decay) {
+                if decayed {
+                    p.mapv_inplace(|w| w * shrink);
+                }
+            }
+        }
         for ((p, g), slots) in params.iter_mut().zip(grads).zip(&mut self.state.slots) {
             let (ms, vs) = slots.split_at_mut(1);
             let big = p.len() >= PARALLEL_MIN_LEN;

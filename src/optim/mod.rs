@@ -16,7 +16,7 @@ mod schedule;
 pub use adam::Adam;
 pub use gd::GradientDescent;
 pub use momentum::Momentum;
-pub use schedule::Schedule;
+pub use schedule::{Schedule, warmed_up};
 
 use crate::{Error, Result};
 use ndarray::{ArrayD, ArrayViewMutD};
@@ -61,6 +61,10 @@ pub trait Optimizer: Send {
     /// If `params` and `grads` differ in length or shapes.
     fn step(&mut self, params: &mut [ArrayViewMutD<'_, f32>], grads: &[ArrayD<f32>], lr: f32);
 
+    /// Which parameters (in `step`'s order) are weights that decoupled weight decay applies
+    /// to (AdamW's); biases, batch norm's scales and shifts are not decayed. Others ignore it.
+    fn set_decay(&mut self, _mask: Vec<bool>) {}
+
     /// Whether each update is a fixed linear map of (parameter, gradient, state).
     fn is_linear(&self) -> bool;
 
@@ -91,6 +95,19 @@ pub enum OptimizerConfig {
         /// Added to the root of the second moment (1e-8).
         epsilon: f32,
     },
+    /// Adam with decoupled weight decay (Loshchilov & Hutter), as PyTorch's `AdamW`: each step
+    /// first shrinks every weight by `lr · weight_decay · w`, then takes Adam's step.
+    #[serde(rename = "adamw")]
+    AdamW {
+        /// Decay of the first moment (0.9).
+        beta1: f32,
+        /// Decay of the second moment (0.999).
+        beta2: f32,
+        /// Added to the root of the second moment (1e-8).
+        epsilon: f32,
+        /// The decay factor (PyTorch's default 0.01; the resnet recipe's 5e-4).
+        weight_decay: f32,
+    },
 }
 
 impl OptimizerConfig {
@@ -100,6 +117,7 @@ impl OptimizerConfig {
             OptimizerConfig::Gd => "gd",
             OptimizerConfig::Momentum { .. } => "momentum",
             OptimizerConfig::Adam { .. } => "adam",
+            OptimizerConfig::AdamW { .. } => "adamw",
         }
     }
 
@@ -116,6 +134,24 @@ impl OptimizerConfig {
         match *self {
             OptimizerConfig::Gd => Ok(()),
             OptimizerConfig::Momentum { beta } => beta_ok(beta, "--beta1 (momentum)"),
+            OptimizerConfig::AdamW {
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay,
+            } => {
+                if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+                    return Err(Error::Config(format!(
+                        "--weight-decay must be zero or positive, got {weight_decay}"
+                    )));
+                }
+                OptimizerConfig::Adam {
+                    beta1,
+                    beta2,
+                    epsilon,
+                }
+                .check()
+            }
             OptimizerConfig::Adam {
                 beta1,
                 beta2,
@@ -144,6 +180,12 @@ impl OptimizerConfig {
                 beta2,
                 epsilon,
             } => Box::new(Adam::new(beta1, beta2, epsilon)),
+            OptimizerConfig::AdamW {
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay,
+            } => Box::new(Adam::new(beta1, beta2, epsilon).decoupled(weight_decay)),
         }
     }
 }
@@ -220,6 +262,48 @@ mod tests {
         );
         assert_eq!(opt.state().step, 1);
         assert_eq!(opt.state().slots[0].len(), 2);
+    }
+
+    #[test]
+    fn adamw_decays_weights_by_lr_times_decay_before_adams_step_and_spares_the_rest() {
+        // Two steps by hand: w ← w·(1 − lr·λ), then Adam's step, for the decayed parameter;
+        // the other takes Adam's step alone.
+        let (lr, wd, b1, b2, eps) = (0.1f32, 0.5f32, 0.9f32, 0.999f32, 1e-8f32);
+        let mut opt = OptimizerConfig::AdamW {
+            beta1: b1,
+            beta2: b2,
+            epsilon: eps,
+            weight_decay: wd,
+        }
+        .build();
+        opt.set_decay(vec![true, false]);
+        let mut w = ArrayD::from_shape_vec(IxDyn(&[1]), vec![2.0f32]).unwrap();
+        let mut b = ArrayD::from_shape_vec(IxDyn(&[1]), vec![2.0f32]).unwrap();
+        let grads = [
+            [
+                ArrayD::from_elem(IxDyn(&[1]), 0.5f32),
+                ArrayD::from_elem(IxDyn(&[1]), 0.5f32),
+            ],
+            [
+                ArrayD::from_elem(IxDyn(&[1]), -1.0f32),
+                ArrayD::from_elem(IxDyn(&[1]), -1.0f32),
+            ],
+        ];
+        let (mut ew, mut eb, mut m, mut v) = (2.0f64, 2.0f64, 0.0f64, 0.0f64);
+        for (t, g) in grads.iter().enumerate() {
+            opt.step(&mut [w.view_mut(), b.view_mut()], g, lr);
+            let gv = f64::from(g[0][[0]]);
+            m = 0.9 * m + 0.1 * gv;
+            v = 0.999 * v + 0.001 * gv * gv;
+            let t = (t + 1) as i32;
+            let adam = f64::from(lr) * (m / (1.0 - 0.9f64.powi(t)))
+                / ((v / (1.0 - 0.999f64.powi(t))).sqrt() + 1e-8);
+            ew = ew * (1.0 - f64::from(lr) * f64::from(wd)) - adam;
+            eb -= adam;
+        }
+        assert!((f64::from(w[[0]]) - ew).abs() < 1e-5, "{} vs {ew}", w[[0]]);
+        assert!((f64::from(b[[0]]) - eb).abs() < 1e-5, "{} vs {eb}", b[[0]]);
+        assert_eq!(opt.config().name(), "adamw");
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// On-the-fly augmentation of training batches (off).
     pub augment: Augment,
+    /// Label smoothing ε: training targets become `y·(1 − ε) + ε/K` (K classes, 2 for the
+    /// sigmoid head), as PyTorch's `label_smoothing`; 0 for none.
+    pub label_smoothing: f32,
+    /// A linear warm-up of the learning rate over the first this many iterations or epochs,
+    /// in front of the schedule; 0 for none.
+    pub warmup: f64,
+    /// Test-time flips (`--tta flip`): recorded in the model, so predictions average each
+    /// image and its mirror.
+    pub tta: bool,
 }
 
 /// The document's hidden layers.
@@ -89,6 +98,9 @@ impl Default for TrainConfig {
             record_every: 100,
             log_every: 50,
             augment: Augment::default(),
+            label_smoothing: 0.0,
+            warmup: 0.0,
+            tta: false,
         }
     }
 }
@@ -124,6 +136,18 @@ impl TrainConfig {
         }
         if self.patience == Some(0) {
             return bad("--patience must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!(
+                "--label-smoothing must be at least 0 and below 1, got {}",
+                self.label_smoothing
+            ));
+        }
+        if !(self.warmup >= 0.0 && self.warmup.is_finite()) {
+            return bad(format!(
+                "--warmup must be zero or positive, got {}",
+                self.warmup
+            ));
         }
         if self.record_every == 0 || self.log_every == 0 {
             return bad("--record-every and --log-every must be at least 1".into());

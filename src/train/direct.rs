@@ -126,12 +126,7 @@ pub(crate) fn forward_backward(
     // No gradient for the input images: nothing uses it.
     let (mut grads, _) = net.backward(x, &pass, dlogits, false);
     if l2 > 0.0 {
-        add_l2(
-            &mut grads,
-            &net.params_from(0),
-            &net.weight_mask_from(0),
-            l2,
-        );
+        add_l2(&mut grads, &net.params(), l2);
     }
     (scored, grads, pass)
 }
@@ -191,7 +186,7 @@ impl Engine for DirectEngine<'_> {
     }
 
     fn weight_norm_sq(&self, net: &Network) -> f64 {
-        net.weight_norm_sq_from(0)
+        net.weight_norm_sq()
     }
 
     fn validate(&self, net: &Network) -> Result<Option<(f64, f64)>> {

@@ -24,7 +24,8 @@
 use super::engine::{Engine, Outcome};
 use super::{Labelled, add_l2, is_whole, outcome, products, score};
 use crate::linalg::{matmul, matmul_into};
-use crate::nn::{Mode, Network};
+use crate::nn::sequence::{self, Layers};
+use crate::nn::{Dense, Mode, Network, Rows};
 use crate::optim::{Optimizer, OptimizerState};
 use crate::{Result, Rng};
 use ndarray::{Array1, Array2, ArrayD, ArrayView2, Axis, Ix2, IxDyn, Zip};
@@ -61,14 +62,12 @@ impl<'a> GramEngine<'a> {
     /// # Panics
     /// If the network's first layer is not dense or it has no layer after it.
     pub fn new(net: &Network, train: Labelled<'a>, val: Option<Labelled<'a>>) -> Result<Self> {
-        let w0 = &net
-            .first_dense()
-            .expect("the Gram path needs a dense first layer")
-            .weight;
+        let (first, rest) = first_dense(net).expect("the Gram path needs a dense first layer");
         assert!(
-            net.layers().len() > 1,
+            !rest.is_empty(),
             "the Gram path needs a layer after the first"
         );
+        let w0 = &first.weight;
         // G and Kv are integer sums of byte products, computed exactly.
         let g = products::gram(train.x, None)?;
         let p0 = products::unit_times(train.x, w0.t())?;
@@ -128,8 +127,25 @@ impl<'a> GramEngine<'a> {
     }
 }
 
+/// The network's first layer, when it is dense, and the layers after it: the Gram path's seam
+/// into the network (it computes the first layer itself and runs the rest as a sequence).
+pub fn first_dense(net: &Network) -> Option<(&Dense, &Layers)> {
+    let (first, rest) = net.split_first()?;
+    Some((first.as_any().downcast_ref::<Dense>()?, rest))
+}
+
+/// The same, mutable.
+fn first_dense_mut(net: &mut Network) -> Option<(&mut Dense, &mut Layers)> {
+    let (first, rest) = net.split_first_mut()?;
+    Some((first.as_any_mut().downcast_mut::<Dense>()?, rest))
+}
+
 fn first_bias(net: &Network) -> &Array1<f32> {
-    &net.first_dense().expect("checked at construction").bias
+    &first_dense(net).expect("checked at construction").0.bias
+}
+
+fn rest(net: &Network) -> &Layers {
+    first_dense(net).expect("checked at construction").1
 }
 
 impl Engine for GramEngine<'_> {
@@ -161,7 +177,7 @@ impl Engine for GramEngine<'_> {
             )
         };
 
-        let pass = net.forward_from(1, z1.view(), &mut Mode::Train(rng));
+        let pass = sequence::forward(rest(net), Rows::Values(z1.view()), &mut Mode::Train(rng));
         let scored = outcome(
             self.train.classes,
             pass.logits(),
@@ -170,8 +186,12 @@ impl Engine for GramEngine<'_> {
             want_score,
         );
         let dlogits = net.head().cost_gradient(pass.logits(), targets.view());
-        let (mut grads, dz1) = net.backward(z1.view(), &pass, dlogits, true);
-        net.absorb(&pass);
+        let (mut grads, dz1) =
+            sequence::backward(rest(net), Rows::Values(z1.view()), &pass, dlogits, true);
+        sequence::absorb(
+            first_dense_mut(net).expect("checked at construction").1,
+            &pass,
+        );
         drop(pass);
         let dz1 = dz1.expect("asked for the first layer's gradient");
 
@@ -194,25 +214,18 @@ impl Engine for GramEngine<'_> {
             Zip::from(&mut gc)
                 .and(&self.c)
                 .for_each(|g, &c| *g += l2 * c);
-            add_l2(
-                &mut grads,
-                &net.params_from(1),
-                &net.weight_mask_from(1),
-                l2,
-            );
+            add_l2(&mut grads, &sequence::params(rest(net)), l2);
         }
         let mut all_grads = vec![ga, gc, db1];
         all_grads.extend(grads);
 
-        let (dense1, rest) = net
-            .split_first_dense_mut()
-            .expect("checked at construction");
+        let (dense1, rest) = first_dense_mut(net).expect("checked at construction");
         let mut params = vec![
             self.a.view_mut(),
             self.c.view_mut(),
             dense1.bias.view_mut().into_dyn(),
         ];
-        params.extend(rest);
+        params.extend(sequence::params_mut(rest));
         optimizer.step(&mut params, &all_grads, learning_rate);
         Ok(scored)
     }
@@ -230,7 +243,7 @@ impl Engine for GramEngine<'_> {
         a * a * self.w0_norm_sq
             + 2.0 * a * dot(self.p0.view(), c)
             + dot(c, gc.view())
-            + net.weight_norm_sq_from(1)
+            + sequence::weight_norm_sq(rest(net))
     }
 
     fn validate(&self, net: &Network) -> Result<Option<(f64, f64)>> {
@@ -238,7 +251,7 @@ impl Engine for GramEngine<'_> {
             return Ok(None);
         };
         let z1 = self.first_layer(val.kv.view(), val.pv.view(), first_bias(net));
-        let pass = net.forward_from(1, z1.view(), &mut Mode::Infer);
+        let pass = sequence::forward(rest(net), Rows::Values(z1.view()), &mut Mode::Infer);
         let s = score(
             val.set.classes,
             pass.logits(),
@@ -295,14 +308,15 @@ impl Engine for GramEngine<'_> {
 }
 
 fn first_weight(net: &Network) -> Array2<f32> {
-    net.first_dense()
+    first_dense(net)
         .expect("checked at construction")
+        .0
         .weight
         .clone()
 }
 
 fn set_first_weight(net: &mut Network, w: Array2<f32>) {
-    net.split_first_dense_mut()
+    first_dense_mut(net)
         .expect("checked at construction")
         .0
         .weight = w;

@@ -38,11 +38,11 @@ use crate::loss::Head;
 use crate::model::Classes;
 use crate::model_file::SavedOptimizer;
 use crate::nn::spec::describe;
-use crate::nn::{Architecture, Geometry, Mt19937, Network};
+use crate::nn::{Architecture, Geometry, Mt19937, Network, Param};
 use crate::optim::Optimizer;
 use crate::{Error, Result, Rng, Stream, rng_for};
 use engine::{Engine, Outcome, Score};
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Zip};
+use ndarray::{Array2, ArrayD, ArrayView2, Zip};
 use rand::seq::SliceRandom;
 use std::time::Instant;
 
@@ -105,10 +105,10 @@ fn is_whole(batch: &[usize], m: usize) -> bool {
 }
 
 /// `grad += l2 · param` for the parameters that are weights.
-fn add_l2(grads: &mut [ArrayD<f32>], params: &[ArrayViewD<'_, f32>], is_weight: &[bool], l2: f32) {
-    for ((g, p), &w) in grads.iter_mut().zip(params).zip(is_weight) {
-        if w {
-            Zip::from(g).and(p).for_each(|g, &p| *g += l2 * p);
+fn add_l2(grads: &mut [ArrayD<f32>], params: &[Param<'_>], l2: f32) {
+    for (g, p) in grads.iter_mut().zip(params) {
+        if p.decay {
+            Zip::from(g).and(&p.value).for_each(|g, &p| *g += l2 * p);
         }
     }
 }
@@ -262,11 +262,12 @@ impl Plan {
                 step.is_multiple_of(config.log_every) || last,
             )
         };
+        let scheduled = config
+            .schedule
+            .rate(config.learning_rate, done, self.total_units);
         Moment {
             pos,
-            lr: config
-                .schedule
-                .rate(config.learning_rate, done, self.total_units),
+            lr: crate::optim::warmed_up(scheduled, done, config.warmup),
             epoch_end,
             record,
             log,
@@ -319,7 +320,7 @@ fn parameter_shapes(net: &Network) -> Vec<(String, Vec<usize>)> {
 fn without_dropout(net: &Network) -> Vec<crate::nn::LayerSpec> {
     net.specs()
         .into_iter()
-        .filter(|l| !matches!(l, crate::nn::LayerSpec::Dropout { .. }))
+        .filter(|l| !matches!(l, crate::nn::LayerSpec::Dropout(_)))
         .collect()
 }
 
@@ -359,7 +360,7 @@ fn starting_network(
     for (mut dst, src) in net
         .params_mut()
         .into_iter()
-        .zip(saved.network.params_from(0))
+        .zip(saved.network.params().into_iter().map(|p| p.value))
     {
         dst.assign(&src);
     }
@@ -431,6 +432,7 @@ pub fn train(
     };
     let mut optimizer = config.optimizer.build();
     let mut net = starting_network(config, &arch, start, optimizer.as_mut())?;
+    optimizer.set_decay(net.decay_mask());
     let path = path::choose_path(
         config,
         optimizer.as_ref(),
@@ -441,7 +443,10 @@ pub fn train(
         plan.total_steps,
         train.images().in_memory().is_none(),
     )?;
-    let train_set = Labelled::new(train, classes);
+    let mut train_set = Labelled::new(train, classes);
+    if config.label_smoothing > 0.0 {
+        crate::loss::smoothed(&mut train_set.targets, config.label_smoothing);
+    }
     let val_set = val.map(|v| Labelled::new(v, classes));
     let mut engine = build_engine(path, &net, train_set, val_set, config.augment, input)?;
     for cb in callbacks.iter_mut() {

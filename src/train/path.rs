@@ -21,7 +21,8 @@ pub(super) fn choose_path(
     streamed: bool,
 ) -> Result<&'static str> {
     let n = net.input_units() as f64;
-    let h = net.first_dense().map_or(1, |d| d.weight.nrows()) as f64;
+    let first = super::gram::first_dense(net);
+    let h = first.map_or(1, |(d, _)| d.weight.nrows()) as f64;
     let (mf, bf, sf, vf) = (m as f64, batch as f64, steps as f64, val_m as f64);
     let why_not = if !optimizer.is_linear() {
         Some(format!(
@@ -30,9 +31,9 @@ pub(super) fn choose_path(
         ))
     } else if config.augment.is_on() {
         Some("augmentation changes the images every epoch".to_string())
-    } else if net.first_dense().is_none() {
+    } else if first.is_none() {
         Some("the first layer is not dense".to_string())
-    } else if net.layers().len() < 2 {
+    } else if first.is_some_and(|(_, rest)| rest.is_empty()) {
         Some("the network has no hidden layer".to_string())
     } else if !optimizer.state().slots.is_empty() {
         Some("resumed optimiser state lives in weight space".to_string())

@@ -58,7 +58,7 @@ fn full_cost(
 ) -> f64 {
     let mut rng = Rng::seed_from_u64(mask_seed);
     let pass = net.forward(x, &mut Mode::Train(&mut rng));
-    net.head().cost(pass.logits(), targets) + 0.5 * f64::from(l2) * net.weight_norm_sq_from(0)
+    net.head().cost(pass.logits(), targets) + 0.5 * f64::from(l2) * net.weight_norm_sq()
 }
 
 /// How far the forward pass with the fixed dropout mask is from a kink, where finite
@@ -75,7 +75,7 @@ fn distance_to_kinks(net: &Network, x: Rows<'_>, mask_seed: u64) -> f32 {
     let mut distance = f32::INFINITY;
     for (i, layer) in net.layers().iter().enumerate() {
         let input = &inputs[i];
-        match layer.kind() {
+        match layer.spec().kind() {
             "relu" => distance = input.iter().fold(distance, |d, z| d.min(z.abs())),
             "maxpool" => {
                 let g = geometries[i];
@@ -570,10 +570,7 @@ fn bad_configurations_are_refused_with_the_flag_named() {
         ),
         (
             TrainConfig {
-                body: vec![
-                    LayerSpec::Dense { units: 20 },
-                    LayerSpec::Dropout { p: 1.0 },
-                ],
+                body: vec![LayerSpec::dense(20), LayerSpec::dropout(1.0)],
                 ..TrainConfig::default()
             },
             "dropout probability",

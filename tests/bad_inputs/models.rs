@@ -44,6 +44,7 @@ fn small_model(classes: &[&str]) -> Model {
         network: Network::new(&arch, Init::Document, &mut rng).unwrap(),
         classes,
         preprocess,
+        tta: false,
     }
 }
 
@@ -77,7 +78,35 @@ fn small_cnn(classes: &[&str]) -> Model {
         network,
         classes,
         preprocess,
+        tta: false,
     }
+}
+
+/// A small untrained residual network on 8×8 inputs: a stem, an identity block and a
+/// projection block, its running statistics set away from 0 and 1 as [`small_cnn`]'s.
+fn small_resnet(classes: &[&str]) -> Model {
+    let mut model = small_cnn(classes);
+    let arch = Architecture {
+        input: Geometry::image(8),
+        body: parse_body("conv4 bn relu res4 res(conv8s2 bn relu conv8 bn | conv8k1s2 bn) gap")
+            .unwrap(),
+        outputs: model.classes.outputs(),
+    };
+    let mut network = Network::new(&arch, Init::He, &mut deepcat::nn::Mt19937::new(6)).unwrap();
+    for (i, mut b) in network.buffers_mut().into_iter().enumerate() {
+        for (j, v) in b.iter_mut().enumerate() {
+            *v = 0.5 + 0.25 * (i % 2) as f32 + 0.125 * j as f32;
+        }
+    }
+    model.network = network;
+    model
+}
+
+/// A valid version-3 model file: the three-class residual network with Adam state.
+fn resnet_adam_bytes() -> Vec<u8> {
+    let mut model = small_resnet(&["a", "b", "c"]);
+    let opt = adam_state(&mut model);
+    saved_bytes(&model, Some(&opt))
 }
 
 /// A valid version-2 model file: the two-class CNN (sigmoid head), without optimiser state.
@@ -99,7 +128,7 @@ fn layers_json(body: &str, outputs: usize) -> String {
     } else {
         parse_body(body).unwrap()
     };
-    layers.push(LayerSpec::Dense { units: outputs });
+    layers.push(LayerSpec::dense(outputs));
     serde_json::to_string(&layers).unwrap()
 }
 
@@ -398,7 +427,7 @@ fn assert_layers_fit(file: &ModelFile) {
     for (spec, input) in arch.layers().iter().zip(&inputs) {
         let n = counts.entry(spec.kind()).or_insert(0);
         *n += 1;
-        let shapes = spec.tensor_shapes(*input);
+        let shapes = spec.tensors(*input);
         for (name, shape) in shapes.params {
             expected_params.push((format!("{}{n}.{name}", spec.kind()), shape));
         }
@@ -426,7 +455,7 @@ fn assert_matches_metadata(file: &ModelFile, bytes: &[u8]) {
         .expect("a loaded file has metadata");
     assert_eq!(meta["format"], "deepcat");
     let version = meta["format_version"].parse::<u32>().ok();
-    assert!(matches!(version, Some(1 | 2)), "version {version:?}");
+    assert!(matches!(version, Some(1..=3)), "version {version:?}");
     let model = &file.model;
     let names: Vec<String> = serde_json::from_str(&meta["classes"]).unwrap();
     assert_eq!(model.classes.names, names);
@@ -538,8 +567,10 @@ fn every_truncation_of_a_model_is_refused_naming_the_file() {
     let small = two_class_bytes();
     let large = three_class_adam_bytes();
     let cnn = cnn_three_class_adam_bytes();
+    let resnet = resnet_adam_bytes();
     let header_end = 8 + header_len(&large);
     let cnn_header_end = 8 + header_len(&cnn);
+    let resnet_header_end = 8 + header_len(&resnet);
     let cuts = (0..small.len())
         .map(|cut| (&small, cut))
         .chain(
@@ -551,6 +582,11 @@ fn every_truncation_of_a_model_is_refused_naming_the_file() {
             (0..cnn.len())
                 .filter(|&c| c <= cnn_header_end || c % 5 == 0)
                 .map(|cut| (&cnn, cut)),
+        )
+        .chain(
+            (0..resnet.len())
+                .filter(|&c| c <= resnet_header_end || c % 11 == 0)
+                .map(|cut| (&resnet, cut)),
         );
     for (bytes, cut) in cuts {
         let msg = scratch.refused("cut.safetensors", &bytes[..cut]);
@@ -574,7 +610,11 @@ fn trailing_garbage_after_a_model_is_refused() {
 #[test]
 fn flipped_bytes_in_the_header_are_refused_or_harmless() {
     let scratch = Scratch::new();
-    for bytes in [three_class_adam_bytes(), cnn_three_class_adam_bytes()] {
+    for bytes in [
+        three_class_adam_bytes(),
+        cnn_three_class_adam_bytes(),
+        resnet_adam_bytes(),
+    ] {
         let n = header_len(&bytes);
         let (mut refused, mut loaded) = (0, 0);
         for at in 0..8 + n {
@@ -657,7 +697,11 @@ fn a_weight_or_optimiser_value_that_is_nan_or_infinite_is_refused() {
     let scratch = Scratch::new();
     let v1 = three_class_adam_bytes();
     let v2 = cnn_three_class_adam_bytes();
+    let v3 = resnet_adam_bytes();
     for (bytes, name) in [
+        (&v3, "residual2.shortcut.conv1.weight"),
+        (&v3, "residual1.batchnorm2.running_var"),
+        (&v3, "optimizer.m.residual2.conv2.bias"),
         (&v1, "dense1.weight"),
         (&v1, "dense3.bias"),
         (&v1, "optimizer.v.dense2.weight"),
@@ -807,26 +851,32 @@ fn another_format_version_is_refused_naming_the_version() {
     // A version-1 file relabelled "2" is read as version 2, which lists its layers instead.
     let msg = scratch.refused("v2.safetensors", &set("2"));
     assert!(msg.contains("no \"layers\" entry"), "{msg}");
-    for newer in ["3", "4294967295"] {
-        let msg = scratch.refused("v3.safetensors", &set(newer));
+    for newer in ["4", "4294967295"] {
+        let msg = scratch.refused("v4.safetensors", &set(newer));
         assert!(
             msg.contains(&format!("format version {newer}"))
-                && msg.contains("reads versions 1 to 2"),
+                && msg.contains("reads versions 1 to 3"),
             "{msg}"
         );
     }
-    // A version-2 file relabelled "3" is refused for its version too, not read as version 2.
-    let msg = scratch.refused(
+    // Version 3 reads every flat list version 2 holds: a version-2 file relabelled "3" loads.
+    let (_, relabelled) = scratch.load(
         "v2as3.safetensors",
         &with_meta(&cnn_bytes(), &[("format_version", Some("3"))]),
     );
+    assert!(relabelled.is_ok());
+    // A version-3 file (residual blocks) relabelled "2" is refused: version 2 has no nesting.
+    let msg = scratch.refused(
+        "v3as2.safetensors",
+        &with_meta(&resnet_adam_bytes(), &[("format_version", Some("2"))]),
+    );
     assert!(
-        msg.contains("format version 3") && msg.contains("reads versions 1 to 2"),
+        msg.contains("nests layers") && msg.contains("format version 2"),
         "{msg}"
     );
     let msg = scratch.refused("v0.safetensors", &set("0"));
     assert!(
-        msg.contains("format version 0") && msg.contains("reads versions 1 to 2"),
+        msg.contains("format version 0") && msg.contains("reads versions 1 to 3"),
         "{msg}"
     );
     for bad in ["abc", "", "1.0", "-1", "99999999999999999999"] {
@@ -1868,7 +1918,7 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
 }
 
 /// The valid files mutations start from: version 1 (dense) and version 2 (a CNN), each
-/// two-class (sigmoid) and three-class with Adam state.
+/// two-class (sigmoid) and three-class with Adam state, and version 3 (a residual network).
 fn seeds() -> &'static [Vec<u8>] {
     static SEEDS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
     SEEDS.get_or_init(|| {
@@ -1877,6 +1927,7 @@ fn seeds() -> &'static [Vec<u8>] {
             three_class_adam_bytes(),
             cnn_bytes(),
             cnn_three_class_adam_bytes(),
+            resnet_adam_bytes(),
         ]
     })
 }
@@ -1892,6 +1943,7 @@ const KEYS: &[&str] = &[
     "orientation",
     "pixel_layout",
     "normalisation",
+    "tta",
     "layer_sizes",
     "activations",
     "layers",
@@ -1921,6 +1973,14 @@ fn layers_values() -> Vec<String> {
         ("", 1),
         ("gap", 3),
         ("dense5 relu dense3 relu", 1),
+        (
+            "conv4 bn relu res4 res(conv8s2 bn relu conv8 bn | conv8k1s2 bn) gap",
+            3,
+        ),
+        ("conv4 bn relu res4 res8s2 gap", 3),
+        ("conv4 bn relu res8 gap", 1),
+        ("conv4 res(conv4 res4) gap", 1),
+        ("conv4 bn relu res(conv8s2 bn relu conv8 bn) gap", 3),
     ]
     .iter()
     .map(|(body, outputs)| layers_json(body, *outputs))
@@ -1934,6 +1994,9 @@ fn layers_values() -> Vec<String> {
             r#"[{"kind":"dense","units":0}]"#,
             r#"[{"kind":"dropout","p":1.5},{"kind":"dense","units":1}]"#,
             r#"[{"kind":"relu","extra":1},{"kind":"dense","units":1}]"#,
+            r#"[{"kind":"residual","body":[{"kind":"relu","extra":1}],"shortcut":[]},{"kind":"gap"},{"kind":"dense","units":1}]"#,
+            r#"[{"kind":"residual","body":[],"shortcut":[]},{"kind":"gap"},{"kind":"dense","units":1}]"#,
+            r#"[{"kind":"residual","body":[{"kind":"relu"}],"shortcut":[],"skip":1},{"kind":"gap"},{"kind":"dense","units":1}]"#,
             r#"[{"kind":"dense","units":18446744073709551616}]"#,
             r#"{"kind":"dense","units":1}"#,
             r#"[[]]"#,

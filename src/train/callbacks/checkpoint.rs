@@ -15,6 +15,7 @@ pub struct Checkpoint {
     every_steps: usize,
     classes: Classes,
     preprocess: Preprocess,
+    tta: bool,
     /// How many checkpoints were written.
     pub written: usize,
 }
@@ -28,8 +29,15 @@ impl Checkpoint {
             every_steps: every.max(1),
             classes,
             preprocess,
+            tta: false,
             written: 0,
         }
+    }
+
+    /// Checkpoints that record test-time flips (`--tta flip`), as the final model will.
+    pub fn with_tta(mut self, tta: bool) -> Self {
+        self.tta = tta;
+        self
     }
 }
 
@@ -56,6 +64,7 @@ impl Callback for Checkpoint {
             network,
             classes: self.classes.clone(),
             preprocess: self.preprocess,
+            tta: self.tta,
         };
         let training = serde_json::json!({ "checkpoint_after_steps": step.step + 1 });
         model_file::save(

@@ -1,0 +1,161 @@
+//! Residual networks end to end: the real `deepcat` binary trains a tiny ResNet on the bundled
+//! photos, saves a version-3 model with hierarchical parameter names, and `summary`,
+//! `predict`, `evaluate` and `--resume` use it; the same run gives the same bytes for any
+//! `--threads`; the resnet recipe (AdamW, one cycle, label smoothing, test-time flips,
+//! bilinear resizing) is what a residual architecture brings.
+
+use assert_cmd::Command;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn deepcat() -> Command {
+    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
+    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
+    cmd
+}
+
+/// The bundled demo photos (cats and random images, 30×30 JPEGs).
+fn data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+const ARCH: &str = "conv8 bn relu pool res8 res(conv16s2 bn relu conv16 bn | conv16k1s2 bn) gap";
+
+fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().expect("deepcat runs");
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn last_json(output: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(output);
+    serde_json::from_str(text.lines().last().expect("output")).expect("JSON")
+}
+
+/// Trains the tiny ResNet for one epoch into `model` with `threads` threads.
+fn train(model: &Path, threads: usize, extra: &[&str]) -> Value {
+    let out = run_ok(
+        deepcat()
+            .arg("train")
+            .arg(data())
+            .args([
+                "--size", "16", "--arch", ARCH, "--epochs", "1", "--json", "--quiet",
+            ])
+            .args(["--threads", &threads.to_string()])
+            .arg("--model")
+            .arg(model)
+            .args(extra),
+    );
+    last_json(&out.stdout)
+}
+
+/// The safetensors header's metadata.
+fn metadata(model: &Path) -> serde_json::Map<String, Value> {
+    let bytes = std::fs::read(model).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut meta = header["__metadata__"].as_object().unwrap().clone();
+    let names: Vec<Value> = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| Value::from(k.clone()))
+        .collect();
+    meta.insert("tensor_names".into(), Value::from(names));
+    meta
+}
+
+#[test]
+fn a_residual_model_trains_saves_as_version_3_and_is_used_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("res.safetensors");
+    let report = train(&model, 2, &[]);
+    assert_eq!(report["recipe"], "resnet");
+    assert_eq!(report["tta"], true);
+    assert!(report["test_accuracy"].as_f64().unwrap() > 0.0);
+
+    let meta = metadata(&model);
+    assert_eq!(meta["format_version"], "3");
+    assert_eq!(meta["tta"], "flip");
+    assert_eq!(meta["resize"], "bilinear");
+    let layers: Value = serde_json::from_str(meta["layers"].as_str().unwrap()).unwrap();
+    assert_eq!(layers[4]["kind"], "residual");
+    assert_eq!(layers[5]["shortcut"][0]["kind"], "conv");
+    let names = meta["tensor_names"].to_string();
+    for name in [
+        "residual1.conv2.weight",
+        "residual1.batchnorm2.running_var",
+        "residual2.shortcut.conv1.weight",
+        "residual2.shortcut.batchnorm1.bias",
+        "optimizer.m.residual2.conv1.weight",
+    ] {
+        assert!(names.contains(name), "{name} not in {names}");
+    }
+
+    let summary = run_ok(deepcat().arg("summary").arg(&model));
+    let text = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        text.contains("residual2") && text.contains("res8"),
+        "{text}"
+    );
+    assert!(text.contains("  shortcut.conv1"), "{text}");
+
+    let cat = data().join("cats/cat_0000.jpg");
+    let out = run_ok(deepcat().arg("predict").arg(&model).arg(&cat).arg("--json"));
+    let p = last_json(&out.stdout);
+    assert!(p["probability"].as_f64().unwrap() >= 0.5);
+
+    let out = run_ok(
+        deepcat()
+            .arg("evaluate")
+            .arg(&model)
+            .arg(data())
+            .arg("--json"),
+    );
+    let e = last_json(&out.stdout);
+    assert!(e["accuracy"].as_f64().is_some(), "{e}");
+
+    // Resuming continues from the saved weights and AdamW state.
+    let resumed = dir.path().join("resumed.safetensors");
+    let r = train(
+        &resumed,
+        2,
+        &["--resume", model.to_str().unwrap(), "--seed", "1"],
+    );
+    assert_eq!(r["recipe"], "resnet");
+}
+
+#[test]
+fn a_residual_run_gives_the_same_model_bytes_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (
+        dir.path().join("t1.safetensors"),
+        dir.path().join("t2.safetensors"),
+    );
+    train(&one, 1, &[]);
+    train(&two, 2, &[]);
+    assert!(
+        std::fs::read(&one).unwrap() == std::fs::read(&two).unwrap(),
+        "a residual model trained on 1 and 2 threads differs"
+    );
+}
+
+#[test]
+fn a_block_whose_branches_disagree_is_refused_before_any_image_is_read() {
+    let out = deepcat()
+        .arg("train")
+        .arg("/nonexistent-folder")
+        .args(["--size", "16", "--arch", "conv8 res16"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("res16") && err.contains("identity shortcut") && err.contains("16×16×8"),
+        "{err}"
+    );
+}
