@@ -202,6 +202,8 @@ fn font_registered() -> bool {
 /// run still plots what it can.
 struct Curves {
     x_desc: &'static str,
+    /// The x axis counts whole epochs: ticks only at whole numbers.
+    by_epoch: bool,
     cost: Vec<(f64, f64)>,
     val_cost: Vec<(f64, f64)>,
     accuracy: Vec<(f64, f64)>,
@@ -221,6 +223,7 @@ impl Curves {
         };
         Curves {
             x_desc: if by_epoch { "epoch" } else { "iteration" },
+            by_epoch,
             cost: series(|r| Some(r.cost)),
             val_cost: series(|r| r.val_cost),
             accuracy: series(|r| Some(r.train_accuracy)),
@@ -294,27 +297,72 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curves) -> D
     // Only the bottom panel names the shared x axis; the top one keeps its ticks for reading.
     // Legends go where the curves usually are not: cost falls, accuracy rises.
     let cost = [curves.cost.as_slice(), &curves.val_cost];
+    let axes = Axes {
+        x: x.clone(),
+        whole_x: curves.by_epoch,
+        y: None,
+    };
     panel(
         &top,
-        x.clone(),
+        &axes,
         ("", "cost"),
         cost,
         SeriesLabelPosition::UpperRight,
     )?;
     let accuracy = [curves.accuracy.as_slice(), &curves.val_accuracy];
     let descs = (curves.x_desc, "accuracy");
-    panel(&bottom, x, descs, accuracy, SeriesLabelPosition::LowerRight)
+    // Accuracy on its whole scale: an auto-scaled axis made 0.55 to 0.61 look like a collapse.
+    let axes = Axes {
+        y: Some(0.0..ACCURACY_TOP),
+        ..axes
+    };
+    panel(
+        &bottom,
+        &axes,
+        descs,
+        accuracy,
+        SeriesLabelPosition::LowerRight,
+    )
+}
+
+/// Top of the accuracy axis: a little above 1 so a perfect run does not hide in the frame.
+const ACCURACY_TOP: f64 = 1.02;
+
+/// A panel's axes: the x span, whether x counts whole units, and a fixed y span (or `None`
+/// to fit the data).
+struct Axes {
+    x: Range<f64>,
+    whole_x: bool,
+    y: Option<Range<f64>>,
 }
 
 /// One panel: a training series and, when not empty, a validation series, with a legend.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    x: Range<f64>,
+    axes: &Axes,
     (x_desc, y_desc): (&str, &str),
     [train, val]: [&[(f64, f64)]; 2],
     legend_at: SeriesLabelPosition,
 ) -> DrawResult<DB> {
-    let y = axis_range(train.iter().chain(val).map(|p| p.1), Y_MARGIN);
+    let y = match &axes.y {
+        Some(fixed) => fixed.clone(),
+        None => axis_range(train.iter().chain(val).map(|p| p.1), Y_MARGIN),
+    };
+    let x = axes.x.clone();
+    // Whole epochs: as many labels as epochs (at most 10), and none at fractions.
+    let x_labels = if axes.whole_x {
+        ((x.end - x.start).round() as usize + 1).clamp(2, 10)
+    } else {
+        10
+    };
+    let whole_x = axes.whole_x;
+    let x_format = move |v: &f64| {
+        if whole_x && (v.fract().abs() > 1e-9) {
+            String::new()
+        } else {
+            pretty_print_float(*v, false)
+        }
+    };
     let mut chart = ChartBuilder::on(area)
         .margin(PANEL_MARGIN)
         .margin_right(RIGHT_MARGIN)
@@ -329,8 +377,9 @@ fn panel<DB: DrawingBackend>(
         // Only the labelled grid lines: the fine ones between them made the panels hard to read.
         .light_line_style(TRANSPARENT)
         .label_style((FONT_FAMILY, TICK_PX))
+        .x_labels(x_labels)
         // Plotters' default keeps one decimal (`2500.0`); iterations and epochs read better bare.
-        .x_label_formatter(&|v| pretty_print_float(*v, false))
+        .x_label_formatter(&x_format)
         .y_label_formatter(&|v| pretty_print_float(*v, false))
         .draw()?;
     for (points, colour, name) in [

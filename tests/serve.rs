@@ -62,9 +62,14 @@ impl Server {
     /// Starts the server on a free port with `extra` flags and reads the port from its first
     /// line.
     fn start(extra: &[&str]) -> Server {
+        Server::start_with(model(), extra)
+    }
+
+    /// As [`Server::start`], serving the model file at `model`.
+    fn start_with(model: &Path, extra: &[&str]) -> Server {
         let mut child = deepcat()
             .arg("serve")
-            .arg(model())
+            .arg(model)
             .args(["--port", "0"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -99,12 +104,33 @@ impl Server {
         read_response(&mut s)
     }
 
+    /// Sends `request` as is on a fresh connection and returns the whole response as text.
+    fn raw_text(&self, request: &[u8]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(request).unwrap();
+        let mut text = Vec::new();
+        let _ = s.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
     fn sigterm(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, which: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([which, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// The `/metrics` text.
+    fn metrics(&self) -> String {
+        let (status, text) = get(self, "/metrics");
+        assert_eq!(status, 200, "{text}");
+        text
     }
 }
 
@@ -345,17 +371,11 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_the_server_goes_on() {
         "{v}"
     );
 
+    // Too many pixels: 413, as the README says, refused from the header.
     let (status, v) = post(&server, "image/png", &png_header_claiming(10_000, 6_000));
-    assert_eq!(status, 422, "{v}");
+    assert_eq!(status, 413, "{v}");
     assert!(error(&v).contains("10000×6000 (60 megapixels)"), "{v}");
     assert!(error(&v).contains("limit of 50 megapixels"), "{v}");
-
-    let (status, v) = post(&server, "text/plain", &png);
-    assert_eq!(
-        (status, error(&v).contains("text/plain")),
-        (415, true),
-        "{v}"
-    );
 
     // Declared too large: refused before any of it is read.
     let (status, v) = server.raw(
@@ -385,12 +405,13 @@ fn bad_requests_get_a_4xx_naming_the_problem_and_the_server_goes_on() {
         "{v}"
     );
 
+    // No Content-Type: the bytes are read as an image, and these are not one.
     let (status, v) = server.raw(
         b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
     );
     assert_eq!(
-        (status, error(&v).contains("Content-Type")),
-        (415, true),
+        (status, error(&v).contains("not an image")),
+        (422, true),
         "{v}"
     );
 
@@ -479,7 +500,7 @@ fn sixteen_clients_at_once_are_all_answered() {
 
 #[test]
 fn a_stalled_client_times_out_and_others_are_still_served() {
-    let server = Server::start(&["--timeout", "1"]);
+    let server = Server::start(&["--header-timeout", "1", "--body-timeout", "1"]);
     // Headers that never end: the connection is closed.
     let mut headers = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     headers
@@ -553,21 +574,389 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     assert!(code.success(), "{code:?}");
 }
 
+/// Run in the page: every pair of its main elements (title, model card, drop area, toolbar,
+/// each result card) and the thumbnail and answer inside each card, as `"a overlaps b"`
+/// sentences, plus any horizontal overflow; empty when the layout is clean.
+const LAYOUT_PROBLEMS: &str = r#"
+const box = (name, el) => { const r = el.getBoundingClientRect(); return {name, l: r.left, t: r.top, r: r.right, b: r.bottom}; };
+const meet = (a, b) => a.l < b.r - 0.5 && b.l < a.r - 0.5 && a.t < b.b - 0.5 && b.t < a.b - 0.5;
+const main = [box("title", document.querySelector("h1")), box("model card", document.getElementById("model-info")),
+              box("drop area", document.getElementById("drop-zone")), box("toolbar", document.getElementById("toolbar"))];
+const cards = [...document.querySelectorAll(".result")];
+cards.forEach((c, i) => main.push(box("result " + (i + 1), c)));
+const problems = [];
+for (let i = 0; i < main.length; i++)
+  for (let j = i + 1; j < main.length; j++)
+    if (meet(main[i], main[j])) problems.push(main[i].name + " overlaps " + main[j].name);
+cards.forEach((c, i) => {
+  const card = box("card", c), thumb = box("thumbnail", c.querySelector(".thumb")), answer = box("answer", c.querySelector(".answer"));
+  if (meet(thumb, answer)) problems.push("result " + (i + 1) + ": thumbnail overlaps answer");
+  for (const inner of [thumb, answer])
+    if (inner.l < card.l - 0.5 || inner.r > card.r + 0.5) problems.push("result " + (i + 1) + ": " + inner.name + " leaves its card");
+});
+if (document.documentElement.scrollWidth > window.innerWidth) problems.push("page is " + document.documentElement.scrollWidth + " px wide in a " + window.innerWidth + " px window");
+return problems;
+"#;
+
 #[test]
-fn the_page_shows_the_class_the_api_gives_for_an_uploaded_photo() {
+fn the_page_classifies_uploads_in_order_and_lays_out_cleanly_at_three_widths() {
     let Some(browser) = common::browser::launch() else {
         return;
     };
     let server = Server::start(&[]);
     browser.open(&server.url("/"));
     browser.wait_for("#model-classes");
-    let photo = cat_photo();
-    browser.upload("#file-input", &photo);
-    browser.wait_for(".result.done .predicted-class");
-    let shown = browser.text(".result.done .predicted-class");
-    let (status, answer) = post(&server, "image/jpeg", &std::fs::read(&photo).unwrap());
-    assert_eq!(status, 200);
-    assert_eq!(shown, answer["class"].as_str().unwrap());
-    assert_eq!(browser.text(".result.done .file-name"), "cat_0000.jpg");
+    let photos = [
+        cat_photo(),
+        repo()
+            .join("data/random_images")
+            .join(first_file("data/random_images")),
+    ];
+    for photo in &photos {
+        browser.upload("#file-input", photo);
+    }
+    browser.wait_for(".result.done:nth-child(2) .predicted-class");
+    browser.wait_for(".result.done:nth-child(1) .predicted-class");
+    for (i, photo) in photos.iter().enumerate() {
+        let card = format!(".result:nth-child({})", i + 1);
+        let shown = browser.text(&format!("{card} .predicted-class"));
+        let (status, answer) = post(&server, "image/jpeg", &std::fs::read(photo).unwrap());
+        assert_eq!(status, 200);
+        assert_eq!(shown, answer["class"].as_str().unwrap());
+        let name = photo.file_name().unwrap().to_string_lossy();
+        assert_eq!(browser.text(&format!("{card} .file-name")), name);
+        // The thumbnail is the photo itself, its aspect kept.
+        let aspect = browser.script(&format!(
+            "const i = document.querySelector('{card} img'); \
+             return [i.naturalWidth / i.naturalHeight, i.clientWidth / i.clientHeight];"
+        ));
+        let (natural, shown) = (aspect[0].as_f64().unwrap(), aspect[1].as_f64().unwrap());
+        assert!(
+            (natural - shown).abs() < 0.05,
+            "aspect {natural} shown as {shown}"
+        );
+    }
     assert_eq!(browser.text("#model-classes"), "cats, random_images");
+    let architecture = browser.text("#model-architecture");
+    assert!(architecture.contains("dense 20, 7, 5"), "{architecture}");
+    let shots = std::env::var_os("DEEPCAT_SCREENSHOTS").map(PathBuf::from);
+    for width in [390, 1100, 1600] {
+        assert_eq!(browser.resize(width, 900), width);
+        let problems = browser.script(LAYOUT_PROBLEMS);
+        assert_eq!(problems, json!([]), "at {width} px");
+        if let Some(dir) = &shots {
+            std::fs::write(dir.join(format!("serve-{width}.png")), browser.screenshot()).unwrap();
+        }
+    }
+    browser.script("document.getElementById('clear').click(); return null;");
+    assert_eq!(
+        browser.script("return document.querySelectorAll('.result').length;"),
+        json!(0)
+    );
+}
+
+/// The value of the metric line starting with `series` (name and labels), or `None`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// SHA-256 of a file in hex, as `sha256sum` prints it.
+fn sha256_hex(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn head_works_wherever_get_does() {
+    let server = Server::start(&[]);
+    for path in ["/", "/healthz", "/api/model", "/metrics"] {
+        let text = server.raw_text(
+            format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "HEAD {path}: {head}");
+        assert!(body.is_empty(), "HEAD {path} sent a body: {body:?}");
+        if path != "/metrics" {
+            let length = format!("content-length: {}", get(&server, path).1.len());
+            assert!(head.to_lowercase().contains(&length), "{head}");
+        }
+    }
+    let text =
+        server.raw_text(b"HEAD /api/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+    assert!(text.to_lowercase().contains("allow: post"), "{text}");
+    let text = server.raw_text(
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+    assert!(text.to_lowercase().contains("allow: get, head"), "{text}");
+}
+
+#[test]
+fn any_body_that_is_not_multipart_is_read_as_an_image_whatever_its_type() {
+    let server = Server::start(&[]);
+    let expected = predicted_by_cli(&cat_photo());
+    let jpeg = std::fs::read(cat_photo()).unwrap();
+    // curl --data-binary's own type, a wrong image type, and others: the bytes decide.
+    for content_type in [
+        "application/x-www-form-urlencoded",
+        "image/png",
+        "text/plain",
+        "application/octet-stream",
+    ] {
+        let (status, answer) = post(&server, content_type, &jpeg);
+        assert_eq!(status, 200, "{content_type}: {answer}");
+        assert_same_prediction(&answer, &expected);
+    }
+    // No Content-Type at all.
+    let mut request = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        jpeg.len()
+    )
+    .into_bytes();
+    request.extend(&jpeg);
+    let (status, answer) = server.raw(&request);
+    assert_eq!(status, 200, "{answer}");
+    assert_same_prediction(&answer, &expected);
+}
+
+#[test]
+fn metrics_add_up_under_load() {
+    let server = Server::start(&[]);
+    let photo = std::fs::read(cat_photo()).unwrap();
+    let (clients, each) = (8, 10);
+    std::thread::scope(|s| {
+        for _ in 0..clients {
+            s.spawn(|| {
+                for _ in 0..each {
+                    assert_eq!(post(&server, "image/jpeg", &photo).0, 200);
+                }
+            });
+        }
+    });
+    for _ in 0..3 {
+        assert_eq!(post(&server, "image/jpeg", b"not pixels").0, 422);
+    }
+    let m = server.metrics();
+    let value = |series: &str| metric(&m, series).unwrap_or_else(|| panic!("no {series} in\n{m}"));
+    let ok = f64::from(clients * each);
+    assert_eq!(
+        value(r#"deepcat_requests_total{route="/api/predict",status="200"}"#),
+        ok
+    );
+    assert_eq!(
+        value(r#"deepcat_requests_total{route="/api/predict",status="422"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(r#"deepcat_request_duration_seconds_count{route="/api/predict"}"#),
+        ok + 3.0
+    );
+    assert_eq!(value("deepcat_images_classified_total"), ok);
+    // Every classified image was in exactly one batch.
+    assert_eq!(value("deepcat_batch_size_sum"), ok);
+    let batches = value("deepcat_batch_size_count");
+    assert!((1.0..=ok).contains(&batches), "{batches}");
+    assert_eq!(value("deepcat_queue_depth"), 0.0);
+    assert_eq!(value("deepcat_model_reloads_total"), 0.0);
+    let identity = format!(
+        r#"deepcat_model{{sha256="{}",classes="cats,random_images"}}"#,
+        sha256_hex(model())
+    );
+    assert_eq!(value(&identity), 1.0, "{m}");
+    assert!(m.trim_end().ends_with("# EOF"), "{m}");
+}
+
+/// A second model, different from [`model`], trained once per test run.
+fn other_model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve-test");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("other-{}.safetensors", std::process::id()));
+        let out = deepcat()
+            .current_dir(repo())
+            .args([
+                "train",
+                "data",
+                "--size",
+                "32",
+                "--iterations",
+                "20",
+                "--seed",
+                "7",
+            ])
+            .args(["--quiet", "--model"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    })
+}
+
+/// Puts `from`'s bytes at `to` in one step (as `mv` does), never half-written.
+fn replace_file(from: &Path, to: &Path) {
+    let staged = to.with_extension("staged");
+    std::fs::copy(from, &staged).unwrap();
+    std::fs::rename(&staged, to).unwrap();
+}
+
+/// Waits (up to 10 s) until the metric `series` reaches `want`.
+fn wait_for_metric(server: &Server, series: &str, want: f64) {
+    let start = Instant::now();
+    loop {
+        let got = metric(&server.metrics(), series);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{series} is {got:?}, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn reload_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    replace_file(model(), &path);
+    let server = Server::start_with(&path, &["--allow-reload"]);
+    let photo = std::fs::read(cat_photo()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let statuses = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        seen.push(post(&server, "image/jpeg", &photo).0);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for i in 0..6 {
+            std::thread::sleep(Duration::from_millis(150));
+            let next = if i % 2 == 0 { other_model() } else { model() };
+            replace_file(next, &path);
+            if i % 2 == 0 {
+                let mut r = agent().post(&server.url("/api/reload")).send("").unwrap();
+                let body = r.body_mut().read_to_string().unwrap();
+                assert_eq!(r.status().as_u16(), 200, "{body}");
+                assert!(body.contains(&sha256_hex(next)), "{body}");
+            } else {
+                server.signal("-HUP");
+                wait_for_metric(&server, "deepcat_model_reloads_total", f64::from(i + 1));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(statuses.len() >= 8, "only {} requests", statuses.len());
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let m = server.metrics();
+    assert_eq!(metric(&m, "deepcat_model_reloads_total"), Some(6.0), "{m}");
+    assert_eq!(metric(&m, "deepcat_model_reload_failures_total"), Some(0.0));
+    let (_, text) = get(&server, "/api/model");
+    let served: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(served["sha256"], sha256_hex(model()));
+}
+
+#[test]
+fn a_reload_to_a_truncated_file_keeps_serving_the_old_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    replace_file(model(), &path);
+    let server = Server::start_with(&path, &["--allow-reload"]);
+    let bytes = std::fs::read(model()).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let mut r = agent().post(&server.url("/api/reload")).send("").unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert_eq!(r.status().as_u16(), 422, "{body}");
+    assert!(body.contains("truncated"), "{body}");
+    server.signal("-HUP");
+    wait_for_metric(&server, "deepcat_model_reload_failures_total", 2.0);
+    let (status, answer) = post(&server, "image/jpeg", &std::fs::read(cat_photo()).unwrap());
+    assert_eq!(status, 200, "{answer}");
+    assert_same_prediction(&answer, &predicted_by_cli(&cat_photo()));
+    let m = server.metrics();
+    assert_eq!(metric(&m, "deepcat_model_reloads_total"), Some(0.0));
+    let (_, text) = get(&server, "/api/model");
+    assert!(text.contains(&sha256_hex(model())), "{text}");
+
+    // Without --allow-reload, the route refuses and says how.
+    replace_file(model(), &path);
+    let locked = Server::start_with(&path, &[]);
+    let (status, v) = server_post_reload(&locked);
+    assert_eq!(status, 403, "{v}");
+    assert!(v.contains("--allow-reload"), "{v}");
+}
+
+fn server_post_reload(server: &Server) -> (u16, String) {
+    let mut r = agent().post(&server.url("/api/reload")).send("").unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    (r.status().as_u16(), body)
+}
+
+#[test]
+fn idle_connections_neither_lock_others_out_nor_stay_open() {
+    let server = Server::start(&["--header-timeout", "2"]);
+    // More idle clients than the old connection cap (128).
+    let opened = Instant::now();
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap())
+        .collect();
+    let photo = std::fs::read(cat_photo()).unwrap();
+    let start = Instant::now();
+    assert_eq!(get(&server, "/healthz").0, 200);
+    assert_eq!(post(&server, "image/jpeg", &photo).0, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    // Each idle one is closed once the header timeout passes.
+    let mut first = &idle[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = first.read_to_end(&mut rest);
+    let waited = opened.elapsed();
+    assert!(
+        waited > Duration::from_millis(1500) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    let m = server.metrics();
+    assert_eq!(metric(&m, "deepcat_connections_refused_total"), Some(0.0));
+
+    // Past --max-connections, newcomers are closed at once, not queued.
+    let small = Server::start(&["--max-connections", "4", "--header-timeout", "2"]);
+    let _held: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", small.port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(("127.0.0.1", small.port)).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let quick = Instant::now();
+    let n = extra.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(quick.elapsed() < Duration::from_millis(900));
 }

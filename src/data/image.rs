@@ -189,7 +189,9 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     };
     let mut decoded = DynamicImage::from_decoder(decoder).map_err(cannot)?;
     decoded.apply_orientation(orientation);
-    let rgb = decoded.to_rgb8();
+    // `into_rgb8` keeps an RGB image as it is; `to_rgb8` would copy it (twice the memory of
+    // the largest image, which the server's decode budget counts on not happening).
+    let rgb = decoded.into_rgb8();
     let (w, h) = rgb.dimensions();
     if w == pre.size && h == pre.size {
         return Ok(rgb.into_raw());

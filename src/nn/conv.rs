@@ -64,7 +64,7 @@ impl Kind for ConvSpec {
         if self.channels == 0 {
             return Err(format!("{t}: a conv layer needs at least one channel"));
         }
-        if self.kernel % 2 == 0 || self.kernel > 15 {
+        if self.kernel.is_multiple_of(2) || self.kernel > 15 {
             return Err(format!(
                 "{t}: the kernel side must be odd and at most 15 (\"same\" padding is kernel / 2), got {}",
                 self.kernel

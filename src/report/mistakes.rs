@@ -2,13 +2,14 @@
 //! their files and embedded as PNG `data:` URIs.
 
 use super::html::{escape, note, png_data_uri};
-use crate::data::{Preprocess, ResizeFilter, load_bytes};
+use crate::data::MAX_PIXELS;
 use crate::metrics::Mistake;
+use image::ImageDecoder;
 use std::fmt::Write;
 use std::io::Cursor;
 use std::path::Path;
 
-/// Side of a thumbnail, in pixels.
+/// Longest side of a thumbnail, in pixels.
 pub const THUMBNAIL_PX: u32 = 96;
 
 /// One figure per mistake, most confident first: the image, its true and predicted class,
@@ -46,19 +47,34 @@ pub fn mistakes(mistakes: &[Mistake]) -> String {
     out
 }
 
-/// `path` decoded with the loader training uses, resized to a [`THUMBNAIL_PX`] square and
-/// encoded as a PNG `data:` URI; or why it cannot be.
+/// `path` decoded upright (its EXIF orientation applied), scaled to fit a [`THUMBNAIL_PX`]
+/// square with its aspect ratio kept (a wide photo stays wide, not squashed as the network's
+/// square input is), and encoded as a PNG `data:` URI; or why it cannot be.
 pub fn thumbnail(path: &Path) -> Result<String, String> {
-    let preprocess = Preprocess {
-        size: THUMBNAIL_PX,
-        filter: ResizeFilter::Bilinear,
-        exif_orientation: true,
-    };
-    let pixels = load_bytes(path, &preprocess)?;
-    let image = image::RgbImage::from_raw(THUMBNAIL_PX, THUMBNAIL_PX, pixels)
-        .ok_or("the decoded thumbnail has the wrong size")?;
+    let cannot = |e: image::ImageError| format!("cannot decode: {e}");
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| format!("cannot read: {e}"))?
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let mut decoder = reader.into_decoder().map_err(cannot)?;
+    let (w, h) = decoder.dimensions();
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(format!("image is {w}×{h}, too large to show"));
+    }
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut decoded = image::DynamicImage::from_decoder(decoder).map_err(cannot)?;
+    decoded.apply_orientation(orientation);
+    let small = decoded
+        .resize(
+            THUMBNAIL_PX,
+            THUMBNAIL_PX,
+            image::imageops::FilterType::Triangle,
+        )
+        .into_rgb8();
     let mut png = Vec::new();
-    image
+    small
         .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| format!("cannot encode the thumbnail: {e}"))?;
     Ok(png_data_uri(&png))
@@ -81,6 +97,15 @@ mod tests {
             uri.starts_with("data:image/png;base64,iVBORw0KGgo"),
             "{uri}"
         );
+        // A 40×20 image stays twice as wide as high: 96×48, in the PNG header's IHDR.
+        // (The first 24 bytes of a PNG, up to its height, are exactly 32 base64 digits.)
+        let mut header = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        header.extend([0, 0, 0, 96, 0, 0, 0, 48]);
+        let want = format!(
+            "data:image/png;base64,{}",
+            super::super::html::base64(&header)
+        );
+        assert!(uri.starts_with(&want), "{uri}");
         let gone = Mistake {
             path: PathBuf::from("gone/<x>.jpg"),
             truth: "a".into(),

@@ -7,6 +7,7 @@
 //! queue's capacity bounds the memory held by rows waiting; when it is full, [`Batcher::submit`]
 //! says so at once and the caller answers "busy" rather than queueing without end.
 
+use super::metrics::Metrics;
 use crate::model::{Model, Predictions};
 use ndarray::{Array2, s};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub struct Busy;
 pub struct Batcher {
     queue: mpsc::Sender<Job>,
     features: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Job {
@@ -39,8 +41,9 @@ impl std::fmt::Debug for Job {
 
 impl Batcher {
     /// Starts the worker thread for `model` with a queue of `capacity` rows and batches of at
-    /// most `max_batch` rows. The worker ends when every [`Batcher`] clone is dropped; join
-    /// the returned handle to wait for it.
+    /// most `max_batch` rows, counting queue depth, batch sizes and images in `metrics`. The
+    /// worker ends when every [`Batcher`] clone is dropped; join the returned handle to wait
+    /// for it.
     ///
     /// # Errors
     /// If the operating system refuses a thread.
@@ -48,13 +51,20 @@ impl Batcher {
         model: Arc<Model>,
         capacity: usize,
         max_batch: usize,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, std::thread::JoinHandle<()>)> {
         let (queue, jobs) = mpsc::channel(capacity.max(1));
         let features = model.preprocess.features();
+        let counted = Arc::clone(&metrics);
         let worker = std::thread::Builder::new()
             .name("deepcat-batcher".into())
-            .spawn(move || work(&model, jobs, max_batch.max(1)))?;
-        Ok((Batcher { queue, features }, worker))
+            .spawn(move || work(&model, jobs, max_batch.max(1), &counted))?;
+        let batcher = Batcher {
+            queue,
+            features,
+            metrics,
+        };
+        Ok((batcher, worker))
     }
 
     /// Queues `row` and returns where its prediction will arrive.
@@ -67,13 +77,18 @@ impl Batcher {
     pub fn submit(&self, row: Vec<u8>) -> Result<oneshot::Receiver<Predictions>, Busy> {
         assert_eq!(row.len(), self.features, "a row of the model's features");
         let (reply, answer) = oneshot::channel();
-        self.queue.try_send(Job { row, reply }).map_err(|_| Busy)?;
+        // Counted before it is sent, so the worker's decrement never comes first.
+        self.metrics.queue_depth.inc();
+        if self.queue.try_send(Job { row, reply }).is_err() {
+            self.metrics.queue_depth.dec();
+            return Err(Busy);
+        }
         Ok(answer)
     }
 }
 
 /// The worker's loop: wait for a row, take all that wait behind it, classify, answer.
-fn work(model: &Model, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
+fn work(model: &Model, mut jobs: mpsc::Receiver<Job>, max_batch: usize, metrics: &Metrics) {
     let features = model.preprocess.features();
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
@@ -83,7 +98,10 @@ fn work(model: &Model, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        let mut data = Vec::with_capacity(batch.len() * features);
+        let n = batch.len();
+        metrics.queue_depth.dec_by(n as i64);
+        metrics.batch_size.observe(n as f64);
+        let mut data = Vec::with_capacity(n * features);
         for job in &batch {
             data.extend_from_slice(&job.row);
         }
@@ -99,5 +117,6 @@ fn work(model: &Model, mut jobs: mpsc::Receiver<Job>, max_batch: usize) {
             // The request may have gone (client closed): nothing to answer then.
             let _ = job.reply.send(one);
         }
+        metrics.images_classified.inc_by(n as u64);
     }
 }

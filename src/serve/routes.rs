@@ -2,19 +2,20 @@
 //! with a JSON body `{"error": "<reason>"}`. Nothing here can stop the server.
 
 use super::ServeConfig;
-use super::batcher::Batcher;
+use super::budget::{Budget, DecodeBudget, Exhausted, Granted, Reservation};
+use super::metrics::Metrics;
+use super::served::{InService, Served, load_checked};
 use crate::data::{Preprocess, decode_image_bytes};
-use crate::model::{Model, Predictions};
-use crate::model_file::ModelFile;
-use crate::nn::spec::describe;
+use crate::model::Predictions;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 /// The web page, with its styles and script inline.
 const PAGE: &str = include_str!("page.html");
@@ -37,71 +38,141 @@ impl Refusal {
     }
 }
 
-/// What every request shares: the model, its queue and the limits.
+/// What every request shares: the model in service, the budgets, the limits and the metrics.
 pub(super) struct App {
-    model: Arc<Model>,
-    batcher: Batcher,
-    /// `GET /api/model`'s body, built once.
-    metadata: Bytes,
-    /// The `top` of each answer: as `deepcat predict`'s default.
-    top: usize,
-    max_upload: u64,
-    body_timeout: Duration,
-    max_pixels: u64,
+    /// Replaced whole by a reload; a request keeps the one it started with.
+    current: RwLock<Arc<InService>>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    path: PathBuf,
+    config: ServeConfig,
+    metrics: Arc<Metrics>,
+    /// Pixels being decoded, across every request.
+    decode_budget: DecodeBudget,
+    /// Body bytes being read or held, across every request.
+    body_budget: Budget,
+}
+
+/// Every route, for dispatch and for the `route` label of the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Page,
+    Health,
+    Model,
+    Metrics,
+    Predict,
+    Reload,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        Some(match path {
+            "/" | "/index.html" => Route::Page,
+            "/healthz" => Route::Health,
+            "/api/model" => Route::Model,
+            "/metrics" => Route::Metrics,
+            "/api/predict" => Route::Predict,
+            "/api/reload" => Route::Reload,
+            _ => return None,
+        })
+    }
+
+    fn label(route: Option<Route>) -> &'static str {
+        match route {
+            Some(Route::Page) => "/",
+            Some(Route::Health) => "/healthz",
+            Some(Route::Model) => "/api/model",
+            Some(Route::Metrics) => "/metrics",
+            Some(Route::Predict) => "/api/predict",
+            Some(Route::Reload) => "/api/reload",
+            None => "other",
+        }
+    }
+
+    /// Whether the route reads (GET, and HEAD wherever GET works) or acts (POST).
+    fn takes_post(self) -> bool {
+        matches!(self, Route::Predict | Route::Reload)
+    }
 }
 
 impl App {
     pub(super) fn new(
-        file: &ModelFile,
-        model: Arc<Model>,
-        batcher: Batcher,
+        served: &Served,
         config: &ServeConfig,
-    ) -> Self {
-        let classes = model.classes.len();
-        App {
-            metadata: Bytes::from(metadata(file, config).to_string()),
-            top: if classes == 2 { 2 } else { 3.min(classes) },
-            model,
-            batcher,
-            max_upload: config.max_upload,
-            body_timeout: config.body_timeout,
-            max_pixels: config.max_pixels,
-        }
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        let current = InService::start(served, config, &metrics)?;
+        metrics.set_model(&served.sha256, &served.file.model.classes.names);
+        Ok(App {
+            current: RwLock::new(Arc::new(current)),
+            reloading: tokio::sync::Mutex::new(()),
+            path: served.path.clone(),
+            decode_budget: DecodeBudget::new(config.decode_budget, config.budget_wait),
+            body_budget: Budget::new(config.body_budget, config.budget_wait),
+            config: config.clone(),
+            metrics,
+        })
     }
 
-    /// Routes one request.
+    /// The model in service now.
+    fn current(&self) -> Arc<InService> {
+        // A panic while holding the lock cannot leave a half-written Arc: use it anyway.
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Routes one request and counts it.
     pub(super) async fn handle(&self, req: Request<Incoming>) -> Reply {
-        let path = req.uri().path();
-        let allowed = match path {
-            "/" | "/index.html" | "/healthz" | "/api/model" => Method::GET,
-            "/api/predict" => Method::POST,
-            _ => {
-                let reason =
-                    format!("no route {path} (try /, /api/predict, /api/model or /healthz)");
-                return refuse(&Refusal::new(StatusCode::NOT_FOUND, reason));
-            }
+        let started = Instant::now();
+        let route = Route::of(req.uri().path());
+        let reply = self.dispatch(route, req).await;
+        self.metrics.observe_request(
+            Route::label(route),
+            reply.status().as_u16(),
+            started.elapsed(),
+        );
+        reply
+    }
+
+    async fn dispatch(&self, route: Option<Route>, req: Request<Incoming>) -> Reply {
+        let path = req.uri().path().to_owned();
+        let Some(route) = route else {
+            let reason =
+                format!("no route {path} (try /, /api/predict, /api/model, /metrics or /healthz)");
+            return refuse(&Refusal::new(StatusCode::NOT_FOUND, reason));
         };
-        if req.method() != allowed {
-            let reason = format!("{} does not take {}; use {allowed}", path, req.method());
+        let method = req.method().clone();
+        let (fits, allow) = if route.takes_post() {
+            (method == Method::POST, "POST")
+        } else {
+            (method == Method::GET || method == Method::HEAD, "GET, HEAD")
+        };
+        if !fits {
+            let want = if route.takes_post() { "POST" } else { "GET" };
+            let reason = format!("{path} does not take {method}; use {want}");
             let mut reply = refuse(&Refusal::new(StatusCode::METHOD_NOT_ALLOWED, reason));
-            let allow = if allowed == Method::GET {
-                "GET"
-            } else {
-                "POST"
-            };
             reply
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
             return reply;
         }
-        match path {
-            "/healthz" => json_reply(StatusCode::OK, &json!({"status": "ok"})),
-            "/api/model" => with_type(StatusCode::OK, self.metadata.clone(), "application/json"),
-            "/api/predict" => match self.predict(req).await {
+        match route {
+            Route::Health => json_reply(StatusCode::OK, &json!({"status": "ok"})),
+            Route::Model => with_type(
+                StatusCode::OK,
+                self.current().metadata.clone(),
+                "application/json",
+            ),
+            Route::Metrics => with_type(
+                StatusCode::OK,
+                Bytes::from(self.metrics.encode()),
+                super::metrics::CONTENT_TYPE,
+            ),
+            Route::Predict => match self.predict(req).await {
                 Ok(answer) => json_reply(StatusCode::OK, &answer),
                 Err(refusal) => refuse(&refusal),
             },
-            _ => with_type(
+            Route::Reload => self.reload_route().await,
+            Route::Page => with_type(
                 StatusCode::OK,
                 Bytes::from_static(PAGE.as_bytes()),
                 "text/html; charset=utf-8",
@@ -109,10 +180,71 @@ impl App {
         }
     }
 
-    /// `POST /api/predict`: one raw image, or every part of a multipart body.
+    /// `POST /api/reload`, when the server was started with `--allow-reload`.
+    async fn reload_route(&self) -> Reply {
+        if !self.config.allow_reload {
+            return refuse(&Refusal::new(
+                StatusCode::FORBIDDEN,
+                "reloading over HTTP is off: start the server with --allow-reload, or send it SIGHUP",
+            ));
+        }
+        match self.reload().await {
+            Ok(sha256) => json_reply(
+                StatusCode::OK,
+                &json!({"status": "reloaded", "sha256": sha256}),
+            ),
+            Err(reason) => refuse(&Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, reason)),
+        }
+    }
+
+    /// Reads the model file again and, once it is checked, puts it in service; requests in
+    /// flight finish on the model they started with. A bad file keeps the old model, is
+    /// logged on standard error and counted. Returns the new file's SHA-256.
+    ///
+    /// # Errors
+    /// Why the file was refused.
+    pub(super) async fn reload(&self) -> Result<String, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_checked(&path)).await;
+        let started = match loaded {
+            Ok(Ok(served)) => InService::start(&served, &self.config, &self.metrics)
+                .map(|s| (s, served))
+                .map_err(|e| format!("cannot start a batch worker: {e}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("the reload stopped: {e}")),
+        };
+        match started {
+            Ok((in_service, served)) => {
+                let sha256 = in_service.sha256.clone();
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(in_service);
+                self.metrics
+                    .set_model(&sha256, &served.file.model.classes.names);
+                self.metrics.reloads.inc();
+                eprintln!(
+                    "deepcat serve: reloaded {} (sha256 {sha256})",
+                    self.path.display()
+                );
+                Ok(sha256)
+            }
+            Err(reason) => {
+                self.metrics.failed_reloads.inc();
+                eprintln!(
+                    "deepcat serve: reload of {} failed, still serving the previous model (sha256 {}): {reason}",
+                    self.path.display(),
+                    self.current().sha256
+                );
+                Err(reason)
+            }
+        }
+    }
+
+    /// `POST /api/predict`: every part of a multipart body, or else the body itself as one
+    /// image (its format found from its bytes, whatever the `Content-Type` says).
     async fn predict(&self, req: Request<Incoming>) -> Result<Value, Refusal> {
+        let in_service = self.current();
         let kind = BodyKind::of(&req)?;
-        let body = self.read_body(req).await?;
+        let (_body_reserved, body) = self.read_body(req).await?;
         match kind {
             BodyKind::Raw => {
                 if body.is_empty() {
@@ -121,25 +253,27 @@ impl App {
                         "empty body: send the image's bytes (curl --data-binary @photo.jpg)",
                     ));
                 }
-                let mut answers = self.classify(vec![(None, body)]).await?;
+                let mut answers = self.classify(&in_service, vec![(None, body)]).await?;
                 Ok(answers.pop().unwrap_or(Value::Null))
             }
             BodyKind::Multipart(boundary) => {
                 let parts = read_parts(body, boundary).await?;
-                let answers = self.classify(parts).await?;
+                let answers = self.classify(&in_service, parts).await?;
                 Ok(json!({ "predictions": answers }))
             }
         }
     }
 
-    /// The body, refused past the upload limit or the body timeout.
-    async fn read_body(&self, req: Request<Incoming>) -> Result<Bytes, Refusal> {
+    /// The body, refused past the upload limit or the body timeout. Its bytes are reserved
+    /// from the body budget first (the declared length, or the upload limit when chunked),
+    /// and stay reserved while the returned reservation lives.
+    async fn read_body(&self, req: Request<Incoming>) -> Result<(Reservation, Bytes), Refusal> {
         let too_large = || {
             Refusal::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "body is larger than the upload limit of {} bytes (--max-upload)",
-                    self.max_upload
+                    self.config.max_upload
                 ),
             )
         };
@@ -148,17 +282,22 @@ impl App {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_upload) {
+        if declared.is_some_and(|n| n > self.config.max_upload) {
             return Err(too_large());
         }
-        let limit = usize::try_from(self.max_upload).unwrap_or(usize::MAX);
+        let wanted = declared.unwrap_or(self.config.max_upload);
+        let reserved = self.reserved(
+            self.body_budget.reserve(wanted).await,
+            "body memory (--body-budget)",
+        )?;
+        let limit = usize::try_from(self.config.max_upload).unwrap_or(usize::MAX);
         let reading = Limited::new(req.into_body(), limit).collect();
-        match tokio::time::timeout(self.body_timeout, reading).await {
+        match tokio::time::timeout(self.config.body_timeout, reading).await {
             Err(_) => Err(Refusal::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
-                    "the body did not arrive within {} s",
-                    self.body_timeout.as_secs_f64()
+                    "the body did not arrive within {} s (--body-timeout)",
+                    self.config.body_timeout.as_secs_f64()
                 ),
             )),
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
@@ -166,47 +305,98 @@ impl App {
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the body: {e}"),
             )),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Ok(collected)) => Ok((reserved, collected.to_bytes())),
         }
     }
 
-    /// Decodes every image in parallel, queues the rows for the batch worker and returns one
-    /// prediction object per image, in order. `images` are (file name, bytes).
-    async fn classify(&self, images: Vec<(Option<String>, Bytes)>) -> Result<Vec<Value>, Refusal> {
+    /// A budget's answer as a reservation, counting decode waits and refusals; a budget still
+    /// full after the wait is a 503 with `Retry-After`.
+    fn reserved(
+        &self,
+        granted: Result<(Reservation, Granted), Exhausted>,
+        what: &str,
+    ) -> Result<Reservation, Refusal> {
+        match granted {
+            Ok((reserved, how)) => {
+                if how == Granted::AfterWaiting && what.starts_with("decode") {
+                    self.metrics.decode_budget_waits.inc();
+                }
+                Ok(reserved)
+            }
+            Err(Exhausted) => {
+                self.metrics.budget_refusals.inc();
+                Err(Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "busy: the server's {what} is in use by other requests; retry in a second"
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Decodes every image in parallel (each once its pixels fit the decode budget), queues
+    /// the rows for the batch worker and returns one prediction object per image, in order.
+    /// `images` are (file name, bytes).
+    async fn classify(
+        &self,
+        in_service: &InService,
+        images: Vec<(Option<String>, Bytes)>,
+    ) -> Result<Vec<Value>, Refusal> {
         let several = images.len() > 1;
-        let decoding: Vec<_> = images
-            .into_iter()
-            .map(|(name, bytes)| {
-                let (done, row) = tokio::sync::oneshot::channel();
-                let pre: Preprocess = self.model.preprocess;
-                let max_pixels = self.max_pixels;
-                rayon::spawn(move || {
-                    let _ = done.send(decode_image_bytes(&bytes, &pre, max_pixels));
-                });
-                (name, row)
-            })
-            .collect();
+        let which = |i: usize, name: &Option<String>| match (name, several) {
+            (Some(n), _) => format!("part {} ({n}): ", i + 1),
+            (None, true) => format!("part {}: ", i + 1),
+            (None, false) => String::new(),
+        };
+        let mut decoding = Vec::with_capacity(images.len());
+        for (i, (name, bytes)) in images.into_iter().enumerate() {
+            let pixels = match declared_pixels(&bytes) {
+                Some((w, h)) => {
+                    let pixels = u64::from(w) * u64::from(h);
+                    if pixels > self.config.max_pixels {
+                        return Err(Refusal::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!(
+                                "{}{}",
+                                which(i, &name),
+                                too_many_pixels(w, h, self.config.max_pixels)
+                            ),
+                        ));
+                    }
+                    pixels
+                }
+                // Not an image, or a header the sniffer cannot read: the decoder says why.
+                None => 0,
+            };
+            let reserved = self.reserved(
+                self.decode_budget.reserve(pixels).await,
+                "decode budget (--decode-budget)",
+            )?;
+            let (done, row) = tokio::sync::oneshot::channel();
+            let pre: Preprocess = in_service.model.preprocess;
+            let max_pixels = self.config.max_pixels;
+            rayon::spawn(move || {
+                let _ = done.send(decode_image_bytes(&bytes, &pre, max_pixels));
+                drop(reserved);
+            });
+            decoding.push((name, row));
+        }
         let mut rows = Vec::with_capacity(decoding.len());
         for (i, (name, row)) in decoding.into_iter().enumerate() {
-            let row = row.await.unwrap_or_else(|_| Err("decoding failed".into()));
-            match row {
+            match row.await.unwrap_or_else(|_| Err("decoding failed".into())) {
                 Ok(r) => rows.push((name, r)),
                 Err(reason) => {
-                    let which = match (&name, several) {
-                        (Some(n), _) => format!("part {} ({n}): ", i + 1),
-                        (None, true) => format!("part {}: ", i + 1),
-                        (None, false) => String::new(),
-                    };
                     return Err(Refusal::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("{which}{reason}"),
+                        format!("{}{reason}", which(i, &name)),
                     ));
                 }
             }
         }
         let mut waiting = Vec::with_capacity(rows.len());
         for (name, row) in rows {
-            let answer = self.batcher.submit(row).map_err(|_| {
+            let answer = in_service.batcher.submit(row).map_err(|_| {
                 Refusal::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "busy: too many images are waiting for the model; retry in a second",
@@ -214,7 +404,7 @@ impl App {
             })?;
             waiting.push((name, answer));
         }
-        let names = &self.model.classes.names;
+        let names = &in_service.model.classes.names;
         let mut answers = Vec::with_capacity(waiting.len());
         for (name, answer) in waiting {
             let p: Predictions = answer.await.map_err(|_| {
@@ -223,10 +413,29 @@ impl App {
                     "the model worker stopped before answering",
                 )
             })?;
-            answers.push(p.to_json(0, names, self.top, name.as_deref()));
+            answers.push(p.to_json(0, names, in_service.top, name.as_deref()));
         }
         Ok(answers)
     }
+}
+
+/// The width and height an image's header declares, read without decoding any pixel (so
+/// a decompression bomb is weighed before it is opened).
+fn declared_pixels(bytes: &[u8]) -> Option<(u32, u32)> {
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
+    reader.no_limits();
+    reader.into_dimensions().ok()
+}
+
+fn too_many_pixels(w: u32, h: u32, max_pixels: u64) -> String {
+    format!(
+        "image is {w}×{h} ({} megapixels), above the limit of {} megapixels (--max-pixels): \
+         shrink it to classify it",
+        u64::from(w) * u64::from(h) / 1_000_000,
+        max_pixels / 1_000_000
+    )
 }
 
 /// What a predict body holds, from its `Content-Type`.
@@ -238,42 +447,29 @@ enum BodyKind {
 }
 
 impl BodyKind {
+    /// Multipart when the `Content-Type` says so; anything else (an image type, none, or
+    /// `curl --data-binary`'s default form type) is the image itself, recognised from its
+    /// bytes as the loader does.
     fn of(req: &Request<Incoming>) -> Result<Self, Refusal> {
-        let wrong = |got: &str| {
-            Refusal::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "Content-Type {got} is not accepted: send image/* or \
-                     application/octet-stream with the image as the body, or \
-                     multipart/form-data with one part per image"
-                ),
-            )
+        let Some(text) = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(BodyKind::Raw);
         };
-        let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
-            return Err(wrong("(none)"));
-        };
-        let text = value.to_str().map_err(|_| wrong("(not text)"))?;
-        let essence = text
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if essence == "multipart/form-data" {
-            return multer::parse_boundary(text)
-                .map(BodyKind::Multipart)
-                .map_err(|e| {
-                    Refusal::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("bad multipart Content-Type: {e}"),
-                    )
-                });
+        let essence = text.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("multipart/form-data") {
+            return Ok(BodyKind::Raw);
         }
-        if essence.starts_with("image/") || essence == "application/octet-stream" {
-            Ok(BodyKind::Raw)
-        } else {
-            Err(wrong(text))
-        }
+        multer::parse_boundary(text)
+            .map(BodyKind::Multipart)
+            .map_err(|e| {
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad multipart Content-Type: {e}"),
+                )
+            })
     }
 }
 
@@ -313,44 +509,6 @@ async fn read_parts(
         ));
     }
     Ok(parts)
-}
-
-/// `GET /api/model`: classes, preprocessing, architecture, parameter counts, how the model
-/// was trained (as saved) and the limits of this server.
-fn metadata(file: &ModelFile, config: &ServeConfig) -> Value {
-    let model = &file.model;
-    let summary = model.network.summary();
-    let test_accuracy = file
-        .training
-        .as_ref()
-        .and_then(|t| t.get("test_accuracy"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    json!({
-        "classes": model.classes.names,
-        "positive": model.classes.positive_name(),
-        "image_size": model.preprocess.size,
-        "preprocessing": {
-            "size": model.preprocess.size,
-            "resize": model.preprocess.filter.name(),
-            "exif_orientation": model.preprocess.exif_orientation,
-            "pixel_layout": "hwc_rgb",
-            "normalisation": "divide_by_255",
-        },
-        "architecture": describe(&model.network.architecture().body),
-        "head": summary.head,
-        "summary": summary,
-        "parameters": summary.trainable() + summary.non_trainable(),
-        "trainable": summary.trainable(),
-        "non_trainable": summary.non_trainable(),
-        "training": file.training,
-        "test_accuracy": test_accuracy,
-        "limits": {
-            "max_upload_bytes": config.max_upload,
-            "max_pixels": config.max_pixels,
-            "max_batch": super::MAX_BATCH,
-        },
-    })
 }
 
 fn with_type(status: StatusCode, body: Bytes, content_type: &'static str) -> Reply {

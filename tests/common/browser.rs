@@ -1,6 +1,7 @@
 //! A real headless Chromium for tests, driven over WebDriver (chromedriver + fantoccini) with
 //! a small blocking API: [`launch`], then [`Browser::open`], [`Browser::upload`],
-//! [`Browser::wait_for`] and [`Browser::text`].
+//! [`Browser::wait_for`], [`Browser::text`], [`Browser::resize`], [`Browser::script`] and
+//! [`Browser::screenshot`].
 //!
 //! Without Chromium or chromedriver, [`launch`] prints that the test is skipped and returns
 //! `None`, unless `DEEPCAT_REQUIRE_BROWSER=1` (set in CI), where it panics instead.
@@ -157,6 +158,32 @@ impl Browser {
                 .await
                 .unwrap_or_else(|e| panic!("no text in {selector}: {e}"))
         })
+    }
+}
+
+impl Browser {
+    /// Sets the viewport to `width`×`height` CSS pixels (headless Chromium's window is all
+    /// viewport) and returns the width the page now sees (`innerWidth`).
+    pub fn resize(&self, width: u32, height: u32) -> u32 {
+        self.runtime
+            .block_on(self.client().set_window_size(width, height))
+            .unwrap_or_else(|e| panic!("cannot resize to {width}×{height}: {e}"));
+        let seen = self.script("return window.innerWidth;");
+        seen.as_u64().expect("innerWidth is a number") as u32
+    }
+
+    /// Runs `body` (a function body: `return` gives the result) in the page.
+    pub fn script(&self, body: &str) -> serde_json::Value {
+        self.runtime
+            .block_on(self.client().execute(body, vec![]))
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{body}"))
+    }
+
+    /// The viewport as PNG bytes.
+    pub fn screenshot(&self) -> Vec<u8> {
+        self.runtime
+            .block_on(self.client().screenshot())
+            .unwrap_or_else(|e| panic!("no screenshot: {e}"))
     }
 }
 
