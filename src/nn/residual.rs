@@ -12,7 +12,7 @@
 //! `conv64k1s2 bn`. Any body and shortcut: `res(conv64 bn relu conv64 bn | conv64k1 bn)`, or
 //! `res(BODY)` for an identity shortcut.
 
-use super::activation::{relu, relu_backward};
+use super::activation::relu_backward;
 use super::layer::{AnyLayer, Backward, BoxedLayer, Buffer, Layer, Mode, Param};
 use super::sequence::{self, Pass};
 use super::spec::{
@@ -241,15 +241,13 @@ impl Residual {
     }
 }
 
-/// `relu(a + b)`, in a recycled buffer.
+/// `relu(a + b)` in one sweep, in a recycled buffer.
 fn add_relu(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
-    let mut sum = recycle::scratch(a.dim());
-    Zip::from(&mut sum)
+    let mut y = recycle::scratch(a.dim());
+    Zip::from(&mut y)
         .and(&a)
         .and(&b)
-        .par_for_each(|s, &a, &b| *s = a + b);
-    let y = relu(sum.view());
-    recycle::give(sum);
+        .par_for_each(|y, &a, &b| *y = (a + b).max(0.0));
     y
 }
 
