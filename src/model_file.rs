@@ -668,7 +668,7 @@ fn read_dense_network(
     Ok(Network::from_dense(dense, head).with_input(Geometry::image(size as usize)))
 }
 
-/// Version 2: `layers` and `head`, then each layer's tensors by name.
+/// Version 2 (and 3): `layers` and `head`, then each layer's tensors by name.
 fn read_layered_network(
     r: &Reader<'_>,
     st: &SafeTensors<'_>,
@@ -676,83 +676,8 @@ fn read_layered_network(
     preprocess: &Preprocess,
     version: u32,
 ) -> Result<Network> {
-    let layers_text = r.get("layers")?;
-    // Bounded before parsing into layers: a corrupt header must not cost memory.
-    let count = serde_json::from_str::<Vec<serde_json::Value>>(layers_text)
-        .map_err(|e| {
-            r.bad(format!(
-                "metadata \"layers\" = {} is not a list: {e}",
-                shown(&layers_text)
-            ))
-        })?
-        .len();
-    if count == 0 || count > MAX_LAYERS {
-        return Err(r.bad(format!(
-            "metadata \"layers\" lists {count} layers; a model has 1 to {MAX_LAYERS}"
-        )));
-    }
-    let values: Vec<serde_json::Value> = r.json("layers")?;
-    let mut layers = Vec::with_capacity(values.len());
-    for value in values {
-        let layer: LayerSpec = serde_json::from_value(value.clone()).map_err(|e| {
-            r.bad(format!(
-                "layer {} is not one deepcat knows: {e}",
-                shown(&value.to_string())
-            ))
-        })?;
-        // A setting this deepcat does not know would be silently ignored: refuse it.
-        let known = serde_json::to_value(&layer).unwrap_or_default();
-        if !same_keys(&value, &known) {
-            return Err(r.bad(format!(
-                "layer {} has settings this deepcat does not know (it reads {known})",
-                shown(&value.to_string())
-            )));
-        }
-        layer
-            .check()
-            .map_err(|e| r.bad(format!("layer {}: {e}", layer.token())))?;
-        if layer.is_nested() && version < FORMAT_VERSION {
-            return Err(r.bad(format!(
-                "layer {} nests layers, which format version {version} cannot hold (version \
-                 {FORMAT_VERSION} can)",
-                layer.token()
-            )));
-        }
-        layers.push(layer);
-    }
-    let total: usize = layers.iter().map(count_layers).sum();
-    if total > MAX_LAYERS {
-        return Err(r.bad(format!(
-            "metadata \"layers\" holds {total} layers with the nested ones; a model has at most \
-             {MAX_LAYERS}"
-        )));
-    }
-    let head = classes.head();
-    let head_name = r.get("head")?;
-    if head_name != head.name() {
-        return Err(r.bad(format!(
-            "head {} does not fit {} classes (expected {:?})",
-            shown(&head_name),
-            classes.len(),
-            head.name()
-        )));
-    }
-    let outputs = match layers.pop() {
-        Some(LayerSpec::Dense(d)) => d.units,
-        other => {
-            return Err(r.bad(format!(
-                "the last layer must be the dense output layer, got {}",
-                other.map_or("nothing".into(), |l| l.token())
-            )));
-        }
-    };
-    if outputs != classes.outputs() {
-        return Err(r.bad(format!(
-            "the output layer has {outputs} units, but {} classes need {}",
-            classes.len(),
-            classes.outputs()
-        )));
-    }
+    let mut layers = read_layer_specs(r, version)?;
+    let outputs = check_head(r, classes, layers.pop())?;
     let arch = Architecture {
         input: Geometry::image(preprocess.size as usize),
         body: layers,
@@ -772,6 +697,99 @@ fn read_layered_network(
         )),
         other => other,
     })
+}
+
+/// The `layers` metadata, output layer included: bounded in count before parsing (a corrupt
+/// header must not cost memory), each layer checked, nothing unknown accepted.
+fn read_layer_specs(r: &Reader<'_>, version: u32) -> Result<Vec<LayerSpec>> {
+    let layers_text = r.get("layers")?;
+    let count = serde_json::from_str::<Vec<serde_json::Value>>(layers_text)
+        .map_err(|e| {
+            r.bad(format!(
+                "metadata \"layers\" = {} is not a list: {e}",
+                shown(&layers_text)
+            ))
+        })?
+        .len();
+    if count == 0 || count > MAX_LAYERS {
+        return Err(r.bad(format!(
+            "metadata \"layers\" lists {count} layers; a model has 1 to {MAX_LAYERS}"
+        )));
+    }
+    let values: Vec<serde_json::Value> = r.json("layers")?;
+    let layers = values
+        .into_iter()
+        .map(|value| read_layer_spec(r, value, version))
+        .collect::<Result<Vec<_>>>()?;
+    let total: usize = layers.iter().map(count_layers).sum();
+    if total > MAX_LAYERS {
+        return Err(r.bad(format!(
+            "metadata \"layers\" holds {total} layers with the nested ones; a model has at most \
+             {MAX_LAYERS}"
+        )));
+    }
+    Ok(layers)
+}
+
+/// One layer of the `layers` metadata.
+fn read_layer_spec(r: &Reader<'_>, value: serde_json::Value, version: u32) -> Result<LayerSpec> {
+    let layer: LayerSpec = serde_json::from_value(value.clone()).map_err(|e| {
+        r.bad(format!(
+            "layer {} is not one deepcat knows: {e}",
+            shown(&value.to_string())
+        ))
+    })?;
+    // A setting this deepcat does not know would be silently ignored: refuse it.
+    let known = serde_json::to_value(&layer).unwrap_or_default();
+    if !same_keys(&value, &known) {
+        return Err(r.bad(format!(
+            "layer {} has settings this deepcat does not know (it reads {known})",
+            shown(&value.to_string())
+        )));
+    }
+    layer
+        .check()
+        .map_err(|e| r.bad(format!("layer {}: {e}", layer.token())))?;
+    if layer.is_nested() && version < FORMAT_VERSION {
+        return Err(r.bad(format!(
+            "layer {} nests layers, which format version {version} cannot hold (version \
+             {FORMAT_VERSION} can)",
+            layer.token()
+        )));
+    }
+    Ok(layer)
+}
+
+/// The head named in the metadata must fit the classes, and the last layer must be the dense
+/// output layer with one unit per output: returns its units.
+fn check_head(r: &Reader<'_>, classes: &Classes, last: Option<LayerSpec>) -> Result<usize> {
+    let head = classes.head();
+    let head_name = r.get("head")?;
+    if head_name != head.name() {
+        return Err(r.bad(format!(
+            "head {} does not fit {} classes (expected {:?})",
+            shown(&head_name),
+            classes.len(),
+            head.name()
+        )));
+    }
+    let outputs = match last {
+        Some(LayerSpec::Dense(d)) => d.units,
+        other => {
+            return Err(r.bad(format!(
+                "the last layer must be the dense output layer, got {}",
+                other.map_or("nothing".into(), |l| l.token())
+            )));
+        }
+    };
+    if outputs != classes.outputs() {
+        return Err(r.bad(format!(
+            "the output layer has {outputs} units, but {} classes need {}",
+            classes.len(),
+            classes.outputs()
+        )));
+    }
+    Ok(outputs)
 }
 
 /// The layer and every layer nested in it.

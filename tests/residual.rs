@@ -1,7 +1,8 @@
 //! Residual networks end to end: the real `deepcat` binary trains a tiny ResNet on the bundled
 //! photos, saves a version-3 model with hierarchical parameter names, and `summary`,
-//! `predict`, `evaluate` and `--resume` use it; the same run gives the same bytes for any
-//! `--threads`; the resnet recipe (AdamW, one cycle, label smoothing, test-time flips,
+//! `predict`, `evaluate`, `report`, `serve` and `--resume` use it (`--tta none` turns its
+//! test-time flips off); the same run gives the same bytes for any `--threads`, from decoded,
+//! cached or streamed images, and through the library's `flow::run`; the resnet recipe (AdamW, one cycle, label smoothing, test-time flips,
 //! bilinear resizing) is what a residual architecture brings.
 
 use assert_cmd::Command;
@@ -119,6 +120,45 @@ fn a_residual_model_trains_saves_as_version_3_and_is_used_by_every_command() {
     let e = last_json(&out.stdout);
     assert!(e["accuracy"].as_f64().is_some(), "{e}");
 
+    // The model records test-time flips; --tta none turns them off for one command.
+    let flipped = p["probability"].as_f64().unwrap();
+    let out = run_ok(
+        deepcat()
+            .arg("predict")
+            .arg(&model)
+            .arg(&cat)
+            .args(["--json", "--tta", "none"]),
+    );
+    let plain = last_json(&out.stdout)["probability"].as_f64().unwrap();
+    assert!(
+        (plain - flipped).abs() > 1e-7,
+        "--tta none gave the flipped answer {flipped}"
+    );
+
+    // The report evaluates it on a folder.
+    let page = dir.path().join("report.html");
+    run_ok(
+        deepcat()
+            .arg("report")
+            .arg(&model)
+            .arg(data())
+            .arg("--out")
+            .arg(&page),
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("id=\"confusion\"") && html.contains("resnet"),
+        "{html:.400}"
+    );
+
+    // The server answers as predict does, flips included.
+    let served = serve_once(&model, &std::fs::read(&cat).unwrap());
+    let got = served["probability"].as_f64().unwrap();
+    assert!(
+        (got - flipped).abs() < 1e-5,
+        "served {got}, predicted {flipped}"
+    );
+
     // Resuming continues from the saved weights and AdamW state.
     let resumed = dir.path().join("resumed.safetensors");
     let r = train(
@@ -127,6 +167,133 @@ fn a_residual_model_trains_saves_as_version_3_and_is_used_by_every_command() {
         &["--resume", model.to_str().unwrap(), "--seed", "1"],
     );
     assert_eq!(r["recipe"], "resnet");
+}
+
+/// Starts `deepcat serve MODEL` on a free port, posts `image` to `/api/predict`, stops the
+/// server and returns its JSON answer.
+fn serve_once(model: &Path, image: &[u8]) -> Value {
+    use std::io::{Read, Write};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_deepcat"))
+        .arg("serve")
+        .arg(model)
+        .args(["--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8(line).unwrap();
+    let port: u16 = line
+        .strip_prefix("deepcat serve: listening on http://127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        s,
+        "POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        image.len()
+    )
+    .unwrap();
+    s.write_all(image).unwrap();
+    let mut response = Vec::new();
+    s.read_to_end(&mut response).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn a_residual_run_gives_the_same_model_bytes_in_memory_cached_and_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let runs: [(&str, Vec<&str>); 4] = [
+        ("decoded", vec!["--no-cache"]),
+        ("cache-filled", vec!["--cache", cache]),
+        ("cache-read", vec!["--cache", cache]),
+        (
+            "streamed",
+            vec!["--cache", cache, "--memory-limit", "200KiB"],
+        ),
+    ];
+    let mut bytes = Vec::new();
+    for (name, flags) in &runs {
+        let model = dir.path().join(format!("{name}.safetensors"));
+        let report = train(&model, 2, flags);
+        assert_eq!(report["streamed"], *name == "streamed", "{name}: {report}");
+        bytes.push((name, std::fs::read(&model).unwrap()));
+    }
+    for (name, b) in &bytes[1..] {
+        assert!(
+            *b == bytes[0].1,
+            "the residual model trained {name} differs from the one trained on decoded images"
+        );
+    }
+}
+
+#[test]
+fn the_library_flow_writes_the_same_model_as_the_command_line() {
+    use deepcat::data::{Preprocess, SplitSpec};
+    use deepcat::flow::{Job, Outputs};
+    use deepcat::train::{Length, Recipe};
+    let dir = tempfile::tempdir().unwrap();
+    let cli = dir.path().join("cli.safetensors");
+    train(&cli, 2, &["--no-cache"]);
+
+    let body = deepcat::nn::spec::parse_body(ARCH).unwrap();
+    let recipe = Recipe::for_body(&body);
+    let mut config = recipe.config(body);
+    config.length = Length::Epochs(1);
+    let lib = dir.path().join("lib.safetensors");
+    let job = Job {
+        split: SplitSpec {
+            data_dir: data(),
+            test_dir: None,
+            test_split: 0.2,
+            val_split: 0.0,
+            preprocess: Preprocess {
+                size: 16,
+                filter: recipe.resize,
+                ..Preprocess::default()
+            },
+            seed: deepcat::train::DEFAULT_SEED,
+            max_skipped: deepcat::data::DEFAULT_MAX_SKIPPED,
+            cache: None,
+        },
+        config,
+        recipe: recipe.name.into(),
+        positive: None,
+        resume: None,
+        memory_limit: None,
+        outputs: Outputs {
+            model: lib.clone(),
+            plot: None,
+            report: None,
+            checkpoint_every: None,
+        },
+        errors: 0,
+    };
+    let outcome = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap()
+        .install(|| deepcat::flow::run(job, &mut [], &mut ()))
+        .unwrap();
+    assert!(outcome.saved && outcome.scores.is_some());
+    assert!(
+        std::fs::read(&cli).unwrap() == std::fs::read(&lib).unwrap(),
+        "deepcat::flow::run and deepcat train wrote different models"
+    );
 }
 
 #[test]

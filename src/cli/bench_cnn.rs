@@ -1,17 +1,20 @@
-//! `deepcat bench --cnn`: the `cnn` preset at 64 px, trained for one epoch on the same photos
-//! by deepcat and by a PyTorch rendering of the same network, batch size, optimiser and
-//! augmentation (`bench/cnn_reference.py`), on the same number of threads, in the same run.
+//! `deepcat bench --cnn [--arch resnet]`: a conv preset (`cnn`, or `resnet`) at 64 px, trained
+//! for one epoch on the same photos by deepcat and by a PyTorch rendering of the same network,
+//! batch size, optimiser, recipe and augmentation (`bench/cnn_reference.py`), on the same
+//! number of threads, in the same run.
 //! Both warm up first (a few batches), then one epoch is timed; the best of `--repeats`
 //! alternating runs counts for each.
 
 use super::reference::{last_json, number};
+use super::usage;
 use anyhow::{Result, bail};
 use deepcat::data::{Preprocess, SplitSpec, load_splits};
 use deepcat::model::Classes;
 use deepcat::nn::Geometry;
 use deepcat::nn::spec::parse_body;
 use deepcat::train::{Length, Recipe, train};
-use serde_json::json;
+use serde_json::{Value, json};
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
 /// What `deepcat bench --cnn` was asked.
@@ -24,6 +27,8 @@ pub struct CnnBench {
     pub repeats: usize,
     /// One JSON object instead of a table.
     pub json: bool,
+    /// The preset: `cnn` or `resnet` (each trained with its own recipe).
+    pub arch: String,
 }
 
 /// Image side of the CNN comparison.
@@ -31,28 +36,34 @@ const SIZE: u32 = 64;
 /// Untimed batches before the timed epoch.
 const WARMUP_BATCHES: usize = 5;
 
-/// One deepcat epoch of the `cnn` preset on `splits`' training set, after a warm-up:
-/// images per second.
-fn deepcat_epoch(splits: &deepcat::data::Splits, classes: &Classes) -> Result<f64> {
-    let body = parse_body("cnn")?;
+/// One deepcat epoch of the preset on `splits`' training set, with the preset's recipe, after
+/// a warm-up: images per second.
+fn deepcat_epoch(arch: &str, splits: &deepcat::data::Splits, classes: &Classes) -> Result<f64> {
+    let body = parse_body(arch)?;
+    let recipe = Recipe::for_body(&body);
     let input = Geometry::image(SIZE as usize);
-    let mut warmup = Recipe::conv().config(body.clone());
+    let mut warmup = recipe.config(body.clone());
     warmup.length = Length::Iterations(WARMUP_BATCHES);
     train(&warmup, &splits.train, None, classes, input, None, &mut [])?;
-    let mut config = Recipe::conv().config(body);
+    let mut config = recipe.config(body);
     config.length = Length::Epochs(1);
     let trained = train(&config, &splits.train, None, classes, input, None, &mut [])?;
     Ok(splits.train.len() as f64 / trained.seconds)
 }
 
 pub fn run(a: &CnnBench, threads: Option<usize>) -> Result<ExitCode> {
-    let python = &a.python;
-    let reference = std::path::Path::new("bench/cnn_reference.py");
-    if !python.exists() || !reference.exists() {
+    let reference = Path::new("bench/cnn_reference.py");
+    if !a.python.exists() || !reference.exists() {
         bail!(
             "{} or {} not found: run scripts/setup-reference.sh --torch from the repository root first (it installs PyTorch in .venv), or pass --python",
-            python.display(),
+            a.python.display(),
             reference.display()
+        );
+    }
+    if !matches!(a.arch.as_str(), "cnn" | "resnet") {
+        usage!(
+            "bench --cnn --arch {}: the comparison knows the presets cnn and resnet",
+            a.arch
         );
     }
     let threads = threads.unwrap_or_else(rayon::current_num_threads);
@@ -71,22 +82,38 @@ pub fn run(a: &CnnBench, threads: Option<usize>) -> Result<ExitCode> {
         cache: None,
     })?;
     let classes = Classes::new(splits.classes.clone(), None)?;
+    let report = rounds(a, reference, threads, &splits, &classes)?;
+    if a.json {
+        println!("{report}");
+    } else {
+        print_table(a, &report)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Alternating epochs of deepcat and PyTorch; the best of each and every round's ratio.
+fn rounds(
+    a: &CnnBench,
+    reference: &Path,
+    threads: usize,
+    splits: &deepcat::data::Splits,
+    classes: &Classes,
+) -> Result<Value> {
     let (mut ours, mut theirs) = (0.0f64, 0.0f64);
     let mut paired = Vec::new();
     for round in 0..a.repeats.max(1) {
-        let d = deepcat_epoch(&splits, &classes)?;
-        let (torch, _) = last_json(
-            Command::new(python)
-                .arg(reference)
-                .arg("speed")
-                .arg(&a.data)
-                .args(["--size", &SIZE.to_string()])
-                .args(["--threads", &threads.to_string()])
-                .args(["--epochs", "1"])
-                .args(["--warmup-batches", &WARMUP_BATCHES.to_string()])
-                .args(["--images", &splits.train.len().to_string()]),
-            "the PyTorch reference",
-        )?;
+        let d = deepcat_epoch(&a.arch, splits, classes)?;
+        let mut cmd = Command::new(&a.python);
+        cmd.arg(reference)
+            .arg("speed")
+            .arg(&a.data)
+            .args(["--arch", &a.arch])
+            .args(["--size", &SIZE.to_string()])
+            .args(["--threads", &threads.to_string()])
+            .args(["--epochs", "1"])
+            .args(["--warmup-batches", &WARMUP_BATCHES.to_string()])
+            .args(["--images", &splits.train.len().to_string()]);
+        let (torch, _) = last_json(&mut cmd, "the PyTorch reference")?;
         let t = number(&torch, "images_per_second")?;
         eprintln!(
             "bench --cnn: round {}: deepcat {d:.0} images/s, PyTorch {t:.0} images/s",
@@ -100,8 +127,9 @@ pub fn run(a: &CnnBench, threads: Option<usize>) -> Result<ExitCode> {
     // round is the least sensitive to a burst of load on either side.
     paired.sort_by(f64::total_cmp);
     let median = paired[paired.len() / 2];
-    let report = json!({
+    Ok(json!({
         "data": a.data,
+        "arch": a.arch,
         "size": SIZE,
         "images": splits.train.len(),
         "threads": threads,
@@ -112,24 +140,35 @@ pub fn run(a: &CnnBench, threads: Option<usize>) -> Result<ExitCode> {
         "median_round_ratio": median,
         "round_ratios": paired,
         "target": 1.0,
-    });
-    if a.json {
-        println!("{report}");
-    } else {
-        println!(
-            "deepcat bench --cnn: the cnn preset at {SIZE} px, one epoch of {} images from {}, batch 32, Adam, flip+crop, {threads} threads\n",
-            splits.train.len(),
-            a.data.display()
-        );
-        println!("{:<24} {:>14}", "", "images/s");
-        println!("{:<24} {:>14.0}", "PyTorch (CPU)", theirs);
-        println!("{:<24} {:>14.0}", "deepcat", ours);
-        println!(
-            "{:<24} {:>13.2}× (target ≥ 1.0×)",
-            "ratio of the bests",
-            ours / theirs
-        );
-        println!("{:<24} {:>13.2}×", "median round's ratio", median);
-    }
-    Ok(ExitCode::SUCCESS)
+    }))
+}
+
+fn print_table(a: &CnnBench, r: &Value) -> Result<()> {
+    let recipe = Recipe::for_body(&parse_body(&a.arch)?);
+    println!(
+        "deepcat bench --cnn: the {} preset at {SIZE} px, one epoch of {} images from {}, batch 32, its recipe ({}), {} threads\n",
+        a.arch,
+        r["images"],
+        a.data.display(),
+        recipe.flags(),
+        r["threads"]
+    );
+    let (ours, theirs) = (
+        number(r, "deepcat_images_per_second")?,
+        number(r, "pytorch_images_per_second")?,
+    );
+    println!("{:<24} {:>14}", "", "images/s");
+    println!("{:<24} {:>14.0}", "PyTorch (CPU)", theirs);
+    println!("{:<24} {:>14.0}", "deepcat", ours);
+    println!(
+        "{:<24} {:>13.2}× (target ≥ 1.0×)",
+        "ratio of the bests",
+        ours / theirs
+    );
+    println!(
+        "{:<24} {:>13.2}×",
+        "median round's ratio",
+        number(r, "median_round_ratio")?
+    );
+    Ok(())
 }

@@ -3,8 +3,7 @@
 //! peak memory against the program's fixed overhead (the same training on a set of one batch).
 //! All runs read a warm decoded cache, so none decodes.
 
-use super::bench::deepcat_train_with;
-use super::reference::{last_json, number};
+use super::reference::{deepcat_train_with, last_json, number};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use std::path::Path;

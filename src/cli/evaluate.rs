@@ -29,6 +29,8 @@ pub struct EvaluateArgs {
     json: bool,
     #[command(flatten)]
     cache: super::cache::CacheArgs,
+    #[command(flatten)]
+    tta: super::tta::TtaArgs,
     /// Hold at most this much image data at a time (e.g. 64MiB, 2GiB) [default: half the
     /// memory available]; a larger folder is evaluated in chunks.
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
@@ -55,7 +57,7 @@ pub(super) fn classify(
     cache: &super::cache::CacheArgs,
     memory_limit: Option<u64>,
 ) -> Result<Classified> {
-    let chunk = super::images_per_chunk(model.preprocess.features(), memory_limit)?;
+    let chunk = deepcat::data::memory::images_per_chunk(model.preprocess.features(), memory_limit)?;
     let mut predictions = Predictions::empty(model.classes.len());
     let (mut labels, mut paths) = (Vec::new(), Vec::new());
     let (skipped, cached) = visit_labelled(
@@ -86,7 +88,7 @@ pub(super) fn classify(
 pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
     check_max_skipped(a.max_skipped)?;
     let file = model_file::load(&a.model)?;
-    let model = file.model;
+    let model = a.tta.apply(file.model);
     let Classified {
         predictions,
         labels,

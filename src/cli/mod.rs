@@ -11,6 +11,7 @@ mod report;
 mod serve;
 mod summary;
 mod train;
+mod tta;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -134,24 +135,31 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Images of `features` bytes per chunk: half the memory available (or `limit`, when given)
-/// holds the chunk's bytes and the passes that classify it.
-pub(crate) fn images_per_chunk(features: usize, limit: Option<u64>) -> Result<usize> {
-    let available = deepcat::data::memory::available_memory_bytes().map(|m| m / 2);
-    let budget = match (limit, available) {
-        (Some(l), Some(a)) => l.min(a),
-        (Some(l), None) => l,
-        (None, Some(a)) => a,
-        (None, None) => u64::MAX,
-    };
-    let per_image = 2 * features.max(1) as u64;
-    if budget < per_image {
+/// Fails early (before any image is read) if the model cannot be written where asked.
+fn check_writable(path: &std::path::Path, flag: &str) -> Result<()> {
+    let dir = deepcat::model_file::folder_of(path);
+    if !dir.is_dir() {
         usage!(
-            "--memory-limit {budget} bytes cannot hold one image ({per_image} bytes with its \
-             scaled copy); give at least that"
+            "{flag} {}: folder {} does not exist",
+            path.display(),
+            dir.display()
         );
     }
-    Ok(usize::try_from(budget / per_image).unwrap_or(usize::MAX))
+    if path.is_dir() {
+        usage!(
+            "{flag} {} is a folder; give a file name such as model.safetensors",
+            path.display()
+        );
+    }
+    // Saving writes a temporary file there first: find out now, not after training.
+    deepcat::model_file::probe_writable(dir).with_context(|| {
+        format!(
+            "{flag} {}: cannot write in folder {}",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    Ok(())
 }
 
 /// `--max-skipped` must be a fraction.

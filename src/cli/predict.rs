@@ -29,10 +29,12 @@ pub struct PredictArgs {
     /// Print one JSON object per image.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tta: super::tta::TtaArgs,
 }
 
 pub fn run(a: PredictArgs) -> Result<ExitCode> {
-    let model = model_file::load(&a.model)?.model;
+    let model = a.tta.apply(model_file::load(&a.model)?.model);
     // (path, named on the command line?)
     let mut files: Vec<(PathBuf, bool)> = Vec::new();
     for p in &a.paths {

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -30,4 +31,26 @@ pub fn number(v: &Value, key: &str) -> Result<f64> {
     v[key]
         .as_f64()
         .with_context(|| format!("no number {key:?} in {v}"))
+}
+
+/// `deepcat train DATA` with `flags`, printing JSON quietly and saving to `model`; without a
+/// cache unless `flags` name one.
+pub fn deepcat_train_with(
+    data: &Path,
+    flags: &[&str],
+    threads: Option<usize>,
+    model: &Path,
+) -> Result<Command> {
+    let exe = std::env::current_exe().context("cannot find the deepcat program to run")?;
+    let mut cmd = Command::new(exe);
+    if let Some(t) = threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    cmd.arg("train").arg(data).args(flags);
+    // Every run decodes, as the first run on new photos does, unless given a cache.
+    if !flags.contains(&"--cache") {
+        cmd.arg("--no-cache");
+    }
+    cmd.args(["--json", "--quiet", "--model"]).arg(model);
+    Ok(cmd)
 }

@@ -1,30 +1,29 @@
-//! `deepcat train`: flags → [`TrainConfig`] + [`SplitSpec`], then load, train, measure, save.
+//! `deepcat train`: flags → a checked [`Job`], then the library's [`flow::run`], then print.
 //!
-//! [`run`] reads as its phases: [`Setup::from_args`] turns the flags (and the recipe of the
-//! architecture they name) into a checked configuration before any image is read, then
-//! [`load`] the data, [`fit`] the network with the callbacks, [`finish`] (save, measure) and
-//! print the report.
+//! [`job_from_args`] turns the flags (and the recipe of the architecture they name) into a
+//! checked job before any image is read; [`Plan`] prints what is about to happen once the data
+//! is loaded; [`run`] adds progress and Ctrl-C handling and prints what the run returns.
 
-use super::{INTERRUPTED, UsageError, check_max_skipped, peak_memory_bytes, usage, warn_skipped};
-use anyhow::{Context, Result, bail};
+use super::tta::TtaName;
+use super::{
+    INTERRUPTED, UsageError, check_max_skipped, check_writable, peak_memory_bytes, usage,
+    warn_skipped,
+};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use deepcat::data::augment::Augment;
-use deepcat::data::{Examples, Preprocess, ResizeFilter, SplitSpec, Splits, plan_splits};
-use deepcat::metrics::{Metrics, Mistake, evaluate, most_confident_errors};
-use deepcat::model::{Classes, Model};
+use deepcat::data::{Preprocess, ResizeFilter, SplitSpec};
+use deepcat::flow::{self, Job, Loaded, Outcome, Outputs, Scores, Watch};
+use deepcat::model::Classes;
 use deepcat::model_file::{self, ModelFile};
 use deepcat::nn::spec::{dense_body, describe, parse_body};
 use deepcat::nn::{Architecture, Geometry, Init, LayerSpec, Network};
 use deepcat::optim::{OptimizerConfig, Schedule};
-use deepcat::report;
-use deepcat::train::callbacks::{Checkpoint, Progress, StopFlag};
-use deepcat::train::{
-    Callback, DOCUMENT_HIDDEN, ExactPath, Length, Recipe, Start, TrainConfig, Trained, train,
-};
+use deepcat::train::callbacks::{Progress, StopFlag};
+use deepcat::train::{Callback, DOCUMENT_HIDDEN, ExactPath, Length, Recipe, TrainConfig};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum OptimizerName {
@@ -32,12 +31,6 @@ enum OptimizerName {
     Momentum,
     Adam,
     Adamw,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum TtaName {
-    Flip,
-    None,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -300,7 +293,7 @@ fn build_config(a: &TrainArgs, body: Vec<LayerSpec>) -> Result<(TrainConfig, Rec
         config.warmup = w;
     }
     if let Some(t) = a.tta {
-        config.tta = matches!(t, TtaName::Flip);
+        config.tta = t.flips();
     }
     if let Some(lr) = a.lr {
         config.learning_rate = lr;
@@ -377,33 +370,6 @@ fn optimizer_config(a: &TrainArgs, recipe: OptimizerConfig) -> Result<OptimizerC
 /// PyTorch's default AdamW weight decay.
 const ADAMW_DECAY: f32 = 0.01;
 
-/// Fails early (before any image is read) if the model cannot be written where asked.
-pub(super) fn check_writable(path: &Path, flag: &str) -> Result<()> {
-    let dir = model_file::folder_of(path);
-    if !dir.is_dir() {
-        usage!(
-            "{flag} {}: folder {} does not exist",
-            path.display(),
-            dir.display()
-        );
-    }
-    if path.is_dir() {
-        usage!(
-            "{flag} {} is a folder; give a file name such as model.safetensors",
-            path.display()
-        );
-    }
-    // Saving writes a temporary file there first: find out now, not after training.
-    model_file::probe_writable(dir).with_context(|| {
-        format!(
-            "{flag} {}: cannot write in folder {}",
-            path.display(),
-            dir.display()
-        )
-    })?;
-    Ok(())
-}
-
 /// How photos become rows: the flags, or exactly the resumed model's preprocessing.
 fn build_preprocess(
     a: &TrainArgs,
@@ -439,95 +405,60 @@ fn build_preprocess(
     Ok(preprocess)
 }
 
-/// Everything decided before any image is read.
-struct Setup {
-    config: TrainConfig,
-    recipe: Recipe,
-    preprocess: Preprocess,
-    spec: SplitSpec,
-    resumed: Option<ModelFile>,
-    /// When the run began, for the total time recorded in the model.
-    started: Instant,
-}
-
-impl Setup {
-    /// Checks every flag, the output paths and the resumed model, and builds the network
-    /// once on its own to check the architecture against the image size.
-    fn from_args(a: &TrainArgs) -> Result<Self> {
-        let test_split = test_fraction(a.test_split)?;
-        let val_split = fraction(a.val_split, "--val-split")?;
-        check_max_skipped(a.max_skipped)?;
-        let resumed = match &a.resume {
-            Some(p) => {
-                Some(model_file::load(p).with_context(|| format!("--resume {}", p.display()))?)
-            }
-            None => None,
-        };
-        let body = build_body(a, resumed.as_ref())?;
-        let (config, recipe) = build_config(a, body)?;
-        check_writable(&a.model, "--model")?;
-        if let Some(p) = &a.plot {
-            check_writable(p, "--plot")?;
-        }
-        if let Some(p) = &a.report {
-            check_writable(p, "--report")?;
-        }
-        let preprocess = build_preprocess(a, &recipe, resumed.as_ref())?;
-        // The layers must fit the images; the class count only changes the head.
-        Architecture {
-            input: input_geometry(&preprocess),
-            body: config.body.clone(),
-            outputs: 1,
-        }
-        .inputs()?;
-        let spec = SplitSpec {
-            data_dir: a.data_dir.clone(),
-            test_dir: a.test_dir.clone(),
-            test_split,
-            val_split,
-            preprocess,
-            seed: a.seed,
-            max_skipped: a.max_skipped,
-            cache: a.cache.cache(),
-        };
-        Ok(Setup {
-            config,
-            recipe,
-            preprocess,
-            spec,
-            resumed,
-            started: Instant::now(),
-        })
+/// Checks every flag, the output paths and the resumed model, and builds the network once
+/// on its own to check the architecture against the image size: everything that can fail
+/// fails here, before any image is read. Returns the job and the recipe it started from.
+fn job_from_args(a: &TrainArgs) -> Result<(Job, Recipe)> {
+    let test_split = test_fraction(a.test_split)?;
+    let val_split = fraction(a.val_split, "--val-split")?;
+    check_max_skipped(a.max_skipped)?;
+    let resume = match &a.resume {
+        Some(p) => Some(model_file::load(p).with_context(|| format!("--resume {}", p.display()))?),
+        None => None,
+    };
+    let body = build_body(a, resume.as_ref())?;
+    let (config, recipe) = build_config(a, body)?;
+    check_writable(&a.model, "--model")?;
+    if let Some(p) = &a.plot {
+        check_writable(p, "--plot")?;
     }
-}
-
-fn input_geometry(preprocess: &Preprocess) -> Geometry {
-    Geometry::image(preprocess.size as usize)
-}
-
-/// Checks the loaded images against the resumed model and the flags.
-fn check_loaded<S: Examples>(a: &TrainArgs, setup: &Setup, splits: &Splits<S>) -> Result<Classes> {
-    warn_skipped(&splits.skipped);
-    super::cache::warn(&splits.cache);
-    let classes = Classes::new(splits.classes.clone(), a.positive.as_deref())?;
-    if let Some(r) = &setup.resumed
-        && r.model.classes != classes
-    {
-        bail!(
-            "--resume: the model's classes {:?} (positive {:?}) differ from this data's {:?} (positive {:?})",
-            r.model.classes.names,
-            r.model.classes.positive_name(),
-            classes.names,
-            classes.positive_name()
-        );
+    if let Some(p) = &a.report {
+        check_writable(p, "--report")?;
     }
-    let train_size = splits.train.count();
-    if let Some(b) = setup.config.batch_size.filter(|&b| b > train_size) {
-        eprintln!(
-            "warning: --batch-size {b} is more than the {train_size} training images; each step uses all of them"
-        );
+    let preprocess = build_preprocess(a, &recipe, resume.as_ref())?;
+    // The layers must fit the images; the class count only changes the head.
+    Architecture {
+        input: Geometry::image(preprocess.size as usize),
+        body: config.body.clone(),
+        outputs: 1,
     }
-    Ok(classes)
+    .inputs()?;
+    let split = SplitSpec {
+        data_dir: a.data_dir.clone(),
+        test_dir: a.test_dir.clone(),
+        test_split,
+        val_split,
+        preprocess,
+        seed: a.seed,
+        max_skipped: a.max_skipped,
+        cache: a.cache.cache(),
+    };
+    let job = Job {
+        split,
+        config,
+        recipe: recipe.name.to_string(),
+        positive: a.positive.clone(),
+        resume,
+        memory_limit: a.memory_limit,
+        outputs: Outputs {
+            model: a.model.clone(),
+            plot: a.plot.clone(),
+            report: a.report.clone(),
+            checkpoint_every: a.checkpoint_every,
+        },
+        errors: a.errors,
+    };
+    Ok((job, recipe))
 }
 
 fn length_text(length: Length) -> String {
@@ -537,45 +468,89 @@ fn length_text(length: Length) -> String {
     }
 }
 
-/// What is about to happen, in words: the data, the network, the recipe.
-fn print_plan<S: Examples>(
-    a: &TrainArgs,
-    setup: &Setup,
-    splits: &Splits<S>,
-    classes: &Classes,
-) -> Result<()> {
-    let train_set = &splits.train;
-    let counts = train_set.counts_per_class(classes.len());
-    let per_class: Vec<String> = classes
-        .names
-        .iter()
-        .zip(&counts)
-        .map(|(n, c)| format!("{n} {c}"))
-        .collect();
-    println!(
-        "Loaded {} training, {} validation and {} test images in {:.2} s ({} files skipped); training classes: {}",
-        train_set.count(),
-        splits.val.as_ref().map_or(0, |v| v.count()),
-        splits.test.as_ref().map_or(0, |t| t.count()),
-        splits.load_seconds,
-        splits.skipped.len(),
-        per_class.join(", ")
-    );
-    if train_set.images().in_memory().is_none() {
-        println!(
-            "The images do not fit in the memory budget: streaming them from the decoded cache"
-        );
+/// Prints the plan once the data is loaded: warnings, then (unless `--json`) the data, the
+/// network and the recipe in words.
+struct Plan<'a> {
+    args: &'a TrainArgs,
+    config: TrainConfig,
+    recipe: Recipe,
+    preprocess: Preprocess,
+}
+
+impl Watch for Plan<'_> {
+    fn loaded(&mut self, loaded: &Loaded) -> deepcat::Result<()> {
+        warn_skipped(loaded.skipped);
+        super::cache::warn(loaded.cache);
+        let train_size = loaded.sizes.train;
+        if let Some(b) = self.config.batch_size.filter(|&b| b > train_size) {
+            eprintln!(
+                "warning: --batch-size {b} is more than the {train_size} training images; each step uses all of them"
+            );
+        }
+        if !self.args.json {
+            self.print(loaded)?;
+        }
+        Ok(())
     }
-    let config = &setup.config;
-    let network = if config.body.iter().any(LayerSpec::is_beyond_dense) {
-        format!(
-            "\"{}\" on {}px images",
-            describe(&config.body),
-            setup.preprocess.size
-        )
-    } else {
-        let sizes: Vec<String> = std::iter::once(setup.preprocess.features())
-            .chain(config.body.iter().filter_map(|l| match l {
+}
+
+impl Plan<'_> {
+    fn print(&self, loaded: &Loaded) -> deepcat::Result<()> {
+        let classes = loaded.classes;
+        let per_class: Vec<String> = classes
+            .names
+            .iter()
+            .zip(&loaded.train_counts)
+            .map(|(n, c)| format!("{n} {c}"))
+            .collect();
+        println!(
+            "Loaded {} training, {} validation and {} test images in {:.2} s ({} files skipped); training classes: {}",
+            loaded.sizes.train,
+            loaded.sizes.val,
+            loaded.sizes.test,
+            loaded.load_seconds,
+            loaded.skipped.len(),
+            per_class.join(", ")
+        );
+        if loaded.streamed {
+            println!(
+                "The images do not fit in the memory budget: streaming them from the decoded cache"
+            );
+        }
+        let config = &self.config;
+        println!(
+            "Network {} ({}), optimiser {}, learning rate {}, {}",
+            self.network_text(classes),
+            classes.head().name(),
+            config.optimizer.name(),
+            config.learning_rate,
+            length_text(config.length)
+        );
+        if self.recipe.name != "document" {
+            println!(
+                "Recipe for {} networks: {} (flags given override it)",
+                self.recipe.name,
+                self.recipe.flags()
+            );
+        }
+        if self.args.summary {
+            println!("{}", self.network(classes)?.summary());
+        }
+        Ok(())
+    }
+
+    /// `12288-20-7-5-1` for dense stacks, the layers in words for anything else.
+    fn network_text(&self, classes: &Classes) -> String {
+        let body = &self.config.body;
+        if body.iter().any(LayerSpec::is_beyond_dense) {
+            return format!(
+                "\"{}\" on {}px images",
+                describe(body),
+                self.preprocess.size
+            );
+        }
+        let sizes: Vec<String> = std::iter::once(self.preprocess.features())
+            .chain(body.iter().filter_map(|l| match l {
                 LayerSpec::Dense(d) => Some(d.units),
                 _ => None,
             }))
@@ -583,48 +558,46 @@ fn print_plan<S: Examples>(
             .map(|s| s.to_string())
             .collect();
         sizes.join("-")
-    };
-    println!(
-        "Network {network} ({}), optimiser {}, learning rate {}, {}",
-        classes.head().name(),
-        config.optimizer.name(),
-        config.learning_rate,
-        length_text(config.length)
-    );
-    if setup.recipe.name != "document" {
-        println!(
-            "Recipe for {} networks: {} (flags given override it)",
-            setup.recipe.name,
-            setup.recipe.flags()
-        );
     }
-    if a.summary {
-        println!("{}", summary_network(setup, classes)?.summary());
+
+    /// The network about to be trained, for `--summary`.
+    fn network(&self, classes: &Classes) -> deepcat::Result<Network> {
+        let arch = Architecture {
+            input: Geometry::image(self.preprocess.size as usize),
+            body: self.config.body.clone(),
+            outputs: classes.outputs(),
+        };
+        Network::new(
+            &arch,
+            self.config.init,
+            &mut deepcat::nn::Mt19937::new(self.config.seed),
+        )
     }
-    Ok(())
 }
 
-/// The network about to be trained, for `--summary`.
-fn summary_network(setup: &Setup, classes: &Classes) -> Result<Network> {
-    let arch = Architecture {
-        input: input_geometry(&setup.preprocess),
-        body: setup.config.body.clone(),
-        outputs: classes.outputs(),
-    };
-    Ok(Network::new(
-        &arch,
-        setup.config.init,
-        &mut deepcat::nn::Mt19937::new(setup.config.seed),
-    )?)
+/// Ctrl-C (or SIGTERM) from now on finishes the current step and stops; a second one quits at
+/// once. Until now the default applies: nothing has been written yet.
+fn stop_on_ctrl_c() -> Result<StopFlag> {
+    let stop = StopFlag::new();
+    let raised = stop.clone();
+    ctrlc::set_handler(move || {
+        if raised.raise() {
+            std::process::exit(i32::from(INTERRUPTED));
+        }
+        eprintln!("\nInterrupted: stopping after this step (press Ctrl-C again to quit now)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    Ok(stop)
 }
 
-/// Trains with progress, checkpoints and Ctrl-C handling.
-fn fit<S: Examples>(
-    a: &TrainArgs,
-    setup: &mut Setup,
-    splits: &Splits<S>,
-    classes: &Classes,
-) -> Result<Trained> {
+pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
+    let (job, recipe) = job_from_args(&a)?;
+    let mut plan = Plan {
+        args: &a,
+        config: job.config.clone(),
+        recipe,
+        preprocess: job.split.preprocess,
+    };
     let mut progress = (!a.quiet).then(|| {
         if a.json {
             Progress::lines(Box::new(std::io::stderr()))
@@ -632,237 +605,58 @@ fn fit<S: Examples>(
             Progress::auto(a.log_every.is_some())
         }
     });
-    let mut checkpoint = a.checkpoint_every.map(|every| {
-        Checkpoint::new(a.model.clone(), every, classes.clone(), setup.preprocess)
-            .with_tta(setup.config.tta)
-    });
-    // Ctrl-C (or SIGTERM) from here on finishes the current step and stops; a second one quits
-    // at once. Until now the default applies: nothing has been written yet.
-    let mut stop = StopFlag::new();
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.raise() {
-                std::process::exit(i32::from(INTERRUPTED));
-            }
-            eprintln!("\nInterrupted: stopping after this step (press Ctrl-C again to quit now)");
-        })
-        .context("cannot install the Ctrl-C handler")?;
-    }
+    let mut stop = stop_on_ctrl_c()?;
     let mut callbacks: Vec<&mut dyn Callback> = vec![&mut stop];
     if let Some(p) = progress.as_mut() {
         callbacks.push(p);
     }
-    if let Some(c) = checkpoint.as_mut() {
-        callbacks.push(c);
+    let outcome = flow::run(job, &mut callbacks, &mut plan)?;
+    let Some(scores) = &outcome.scores else {
+        return interrupted(&a, &plan.config, &outcome);
+    };
+    if a.json {
+        print_json(&a, &plan, &outcome, scores);
+    } else {
+        print_report(&a, &outcome, scores);
     }
-    let start = setup.resumed.take().map(|r| Start {
-        network: r.model.network,
-        optimizer: r.optimizer,
-    });
-    Ok(train(
-        &setup.config,
-        &splits.train,
-        splits.val.as_ref().map(|v| v as &dyn Examples),
-        classes,
-        input_geometry(&setup.preprocess),
-        start,
-        &mut callbacks,
-    )?)
+    Ok(ExitCode::SUCCESS)
 }
 
-/// After Ctrl-C: saves the weights reached when checkpointing, and says what was kept.
-fn save_interrupted(
-    a: &TrainArgs,
-    config: &TrainConfig,
-    trained: &Trained,
-    model: &Model,
-) -> Result<ExitCode> {
+/// After Ctrl-C: says what was kept.
+fn interrupted(a: &TrainArgs, config: &TrainConfig, outcome: &Outcome) -> Result<ExitCode> {
     let planned = length_text(config.length);
-    if a.checkpoint_every.is_some() {
-        let training = json!({ "interrupted_after_steps": trained.steps });
-        model_file::save(&a.model, model, Some(&trained.optimizer), Some(&training))
-            .with_context(|| format!("saving the model to {}", a.model.display()))?;
+    let steps = outcome.trained.steps;
+    if outcome.saved {
         eprintln!(
-            "Interrupted after {} steps of {planned}; saved the weights reached to {} (continue with --resume {})",
-            trained.steps,
+            "Interrupted after {steps} steps of {planned}; saved the weights reached to {} (continue with --resume {})",
             a.model.display(),
             a.model.display()
         );
     } else {
         eprintln!(
-            "Interrupted after {} steps of {planned}; no model saved (--checkpoint-every N keeps progress)",
-            trained.steps
+            "Interrupted after {steps} steps of {planned}; no model saved (--checkpoint-every N keeps progress)"
         );
     }
     Ok(ExitCode::from(INTERRUPTED))
 }
 
-/// What the trained model scores.
-struct Scores {
-    train_accuracy: f64,
-    val_accuracy: Option<f64>,
-    test: Option<(Metrics, Vec<Mistake>)>,
-}
-
-fn measure<S: Examples>(a: &TrainArgs, model: &Model, splits: &Splits<S>) -> Result<Scores> {
-    let test = match &splits.test {
-        Some(t) => {
-            let predictions = model.predict_all(t)?;
-            let metrics = evaluate(&model.classes, t.labels(), &predictions);
-            let errors = most_confident_errors(
-                &model.classes,
-                t.paths(),
-                t.labels(),
-                &predictions,
-                a.errors,
-            );
-            Some((metrics, errors))
-        }
-        None => None,
-    };
-    Ok(Scores {
-        train_accuracy: model.accuracy(&splits.train)?,
-        val_accuracy: match &splits.val {
-            Some(v) => Some(model.accuracy(v)?),
-            None => None,
-        },
-        test,
-    })
-}
-
-/// Saves the model (with how it was trained, see [`training_json`]) and the plots; returns
-/// the training JSON and the plot files.
-fn finish<S: Examples>(
-    a: &TrainArgs,
-    setup: &Setup,
-    splits: &Splits<S>,
-    trained: &Trained,
-    model: &Model,
-    scores: &Scores,
-) -> Result<(serde_json::Value, Vec<PathBuf>)> {
-    let training = training_json(a, setup, splits, trained, scores);
-    // The timings go to the report, not into the model: same data, flags and seed must give
-    // the same model bytes, however long the run took.
-    let mut saved = training.clone();
-    if let Some(object) = saved.as_object_mut() {
-        object.remove(deepcat::report::training::SECONDS);
-    }
-    model_file::save(&a.model, model, Some(&trained.optimizer), Some(&saved))
-        .with_context(|| format!("saving the model to {}", a.model.display()))?;
-    let plots = match &a.plot {
-        Some(p) => deepcat::plot::write_curves(&trained.history, p)?,
-        None => Vec::new(),
-    };
-    Ok((training, plots))
-}
-
-/// The model's `training` metadata: the configuration, and the run's history, scores,
-/// counts, skipped files and timings ([`deepcat::report::training`] names those keys).
-fn training_json<S: Examples>(
-    a: &TrainArgs,
-    setup: &Setup,
-    splits: &Splits<S>,
-    trained: &Trained,
-    scores: &Scores,
-) -> serde_json::Value {
-    let mut training = json!({
-        "config": &setup.config,
-        "recipe": setup.recipe.name,
-        "data_dir": a.data_dir,
-        "test_dir": a.test_dir,
-        "test_split": setup.spec.test_split,
-        "val_split": setup.spec.val_split,
-        "steps": trained.steps,
-        "exact_path": trained.path,
-    });
-    let timings = report::Timings {
-        load: splits.load_seconds,
-        train: trained.seconds,
-        total: setup.started.elapsed().as_secs_f64(),
-    };
-    let test_accuracy = scores.test.as_ref().map(|(m, _)| m.accuracy);
-    let summary = report::training::summary_json(splits, &trained.history, test_accuracy, timings);
-    if let Some(object) = training.as_object_mut() {
-        object.extend(summary);
-    }
-    training
-}
-
-pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
-    // Everything that can be checked before reading images is checked here.
-    let setup = Setup::from_args(&a)?;
-    let files = plan_splits(&setup.spec)?;
-    // The images stay in memory when they fit the budget, else on disk.
-    let features = setup.preprocess.features();
-    let chunk = super::images_per_chunk(features, a.memory_limit)?;
-    if files.files() <= chunk {
-        let splits = files.load(&setup.spec)?;
-        train_on(&a, setup, splits)
-    } else {
-        // A quarter of the budget per block read or decoded leaves the rest to training.
-        let splits = files.stream(&setup.spec, (chunk / 2).max(1))?;
-        train_on(&a, setup, splits)
-    }
-}
-
-/// The phases after loading, for images in memory or streamed.
-fn train_on<S: Examples>(a: &TrainArgs, mut setup: Setup, splits: Splits<S>) -> Result<ExitCode> {
-    let classes = check_loaded(a, &setup, &splits)?;
-    if !a.json {
-        print_plan(a, &setup, &splits, &classes)?;
-    }
-    let trained = fit(a, &mut setup, &splits, &classes)?;
-    let model = Model {
-        network: trained.network.clone(),
-        classes: classes.clone(),
-        preprocess: setup.preprocess,
-        tta: setup.config.tta,
-    };
-    if trained.interrupted {
-        return save_interrupted(a, &setup.config, &trained, &model);
-    }
-    let scores = measure(a, &model, &splits)?;
-    let (training, plots) = finish(a, &setup, &splits, &trained, &model, &scores)?;
-    if let Some(p) = &a.report {
-        let test = splits.test.as_ref().map(|t| t as &dyn Examples);
-        super::report::write_after_training(p, &a.model, &training, &model, test)?;
-    }
-    if a.json {
-        print_json(a, &setup, &splits, &trained, &model, &scores, &plots);
-    } else {
-        print_report(a, &trained, &scores, &plots, model.tta);
-        if let Some(p) = &a.report {
-            println!("Saved report to {}", p.display());
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_json<S: Examples>(
-    a: &TrainArgs,
-    setup: &Setup,
-    splits: &Splits<S>,
-    trained: &Trained,
-    model: &Model,
-    scores: &Scores,
-    plots: &[PathBuf],
-) {
+fn print_json(a: &TrainArgs, plan: &Plan, outcome: &Outcome, scores: &Scores) {
+    let (model, trained) = (&outcome.model, &outcome.trained);
     let test = scores.test.as_ref();
     let out = json!({
         "classes": model.classes.names,
         "positive": model.classes.positive_name(),
-        "train_size": splits.train.count(),
-        "val_size": splits.val.as_ref().map_or(0, |v| v.count()),
-        "test_size": splits.test.as_ref().map_or(0, |t| t.count()),
-        "features": setup.preprocess.features(),
-        "streamed": splits.train.images().in_memory().is_none(),
+        "train_size": outcome.sizes.train,
+        "val_size": outcome.sizes.val,
+        "test_size": outcome.sizes.test,
+        "features": plan.preprocess.features(),
+        "streamed": outcome.streamed,
         "layers": model.network.sizes(),
         "architecture": describe(&model.network.specs()),
-        "recipe": setup.recipe.name,
+        "recipe": plan.recipe.name,
         "parameters": model.network.summary().trainable(),
         "iterations": trained.steps,
-        "epochs": match setup.config.length { Length::Epochs(_) => trained.history.records.last().and_then(|r| r.epoch), _ => None },
+        "epochs": match plan.config.length { Length::Epochs(_) => trained.history.records.last().and_then(|r| r.epoch), _ => None },
         "costs": trained.history.costs(),
         "history": trained.history.records,
         "train_accuracy": scores.train_accuracy,
@@ -874,24 +668,29 @@ fn print_json<S: Examples>(
         "stopped_early": trained.stopped_early,
         "restored_step": trained.restored.as_ref().map(|r| r.step),
         "exact_path": trained.path,
-        "load_seconds": splits.load_seconds,
+        "load_seconds": outcome.load_seconds,
         "train_seconds": trained.seconds,
         "peak_memory_bytes": peak_memory_bytes(),
-        "skipped": splits.skipped,
-        "test_files": splits.test.as_ref().map(|t| t.paths()),
+        "skipped": outcome.skipped,
+        "test_files": outcome.test_files,
         "model": a.model,
-        "plots": plots,
+        "plots": outcome.plots,
     });
     println!("{out}");
 }
 
-fn print_report(a: &TrainArgs, trained: &Trained, scores: &Scores, plots: &[PathBuf], tta: bool) {
+fn print_report(a: &TrainArgs, outcome: &Outcome, scores: &Scores) {
+    let trained = &outcome.trained;
     println!("Train accuracy: {:.4}", scores.train_accuracy);
     if let Some(v) = scores.val_accuracy {
         println!("Validation accuracy: {v:.4}");
     }
     if let Some((m, errors)) = &scores.test {
-        let with = if tta { " (with test-time flips)" } else { "" };
+        let with = if outcome.model.tta {
+            " (with test-time flips)"
+        } else {
+            ""
+        };
         println!("Test accuracy: {:.4}{with}", m.accuracy);
         println!("\nTest set ({} images):\n{}", m.size, m.report());
         if !errors.is_empty() {
@@ -913,7 +712,10 @@ fn print_report(a: &TrainArgs, trained: &Trained, scores: &Scores, plots: &[Path
         trained.seconds, trained.path, trained.steps
     );
     println!("Saved model to {}", a.model.display());
-    for p in plots {
+    for p in &outcome.plots {
         println!("Saved plot to {}", p.display());
+    }
+    if let Some(p) = &a.report {
+        println!("Saved report to {}", p.display());
     }
 }

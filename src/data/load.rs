@@ -7,6 +7,7 @@ use super::{Dataset, LabelledFile, Preprocess, SkippedFile, load_into};
 use fast_image_resize::Resizer;
 use ndarray::{Array2, Axis, s};
 use rayon::prelude::*;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -209,7 +210,19 @@ pub fn stream_parts(
             (file, rows)
         }
     };
-    let file = Arc::new(file);
+    let (sets, skipped) = streamed_sets(parts, Arc::new(file), rows, pre, chunk);
+    Ok((sets, skipped, report))
+}
+
+/// The parts as [`Streamed`] sets over the pack `file`, given each file's row in it (in the
+/// parts' order) or why it could not be used.
+fn streamed_sets(
+    parts: &[&[LabelledFile]],
+    file: Arc<File>,
+    rows: Vec<Result<(u64, u32), String>>,
+    pre: &Preprocess,
+    chunk: usize,
+) -> (Vec<Streamed>, Vec<SkippedFile>) {
     let mut outcomes = rows.into_iter();
     let mut skipped = Vec::new();
     let sets = parts
@@ -238,7 +251,7 @@ pub fn stream_parts(
             set
         })
         .collect();
-    Ok((sets, skipped, report))
+    (sets, skipped)
 }
 
 /// Whether every row of `rows` in `file` matches its CRC-32, read `chunk` rows at a time:

@@ -65,6 +65,29 @@ fn remaining(available: u64, total: u64, cgroup: Option<Cgroup>) -> u64 {
     }
 }
 
+/// Images of `features` bytes that fit in one chunk: half the memory available (or `limit`,
+/// when given, if smaller) holds the chunk's bytes and the passes that classify or train on it.
+///
+/// # Errors
+/// [`crate::Error::Config`] when the budget cannot hold a single image.
+pub fn images_per_chunk(features: usize, limit: Option<u64>) -> crate::Result<usize> {
+    let available = available_memory_bytes().map(|m| m / 2);
+    let budget = match (limit, available) {
+        (Some(l), Some(a)) => l.min(a),
+        (Some(l), None) => l,
+        (None, Some(a)) => a,
+        (None, None) => u64::MAX,
+    };
+    let per_image = 2 * features.max(1) as u64;
+    if budget < per_image {
+        return Err(crate::Error::Config(format!(
+            "--memory-limit {budget} bytes cannot hold one image ({per_image} bytes with its \
+             scaled copy); give at least that"
+        )));
+    }
+    Ok(usize::try_from(budget / per_image).unwrap_or(usize::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,11 +190,6 @@ pub fn gram(x: ArrayView2<'_, f32>) -> Array2<f32> {
     g
 }
 
-/// `x · yᵀ` for two sets of rows with the same width: `x (p, n)`, `y (m, n)` → `(p, m)`.
-pub fn cross_gram(x: ArrayView2<'_, f32>, y: ArrayView2<'_, f32>) -> Array2<f32> {
-    matmul(x, y.t())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,9 @@ use crate::model::{Classes, Predictions};
 use crate::{Result, model_file};
 use std::path::{Path, PathBuf};
 
+/// The page's title.
+pub const TITLE: &str = "deepcat training report";
+
 /// The sections of the page, in order: id, heading.
 pub const SECTIONS: [(&str, &str); 8] = [
     ("curves", "Learning curves"),
