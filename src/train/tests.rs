@@ -97,10 +97,41 @@ fn distance_to_kinks(net: &Network, x: Rows<'_>, mask_seed: u64) -> f32 {
                     }
                 }
             }
+            "residual" => {
+                let mut rng = Rng::seed_from_u64(mask_seed);
+                let d = residual_kinks(layer.as_ref(), input, &mut rng);
+                distance = distance.min(d);
+            }
             _ => {}
         }
     }
     distance
+}
+
+/// A residual block's kinks: the ReLUs inside its branches and the one after the sum (the
+/// test networks put no max-pool inside a block).
+fn residual_kinks(block: &dyn crate::nn::AnyLayer, x: &Array2<f32>, rng: &mut Rng) -> f32 {
+    let children = block.children();
+    let mut distance = f32::INFINITY;
+    let mut run = |shortcut: bool, distance: &mut f32| -> Array2<f32> {
+        let mut h = x.clone();
+        for (name, layer) in &children {
+            if name.starts_with("shortcut.") != shortcut {
+                continue;
+            }
+            match layer.spec().kind() {
+                "relu" => *distance = h.iter().fold(*distance, |d, z| d.min(z.abs())),
+                "residual" => *distance = distance.min(residual_kinks(*layer, &h, rng)),
+                _ => {}
+            }
+            h = layer.forward(h.view(), &mut Mode::Train(rng)).0;
+        }
+        h
+    };
+    let body = run(false, &mut distance);
+    let shortcut = run(true, &mut distance);
+    let sum = body + shortcut;
+    sum.iter().fold(distance, |d, z| d.min(z.abs()))
 }
 
 /// Every `(a, b, c)` with `a < na`, `b < nb`, `c < nc`.
@@ -115,17 +146,19 @@ fn gradient_check(classes: usize, l2: f32, dropout: f32) {
     let data = problem(12, 7, classes, 3);
     let cls = Classes::new(names(classes), None).unwrap();
     let arch = Architecture::dense(Geometry::flat(7), &[6, 5], cls.outputs(), dropout);
-    check_network_gradients(&arch, &data, &cls, l2, 3e-3, 3.0);
+    check_network_gradients(&arch, &data, &cls, l2, 0.0, 3e-3, 3.0);
 }
 
 /// Backprop against centred finite differences for every parameter of a network of `arch`
-/// on `data`, on the first drawn network whose kinks (ReLU inputs, max-pool ties) all keep
-/// `margin · eps` away: moving one parameter by `eps` moves what a kink sees by less there.
+/// on `data` (targets label-smoothed by `smoothing`), on the first drawn network whose kinks
+/// (ReLU inputs, max-pool ties, inside residual blocks too) all keep `margin · eps` away:
+/// moving one parameter by `eps` moves what a kink sees by less there.
 fn check_network_gradients(
     arch: &Architecture,
     data: &Dataset,
     cls: &Classes,
     l2: f32,
+    smoothing: f32,
     eps: f32,
     margin: f32,
 ) {
@@ -143,7 +176,8 @@ fn check_network_gradients(
         })
         .find(|net| distance_to_kinks(net, Rows::from(data.x.view()), mask_seed) > margin * eps);
     let mut net = net.expect("one of 200 networks keeps away from every kink");
-    let targets = cls.targets(&data.labels);
+    let mut targets = cls.targets(&data.labels);
+    crate::loss::smoothed(&mut targets, smoothing);
     let (_, grads, _) = forward_backward(
         &net,
         Rows::from(data.x.view()),
@@ -210,7 +244,29 @@ fn gradient_check_of_a_whole_cnn_with_softmax_and_sigmoid_heads() {
             body: body.clone(),
             outputs: cls.outputs(),
         };
-        check_network_gradients(&arch, &data, &cls, 0.01, 1e-3, 10.0);
+        check_network_gradients(&arch, &data, &cls, 0.01, 0.0, 1e-3, 10.0);
+    }
+}
+
+#[test]
+fn gradient_check_of_a_whole_resnet_with_softmax_and_sigmoid_heads_and_label_smoothing() {
+    // A stem, a block with the identity shortcut, a block with a stride-2 projection, global
+    // average pooling and the head: every parameter, batch norm in training mode, with
+    // hard targets and with label-smoothed ones. The step is 3e-3 (at 1e-3, f32 rounding through
+    // two batch norms in a row reaches the tolerance), with kinks kept 3 steps away.
+    let body = crate::nn::spec::parse_body(
+        "conv2 bn relu res2 res(conv3s2 bn relu conv3 bn | conv3k1s2 bn) gap",
+    )
+    .unwrap();
+    for (classes, smoothing) in [(2, 0.0), (3, 0.0), (2, 0.1), (3, 0.2)] {
+        let data = image_problem(4, 4, classes, 13);
+        let cls = Classes::new(names(classes), None).unwrap();
+        let arch = Architecture {
+            input: Geometry::image(4),
+            body: body.clone(),
+            outputs: cls.outputs(),
+        };
+        check_network_gradients(&arch, &data, &cls, 0.0, smoothing, 3e-3, 3.0);
     }
 }
 
