@@ -5,9 +5,10 @@
 //! training ([`TrainingSummary`], read from its `training` JSON) and an [`Evaluation`] on
 //! labelled images (the test set, or a folder). [`render`] turns it into HTML with every
 //! figure inline (SVG from [`crate::plot`], thumbnails as PNG `data:` URIs) and nothing
-//! fetched from elsewhere, so the file can be mailed or archived alone. Each part is a
-//! `<section>` whose id ([`SECTIONS`]) stays stable for tools that read the page. This module
-//! measures nothing itself: the numbers come from [`crate::metrics`].
+//! fetched from elsewhere, so the file can be mailed or archived alone. The page opens with
+//! its headline figures (id [`HEADLINE`]); then each part is a `<section>` whose id
+//! ([`SECTIONS`]) stays stable for tools that read the page. This module measures nothing
+//! itself: the numbers come from [`crate::metrics`].
 
 mod headline;
 mod html;
