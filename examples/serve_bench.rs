@@ -1,19 +1,24 @@
 //! Load benchmark of `deepcat serve` against the Python rendering of the same service
-//! (bench/serve_reference.py: FastAPI, uvicorn, Pillow, NumPy), with one load generator.
+//! (bench/serve_reference.py: FastAPI, uvicorn, Pillow, and PyTorch in eval mode with the same
+//! network and weights), with one load generator.
 //!
 //! ```text
 //! cargo build --release
-//! scripts/setup-reference.sh --serve
-//! cargo run --release --example serve_bench -- MODEL [--clients 32] [--seconds 20]
+//! scripts/setup-reference.sh --serve --torch
+//! cargo run --release --example serve_bench -- MODEL... [--clients 32] [--seconds 20]
 //!     [--deepcat target/release/deepcat] [--python .venv/bin/python] [--no-python]
+//!     [--engine torch|numpy]
 //! ```
 //!
-//! Each service is started on a free port, warmed up for two seconds, then `--clients` threads
-//! post the bundled photos (data/cats, data/random_images, read into memory first) one after
-//! another for `--seconds`, each thread on its own keep-alive connection. Printed per service:
-//! requests per second, median and 99th-percentile latency, failed requests, and the
-//! service's resident memory (its processes together) after the warm-up and at the end.
-//! Not a test: numbers depend on the machine and on whatever else runs on it.
+//! For each model in turn, each service is started on a free port, warmed up for two seconds,
+//! then `--clients` threads post the bundled photos (data/cats, data/random_images, read into
+//! memory first) one after another for `--seconds`, each thread on its own keep-alive
+//! connection. While deepcat is loaded, another thread scrapes its `GET /metrics` every second
+//! (as Prometheus would); afterwards its request counter is checked against the clients' own
+//! count. Printed per service: requests per second, median and 99th-percentile latency, failed
+//! requests, and the service's resident memory (its processes together) after the warm-up and
+//! at the end; then the ratio. Not a test: numbers depend on the machine and on whatever else
+//! runs on it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,17 +27,19 @@ use std::time::{Duration, Instant};
 
 /// Command-line settings.
 struct Settings {
-    model: PathBuf,
+    models: Vec<PathBuf>,
     clients: usize,
     seconds: f64,
     deepcat: PathBuf,
     python: Option<PathBuf>,
+    engine: String,
 }
 
 fn settings() -> Settings {
     let mut args = std::env::args().skip(1);
     let mut s = Settings {
-        model: PathBuf::new(),
+        models: Vec::new(),
+        engine: "torch".to_string(),
         clients: 32,
         seconds: 20.0,
         deepcat: PathBuf::from("target/release/deepcat"),
@@ -49,13 +56,15 @@ fn settings() -> Settings {
             "--deepcat" => s.deepcat = value(&mut args, &a).into(),
             "--python" => s.python = Some(value(&mut args, &a).into()),
             "--no-python" => s.python = None,
+            "--engine" => s.engine = value(&mut args, &a),
             _ if a.starts_with("--") => panic!("unknown flag {a}"),
-            _ => s.model = a.into(),
+            _ => s.models.push(a.into()),
         }
     }
     assert!(
-        !s.model.as_os_str().is_empty(),
-        "usage: serve_bench MODEL [--clients N] [--seconds S] [--deepcat PATH] [--python PATH | --no-python]"
+        !s.models.is_empty(),
+        "usage: serve_bench MODEL... [--clients N] [--seconds S] [--deepcat PATH] \
+         [--python PATH | --no-python] [--engine torch|numpy]"
     );
     s
 }
@@ -223,9 +232,54 @@ fn photos() -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Measures one service and prints its line; returns its requests per second.
-fn measure(service: &Service, photos: &[Vec<u8>], s: &Settings) -> f64 {
-    load(service.port, photos, s.clients, 2.0);
+/// What the `/metrics` scraper saw: scrapes answered 200, scrapes that failed, the last text.
+#[derive(Default)]
+struct Scrapes {
+    ok: usize,
+    failed: usize,
+    last: String,
+}
+
+/// Scrapes `GET /metrics` on `port` every second until `stop`.
+fn scrape(port: u16, stop: &AtomicBool) -> Scrapes {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build(),
+    );
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut seen = Scrapes::default();
+    while !stop.load(Ordering::Relaxed) {
+        let text = agent
+            .get(&url)
+            .call()
+            .ok()
+            .filter(|r| r.status() == 200)
+            .and_then(|mut r| r.body_mut().read_to_string().ok());
+        match text {
+            Some(t) => {
+                seen.ok += 1;
+                seen.last = t;
+            }
+            None => seen.failed += 1,
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    seen
+}
+
+/// The value of the sample `name{labels}` in Prometheus text, 0 when absent.
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Measures one service and prints its line; returns its requests per second and the
+/// requests answered (warm-up included).
+fn measure(service: &Service, photos: &[Vec<u8>], s: &Settings) -> (f64, usize) {
+    let (warm_up, _) = load(service.port, photos, s.clients, 2.0);
     let warm = resident(service.child.id());
     let (tally, elapsed) = load(service.port, photos, s.clients, s.seconds);
     let end = resident(service.child.id());
@@ -240,6 +294,43 @@ fn measure(service: &Service, photos: &[Vec<u8>], s: &Settings) -> f64 {
         warm as f64 / 1e6,
         end as f64 / 1e6
     );
+    (rps, warm_up.latencies.len() + tally.latencies.len())
+}
+
+/// deepcat under load with `/metrics` scraped every second; prints what the scrapes saw.
+fn measure_deepcat(model: &Path, photos: &[Vec<u8>], s: &Settings) -> f64 {
+    let port = free_port();
+    let mut cmd = Command::new(&s.deepcat);
+    cmd.arg("serve")
+        .arg(model)
+        .args(["--port", &port.to_string()]);
+    let deepcat = start("deepcat", cmd, port);
+    let stop = AtomicBool::new(false);
+    let ((rps, answered), mut scrapes) = std::thread::scope(|scope| {
+        let scraper = scope.spawn(|| scrape(port, &stop));
+        let measured = measure(&deepcat, photos, s);
+        stop.store(true, Ordering::Relaxed);
+        (measured, scraper.join().expect("the scraper"))
+    });
+    // One last scrape, after every client has its answer.
+    stop.store(false, Ordering::Relaxed);
+    let last = std::thread::scope(|scope| {
+        let t = scope.spawn(|| scrape(port, &stop));
+        std::thread::sleep(Duration::from_millis(50));
+        stop.store(true, Ordering::Relaxed);
+        t.join().expect("the scraper")
+    });
+    scrapes.last = last.last;
+    let counted = sample(
+        &scrapes.last,
+        "deepcat_requests_total{route=\"/api/predict\",status=\"200\"}",
+    );
+    let classified = sample(&scrapes.last, "deepcat_images_classified_total");
+    println!(
+        "         /metrics scraped every second: {} answered, {} failed; it counts {counted} \
+         predictions answered 200 and {classified} images classified, the clients {answered}",
+        scrapes.ok, scrapes.failed
+    );
     rps
 }
 
@@ -247,35 +338,31 @@ fn main() {
     let s = settings();
     let photos = photos();
     println!(
-        "{} clients, {} s each, {} bundled photos, model {}",
+        "{} clients, {} s each, {} bundled photos, Python engine {}",
         s.clients,
         s.seconds,
         photos.len(),
-        s.model.display()
+        s.engine
     );
-    println!(
-        "{:<8} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",
-        "service", "req/s", "p50 ms", "p99 ms", "errors", "RSS MB", "RSS end"
-    );
-    let port = free_port();
-    let mut cmd = Command::new(&s.deepcat);
-    cmd.arg("serve")
-        .arg(&s.model)
-        .args(["--port", &port.to_string()]);
-    let deepcat = start("deepcat", cmd, port);
-    let ours = measure(&deepcat, &photos, &s);
-    drop(deepcat);
-    if let Some(python) = &s.python {
-        let port = free_port();
-        let mut cmd = Command::new(python);
-        cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/serve_reference.py"))
-            .arg(&s.model)
-            .args(["--port", &port.to_string()]);
-        let reference = start("python", cmd, port);
-        let theirs = measure(&reference, &photos, &s);
+    for model in &s.models {
+        println!("\nmodel {}", model.display());
         println!(
-            "deepcat / python: {:.1}x the requests per second",
-            ours / theirs
+            "{:<8} {:>9} {:>9} {:>9} {:>7} {:>10} {:>10}",
+            "service", "req/s", "p50 ms", "p99 ms", "errors", "RSS MB", "RSS end"
         );
+        let ours = measure_deepcat(model, &photos, &s);
+        if let Some(python) = &s.python {
+            let port = free_port();
+            let mut cmd = Command::new(python);
+            cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/serve_reference.py"))
+                .arg(model)
+                .args(["--port", &port.to_string(), "--engine", &s.engine]);
+            let reference = start("python", cmd, port);
+            let (theirs, _) = measure(&reference, &photos, &s);
+            println!(
+                "deepcat / python: {:.1}x the requests per second",
+                ours / theirs
+            );
+        }
     }
 }

@@ -387,7 +387,7 @@ fn write_report(
         .map(|t| -> Result<Evaluation> {
             let predictions = model.predict_all(t)?;
             Ok(Evaluation::new(
-                "the test set",
+                report::TEST_SET,
                 &model.classes,
                 t.labels(),
                 t.paths(),

@@ -1,9 +1,10 @@
 //! Training curves as PNG and SVG: the document's "plot the cost" step, drawn from a
-//! [`History`] after training; and, for the HTML report, the same curves and a ROC curve as
-//! SVG text.
+//! [`History`] after training; and, for the HTML report, the same curves, the learning rate
+//! and a ROC curve as SVG text.
 //!
 //! One figure, two panels sharing the x axis (cost above, accuracy below), written twice: a
-//! PNG to look at and an SVG to scale. The font is bundled (`assets/DejaVuSans.ttf`, licence
+//! PNG to look at and an SVG to scale. Each panel's legend sits in a strip above its plot, so
+//! no curve ever runs under it. The font is bundled (`assets/DejaVuSans.ttf`, licence
 //! beside it) because deepcat must not depend on a system font library. This module only
 //! draws; it records nothing and decides nothing about training.
 
@@ -47,8 +48,6 @@ const LINE_WIDTH: u32 = 2;
 const MARKER_RADIUS: u32 = 4;
 /// Length of the line sample drawn beside each legend entry.
 const LEGEND_SAMPLE: i32 = 20;
-/// The legend box is slightly see-through so a curve passing under it stays visible.
-const LEGEND_OPACITY: f64 = 0.85;
 /// Empty space added above and below the data on a y axis, as a fraction of its span, so
 /// that curves do not run along the frame.
 const Y_MARGIN: f64 = 0.05;
@@ -208,6 +207,7 @@ struct Curves {
     val_cost: Vec<(f64, f64)>,
     accuracy: Vec<(f64, f64)>,
     val_accuracy: Vec<(f64, f64)>,
+    rate: Vec<(f64, f64)>,
 }
 
 impl Curves {
@@ -228,6 +228,7 @@ impl Curves {
             val_cost: series(|r| r.val_cost),
             accuracy: series(|r| Some(r.train_accuracy)),
             val_accuracy: series(|r| r.val_accuracy),
+            rate: series(|r| Some(f64::from(r.learning_rate))),
         }
     }
 
@@ -295,20 +296,13 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curves) -> D
     let (top, bottom) = body.split_vertically(body.dim_in_pixel().1 / 2);
     let x = curves.x_range();
     // Only the bottom panel names the shared x axis; the top one keeps its ticks for reading.
-    // Legends go where the curves usually are not: cost falls, accuracy rises.
     let cost = [curves.cost.as_slice(), &curves.val_cost];
     let axes = Axes {
         x: x.clone(),
         whole_x: curves.by_epoch,
         y: None,
     };
-    panel(
-        &top,
-        &axes,
-        ("", "cost"),
-        cost,
-        SeriesLabelPosition::UpperRight,
-    )?;
+    panel(&top, &axes, ("", "cost"), cost)?;
     let accuracy = [curves.accuracy.as_slice(), &curves.val_accuracy];
     let descs = (curves.x_desc, "accuracy");
     // Accuracy on its whole scale: an auto-scaled axis made 0.55 to 0.61 look like a collapse.
@@ -316,13 +310,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curves) -> D
         y: Some(0.0..ACCURACY_TOP),
         ..axes
     };
-    panel(
-        &bottom,
-        &axes,
-        descs,
-        accuracy,
-        SeriesLabelPosition::LowerRight,
-    )
+    panel(&bottom, &axes, descs, accuracy)
 }
 
 /// Top of the accuracy axis: a little above 1 so a perfect run does not hide in the frame.
@@ -336,18 +324,71 @@ struct Axes {
     y: Option<Range<f64>>,
 }
 
-/// One panel: a training series and, when not empty, a validation series, with a legend.
+/// One line of a panel: its points, colour and legend label.
+type Series<'a> = (&'a [(f64, f64)], RGBColor, String);
+
+/// One panel: a training series and, when not empty, a validation series, with a legend in
+/// a strip above the plot, where no curve can run under it.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     axes: &Axes,
     (x_desc, y_desc): (&str, &str),
     [train, val]: [&[(f64, f64)]; 2],
-    legend_at: SeriesLabelPosition,
 ) -> DrawResult<DB> {
+    let series: Vec<Series> = [
+        (train, TRAIN_COLOUR, "training"),
+        (val, VAL_COLOUR, "validation"),
+    ]
+    .into_iter()
+    .filter(|(points, ..)| !points.is_empty())
+    .map(|(points, colour, name)| (points, colour, format!("{name} {y_desc}")))
+    .collect();
+    let (strip, plot) = area.split_vertically(LEGEND_STRIP);
+    legend(&strip, &series)?;
     let y = match &axes.y {
         Some(fixed) => fixed.clone(),
         None => axis_range(train.iter().chain(val).map(|p| p.1), Y_MARGIN),
     };
+    lines(&plot, axes, y, (x_desc, y_desc), &series, &|v| {
+        pretty_print_float(*v, false)
+    })
+}
+
+/// Height of the strip above a panel that holds its legend.
+const LEGEND_STRIP: u32 = 26;
+/// Space between two legend entries, and between a line sample and its label.
+const LEGEND_GAP: i32 = 24;
+
+/// The legend: for each series a line sample and its label, left to right, starting where
+/// the plot starts (right of the y labels).
+fn legend<DB: DrawingBackend>(strip: &DrawingArea<DB, Shift>, series: &[Series]) -> DrawResult<DB> {
+    let font = TextStyle::from((FONT_FAMILY, LEGEND_PX).into_font());
+    let mid = LEGEND_STRIP as i32 / 2 + PANEL_MARGIN as i32 / 2;
+    let mut x = (PANEL_MARGIN + Y_LABEL_AREA) as i32;
+    for (_, colour, label) in series {
+        let sample = [(x, mid), (x + LEGEND_SAMPLE, mid)];
+        strip.draw(&PathElement::new(
+            sample,
+            colour.stroke_width(LINE_WIDTH + 1),
+        ))?;
+        x += LEGEND_SAMPLE + LEGEND_GAP / 3;
+        let (width, height) = strip.estimate_text_size(label, &font)?;
+        let top = mid - height as i32 / 2;
+        strip.draw(&Text::new(label.clone(), (x, top), font.clone()))?;
+        x += width as i32 + LEGEND_GAP;
+    }
+    Ok(())
+}
+
+/// A chart of `series` on `axes` (y spanning `y`), with its mesh and labelled axes.
+fn lines<DB: DrawingBackend>(
+    plot: &DrawingArea<DB, Shift>,
+    axes: &Axes,
+    y: Range<f64>,
+    (x_desc, y_desc): (&str, &str),
+    series: &[Series],
+    y_format: &dyn Fn(&f64) -> String,
+) -> DrawResult<DB> {
     let x = axes.x.clone();
     // Whole epochs: as many labels as epochs (at most 10), and none at fractions.
     let x_labels = if axes.whole_x {
@@ -363,8 +404,9 @@ fn panel<DB: DrawingBackend>(
             pretty_print_float(*v, false)
         }
     };
-    let mut chart = ChartBuilder::on(area)
+    let mut chart = ChartBuilder::on(plot)
         .margin(PANEL_MARGIN)
+        .margin_top(PANEL_MARGIN / 2)
         .margin_right(RIGHT_MARGIN)
         .x_label_area_size(X_LABEL_AREA)
         .y_label_area_size(Y_LABEL_AREA)
@@ -380,32 +422,71 @@ fn panel<DB: DrawingBackend>(
         .x_labels(x_labels)
         // Plotters' default keeps one decimal (`2500.0`); iterations and epochs read better bare.
         .x_label_formatter(&x_format)
-        .y_label_formatter(&|v| pretty_print_float(*v, false))
+        .y_label_formatter(y_format)
         .draw()?;
-    for (points, colour, name) in [
-        (train, TRAIN_COLOUR, "training"),
-        (val, VAL_COLOUR, "validation"),
-    ] {
-        if points.is_empty() {
-            continue;
-        }
+    for &(points, colour, _) in series {
         let style = colour.stroke_width(LINE_WIDTH);
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), style))?
-            .label(format!("{name} {y_desc}"))
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + LEGEND_SAMPLE, y)], style));
+        chart.draw_series(LineSeries::new(points.iter().copied(), style))?;
         // A line through one point draws nothing; mark a lone point so the run is visible.
         if let [point] = points {
             chart.draw_series([Circle::new(*point, MARKER_RADIUS, colour.filled())])?;
         }
     }
-    chart
-        .configure_series_labels()
-        .position(legend_at)
-        .label_font((FONT_FAMILY, LEGEND_PX))
-        .background_style(WHITE.mix(LEGEND_OPACITY))
-        .border_style(BLACK)
-        .draw()
+    Ok(())
+}
+
+/// Size of the learning-rate figure in pixels (width, height).
+const RATE_SIZE: (u32, u32) = (900, 300);
+
+/// The learning rate of every record of `history` against the same x axis as the curves
+/// (epochs or iterations), as SVG text. The y axis starts at 0. `name` is what the error says
+/// could not be drawn.
+///
+/// # Errors
+/// [`Error::Plot`] if no record has a learning rate (older models) or the figure cannot be
+/// drawn.
+pub fn learning_rate_svg(history: &History, name: &Path) -> Result<String> {
+    let curves = drawable_curves(history, name)?;
+    if curves.rate.is_empty() {
+        return Err(plot_error(name, "the history records no learning rate"));
+    }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, RATE_SIZE).into_drawing_area();
+        draw_rate(&root, &curves)
+            .and_then(|()| root.present())
+            .map_err(|e| plot_error(name, e.to_string()))?;
+    }
+    Ok(svg)
+}
+
+fn draw_rate<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curves) -> DrawResult<DB> {
+    root.fill(&WHITE)?;
+    let top = curves.rate.iter().map(|p| p.1).fold(0.0, f64::max);
+    let top = if top > 0.0 {
+        top * (1.0 + 2.0 * Y_MARGIN)
+    } else {
+        1.0
+    };
+    let axes = Axes {
+        x: curves.x_range(),
+        whole_x: curves.by_epoch,
+        y: None,
+    };
+    let series = [(curves.rate.as_slice(), TRAIN_COLOUR, String::new())];
+    let descs = (curves.x_desc, "learning rate");
+    lines(root, &axes, 0.0..top, descs, &series, &|v| rate_label(*v))
+}
+
+/// A learning rate as a tick label: small rates in scientific notation (`7.5e-3`).
+fn rate_label(v: f64) -> String {
+    if v == 0.0 {
+        "0".to_string()
+    } else if v.abs() < 0.01 {
+        format!("{v:.1e}")
+    } else {
+        pretty_print_float(v, false)
+    }
 }
 
 #[cfg(test)]
@@ -515,6 +596,88 @@ mod tests {
         assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
         assert!(svg.contains("AUC = 0.7500") && svg.contains("false positive rate"));
         assert!(roc_svg(&[], 0.5, Path::new("report")).is_err());
+    }
+
+    /// The y coordinates of every point of the SVG's lines of more than two points (the
+    /// curves; a legend sample has two), and the y of every text that is one of `labels`.
+    fn curve_and_label_heights(svg: &str, labels: &[&str]) -> (Vec<f64>, Vec<f64>) {
+        let attr = |tag: &str, name: &str| -> Option<String> {
+            let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+            Some(tag[at..at + tag[at..].find('"')?].to_string())
+        };
+        let mut curves = Vec::new();
+        let mut texts = Vec::new();
+        let lines: Vec<&str> = svg.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if let Some(points) = attr(line, "points") {
+                let ys: Vec<f64> = points
+                    .split_whitespace()
+                    .filter_map(|p| p.split(',').nth(1)?.parse().ok())
+                    .collect();
+                if ys.len() > 2 {
+                    curves.extend(ys);
+                }
+            }
+            if labels.contains(&line.trim()) && i > 0 {
+                texts.extend(attr(lines[i - 1], "y").and_then(|y| y.parse::<f64>().ok()));
+            }
+        }
+        (curves, texts)
+    }
+
+    #[test]
+    fn legends_sit_above_every_curve() {
+        // Curves that touch the top of their axes: cost starts at its maximum, accuracy
+        // reaches 1, where a legend inside the plot would cover them.
+        let mut h = history(30, true, true);
+        for r in &mut h.records {
+            r.train_accuracy = 1.0;
+            r.val_accuracy = Some(1.0);
+        }
+        let svg = curves_svg(&h, Path::new("report")).unwrap();
+        let labels = [
+            "training cost",
+            "validation cost",
+            "training accuracy",
+            "validation accuracy",
+        ];
+        let (curves, texts) = curve_and_label_heights(&svg, &labels);
+        assert_eq!(texts.len(), 4, "not every legend label was found");
+        // Each label's panel: cost in the top half, accuracy in the bottom one.
+        let half = f64::from(SIZE.1) / 2.0;
+        for (label, y) in labels.iter().zip(&texts) {
+            let in_panel = |c: &&f64| (**c > half) == (*y > half);
+            let highest = curves
+                .iter()
+                .filter(in_panel)
+                .fold(f64::INFINITY, |a, &c| a.min(c));
+            let bottom = y + f64::from(LEGEND_PX);
+            assert!(
+                bottom < highest,
+                "{label} (y {y}) reaches a curve at {highest}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_learning_rate_is_drawn_when_recorded() {
+        let mut h = history(20, true, false);
+        for (i, r) in h.records.iter_mut().enumerate() {
+            r.learning_rate = 0.001 * (20 - i) as f32;
+        }
+        let svg = learning_rate_svg(&h, Path::new("report")).unwrap();
+        let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+        assert!(texts.contains(&"learning rate") && texts.contains(&"epoch"));
+        assert!(texts.contains(&"0") && texts.contains(&"0.01"), "{texts:?}");
+        let (curves, _) = curve_and_label_heights(&svg, &[]);
+        assert_eq!(curves.len(), 20);
+        for r in &mut h.records {
+            r.learning_rate = f32::NAN;
+        }
+        let err = learning_rate_svg(&h, Path::new("report")).unwrap_err();
+        assert!(err.to_string().contains("no learning rate"), "{err}");
+        assert_eq!(rate_label(0.0075), "7.5e-3");
+        assert_eq!(rate_label(0.05), "0.05");
     }
 
     #[test]

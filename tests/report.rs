@@ -11,8 +11,9 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// The sections every report has, by id (a browser test relies on these).
-const SECTION_IDS: [&str; 8] = [
+const SECTION_IDS: [&str; 9] = [
     "curves",
+    "learning-rate",
     "confusion",
     "per-class",
     "roc",
@@ -126,7 +127,8 @@ fn decode_base64(text: &str) -> Vec<u8> {
     bytes
 }
 
-/// Decodes every inline PNG of the page, returning how many there are and their sizes.
+/// Decodes every inline PNG of the page, returning their sizes, after checking that each
+/// `<img>` tag gives the picture's own size (a square box would squash it in the browser).
 fn inline_pngs(html: &str) -> Vec<(u32, u32)> {
     const PREFIX: &str = "src=\"data:image/png;base64,";
     html.match_indices(PREFIX)
@@ -136,8 +138,34 @@ fn inline_pngs(html: &str) -> Vec<(u32, u32)> {
             let png = decode_base64(data);
             let image = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
                 .unwrap_or_else(|e| panic!("an inline PNG does not decode: {e}"));
-            (image.width(), image.height())
+            let (w, h) = (image.width(), image.height());
+            let tag = &rest[data.len()..rest.find('>').unwrap()];
+            let size = format!("width=\"{w}\" height=\"{h}\"");
+            assert!(
+                tag.contains(&size),
+                "the <img> is not shown at {w}×{h}: {tag}"
+            );
+            (w, h)
         })
+        .collect()
+}
+
+/// The headline figures: the block before the first section, each figure's label and value.
+fn headline(html: &str) -> Vec<(String, String)> {
+    let start = html
+        .find("<section id=\"headline\"")
+        .expect("no headline block");
+    assert!(start < html.find("<section id=\"curves\">").unwrap());
+    let block = &html[start..start + html[start..].find("</section>").unwrap()];
+    let text_of = |part: &str, class: &str| -> String {
+        let open = format!("<div class=\"{class}\">");
+        let at = part.find(&open).unwrap() + open.len();
+        part[at..at + part[at..].find("</div>").unwrap()].to_string()
+    };
+    block
+        .split("<div class=\"figure")
+        .skip(1)
+        .map(|f| (text_of(f, "label"), text_of(f, "value")))
         .collect()
 }
 
@@ -197,6 +225,30 @@ fn train_report_holds_every_section_with_valid_images_and_escaped_names() {
     );
     assert!(section(&html, "data").contains("training run: test"));
     assert!(section(&html, "timings").contains("training"));
+
+    // The top: the test accuracy first, as the training run measured it, then each class's
+    // F1, the ROC AUC, the images and the training time.
+    let figures = headline(&html);
+    let labels: Vec<&str> = figures.iter().map(|(l, _)| l.as_str()).collect();
+    let f1 = format!("F1 {ODD_CLASS_ESCAPED}");
+    // Classes in the model's order: '<' sorts before 'c'.
+    let want = [
+        "test accuracy",
+        &f1,
+        "F1 cats",
+        "ROC AUC",
+        "images",
+        "training time",
+    ];
+    assert_eq!(labels, want, "{figures:?}");
+    let accuracy = summary["test_accuracy"].as_f64().unwrap();
+    assert_eq!(figures[0].1, format!("{:.1}%", 100.0 * accuracy));
+    // The learning rate is drawn; the layers are rebuilt; the settings are a table.
+    assert!(section(&html, "learning-rate").contains("<svg"));
+    let config = section(&html, "config");
+    assert!(config.contains("<pre class=\"summary\">") && config.contains("dense1"));
+    assert!(config.contains("<th scope=\"row\">config.learning_rate</th>"));
+    assert!(!config.contains("&quot;"), "the settings are shown as JSON");
 }
 
 /// The `training` metadata of a safetensors model file, parsed.
@@ -244,7 +296,11 @@ fn report_command_reads_curves_from_the_model_and_scores_a_folder() {
     let html = std::fs::read_to_string(&out).unwrap();
     check_report(&html, images, &["cats", ODD_CLASS_ESCAPED]);
     assert!(section(&html, "curves").contains("<svg"));
-    assert!(section(&html, "config").contains("&quot;learning_rate&quot;"));
+    assert!(section(&html, "config").contains("<th scope=\"row\">config.learning_rate</th>"));
+    // A folder's accuracy comes first, then the test accuracy the model file records.
+    let figures = headline(&html);
+    assert_eq!(figures[0].0, "accuracy");
+    assert_eq!(figures[1].0, "test accuracy when trained");
     assert!(section(&html, "data").contains("evaluated: "));
     for (w, h) in inline_pngs(&html) {
         assert_eq!(w.max(h), 96, "{w}×{h}");

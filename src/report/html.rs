@@ -102,38 +102,61 @@ pub fn seconds(x: f64) -> String {
     format!("{x:.2} s")
 }
 
-/// The style sheet: plain, readable, printable.
+/// The style sheet: plain, readable, printable. One font for the text and the figures (the
+/// serve page's), whatever family the SVG names.
 const STYLE: &str = "
-body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; color: #222;
-  max-width: 1000px; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }
-h1 { font-size: 1.7rem; margin-bottom: 0.2rem; }
-h2 { font-size: 1.25rem; border-bottom: 1px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.2rem; }
-.lead { color: #555; margin-top: 0; }
-nav a { margin-right: 0.8rem; color: #1f77b4; text-decoration: none; }
+:root { --font: 'DejaVu Sans', system-ui, -apple-system, 'Segoe UI', sans-serif;
+  --muted: #57606a; --line: #d0d7de; --soft: #f6f8fa; --accent: #1f77b4; }
+body { font-family: var(--font); color: #1f2328; max-width: 1040px; margin: 2rem auto;
+  padding: 0 1rem; line-height: 1.5; font-size: 16px; }
+svg text { font-family: var(--font); }
+h1 { font-size: 1.75rem; margin-bottom: 0.2rem; }
+h2 { font-size: 1.3rem; border-bottom: 1px solid var(--line); padding-bottom: 0.2rem; margin-top: 2.4rem; }
+h3 { font-size: 1.05rem; margin: 1rem 0 0.4rem; }
+.lead { color: var(--muted); margin-top: 0; }
+nav { margin: 0.8rem 0 1.2rem; display: flex; flex-wrap: wrap; gap: 0.3rem 1rem; }
+nav a { color: var(--accent); text-decoration: none; white-space: nowrap; }
+.figures { display: grid; grid-template-columns: repeat(auto-fill, minmax(11rem, 1fr)); gap: 0.8rem; }
+.figure { border: 1px solid var(--line); border-radius: 0.6rem; background: var(--soft); padding: 0.7rem 0.9rem; }
+.figure .value { font-size: 1.6rem; font-weight: 700; line-height: 1.2; font-variant-numeric: tabular-nums; }
+.figure .label { font-weight: 600; overflow-wrap: anywhere; }
+.figure .detail { color: var(--muted); font-size: 0.82rem; overflow-wrap: anywhere; }
+.figure.main { grid-column: span 2; background: #eaf3fb; border-color: #9cc3e6; }
+.figure.main .value { font-size: 2.6rem; color: #0b4f8a; }
 table { border-collapse: collapse; margin: 0.6rem 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #ddd; padding: 0.3rem 0.6rem; text-align: right; }
 thead th { background: #f4f4f4; }
 thead th:first-child { text-align: left; }
-th[scope=row] { text-align: left; background: #fafafa; }
+th[scope=row] { text-align: left; background: #fafafa; font-weight: 600; }
 table.confusion td { min-width: 3.5rem; text-align: center; font-weight: 600; }
-.axis { color: #555; font-size: 0.9rem; }
+table.settings { font-size: 0.9rem; width: 100%; }
+table.settings td, table.settings thead th { text-align: left; overflow-wrap: anywhere; }
+.side-by-side { display: grid; grid-template-columns: repeat(auto-fit, minmax(20rem, 1fr)); gap: 1.5rem; align-items: start; }
+.side-by-side > div { min-width: 0; }
+.axis { color: var(--muted); font-size: 0.9rem; }
 svg { max-width: 100%; height: auto; }
 .mistakes { display: flex; flex-wrap: wrap; gap: 0.8rem; }
 figure { margin: 0; }
 figure.mistake { width: 150px; font-size: 0.8rem; }
-figure.mistake img { display: block; width: 96px; height: 96px; border: 1px solid #ccc; image-rendering: auto; }
-figcaption .file { word-break: break-all; color: #555; }
+figure.mistake img { display: block; border: 1px solid #ccc; image-rendering: auto; }
+figcaption .file { word-break: break-all; color: var(--muted); }
 .missing { width: 96px; height: 96px; background: #eee; display: flex; align-items: center;
   justify-content: center; color: #777; font-size: 0.7rem; text-align: center; }
-pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: 0.7rem; overflow-x: auto;
+pre { background: var(--soft); border: 1px solid #e3e3e3; padding: 0.7rem; overflow-x: auto;
   font-size: 0.8rem; max-height: 32rem; }
-.note { color: #555; font-style: italic; }
+.note { color: var(--muted); font-style: italic; }
 ";
 
 /// The whole page: the title, a lead line, a table of contents linking each section, the
-/// sections. `title` and `lead` are plain text; the sections are HTML, with their ids and
-/// headings in `contents`.
-pub fn page(title: &str, lead: &str, contents: &[(&str, &str)], sections: &[String]) -> String {
+/// headline figures, the sections. `title` and `lead` are plain text; `headline` and the
+/// sections are HTML, the sections' ids and headings in `contents`.
+pub fn page(
+    title: &str,
+    lead: &str,
+    headline: &str,
+    contents: &[(&str, &str)],
+    sections: &[String],
+) -> String {
     let mut nav = String::new();
     for (id, heading) in contents {
         let _ = write!(nav, "<a href=\"#{}\">{}</a>", escape(id), escape(heading));
@@ -142,8 +165,8 @@ pub fn page(title: &str, lead: &str, contents: &[(&str, &str)], sections: &[Stri
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
-         <header>\n<h1>{title}</h1>\n<p class=\"lead\">{lead}</p>\n<nav>{nav}</nav>\n</header>\n\
-         <main>\n{}</main>\n</body>\n</html>\n",
+         <header>\n<h1>{title}</h1>\n<p class=\"lead\">{lead}</p>\n</header>\n\
+         <main>\n{headline}<nav>{nav}</nav>\n{}</main>\n</body>\n</html>\n",
         sections.concat(),
         title = escape(title),
         lead = escape(lead),
@@ -189,7 +212,7 @@ mod tests {
         assert!(s.contains("<h2>A &lt;heading&gt;</h2>") && s.contains("x &lt; y"));
         let t = table("t", &["h".into()], &[vec!["row".into(), "1".into()]]);
         assert!(t.contains("<th scope=\"row\">row</th><td>1</td>"));
-        let p = page("T&", "lead <", &[("roc", "ROC")], &[s]);
+        let p = page("T&", "lead <", "", &[("roc", "ROC")], &[s]);
         assert!(p.contains("<title>T&amp;</title>") && p.contains("href=\"#roc\""));
         assert!(p.contains("lead &lt;"));
     }

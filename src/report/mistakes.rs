@@ -25,8 +25,12 @@ pub fn mistakes(mistakes: &[Mistake]) -> String {
     );
     for m in mistakes {
         let picture = match thumbnail(&m.path) {
-            Ok(uri) => format!(
-                "<img src=\"{uri}\" width=\"{THUMBNAIL_PX}\" height=\"{THUMBNAIL_PX}\" alt=\"{}\">",
+            // The thumbnail's own size: a square box would squash it again in the browser.
+            Ok(t) => format!(
+                "<img src=\"{}\" width=\"{}\" height=\"{}\" alt=\"{}\">",
+                t.uri,
+                t.width,
+                t.height,
                 escape(&m.path.display().to_string())
             ),
             Err(reason) => format!("<div class=\"missing\">{}</div>", escape(&reason)),
@@ -47,10 +51,21 @@ pub fn mistakes(mistakes: &[Mistake]) -> String {
     out
 }
 
+/// A small picture of an image file, ready for an `<img>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thumbnail {
+    /// A PNG `data:` URI.
+    pub uri: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
 /// `path` decoded upright (its EXIF orientation applied), scaled to fit a [`THUMBNAIL_PX`]
 /// square with its aspect ratio kept (a wide photo stays wide, not squashed as the network's
 /// square input is), and encoded as a PNG `data:` URI; or why it cannot be.
-pub fn thumbnail(path: &Path) -> Result<String, String> {
+pub fn thumbnail(path: &Path) -> Result<Thumbnail, String> {
     let cannot = |e: image::ImageError| format!("cannot decode: {e}");
     let reader = image::ImageReader::open(path)
         .map_err(|e| format!("cannot read: {e}"))?
@@ -77,7 +92,11 @@ pub fn thumbnail(path: &Path) -> Result<String, String> {
     small
         .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
         .map_err(|e| format!("cannot encode the thumbnail: {e}"))?;
-    Ok(png_data_uri(&png))
+    Ok(Thumbnail {
+        uri: png_data_uri(&png),
+        width: small.width(),
+        height: small.height(),
+    })
 }
 
 #[cfg(test)]
@@ -92,7 +111,9 @@ mod tests {
         image::RgbImage::from_pixel(40, 20, image::Rgb([200, 10, 10]))
             .save(&path)
             .unwrap();
-        let uri = thumbnail(&path).unwrap();
+        let t = thumbnail(&path).unwrap();
+        assert_eq!((t.width, t.height), (96, 48));
+        let uri = t.uri;
         assert!(
             uri.starts_with("data:image/png;base64,iVBORw0KGgo"),
             "{uri}"
@@ -112,6 +133,12 @@ mod tests {
             predicted: "b&c".into(),
             probability: 0.9,
         };
+        let wrong = Mistake {
+            path: path.clone(),
+            ..gone.clone()
+        };
+        let shown = mistakes(&[wrong]);
+        assert!(shown.contains("width=\"96\" height=\"48\""), "{shown}");
         let html = mistakes(&[gone]);
         assert!(html.contains("class=\"missing\">cannot read"), "{html}");
         assert!(html.contains("&lt;x&gt;.jpg") && html.contains("b&amp;c"));

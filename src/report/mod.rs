@@ -5,10 +5,12 @@
 //! training ([`TrainingSummary`], read from its `training` JSON) and an [`Evaluation`] on
 //! labelled images (the test set, or a folder). [`render`] turns it into HTML with every
 //! figure inline (SVG from [`crate::plot`], thumbnails as PNG `data:` URIs) and nothing
-//! fetched from elsewhere, so the file can be mailed or archived alone. Each part is a
-//! `<section>` whose id ([`SECTIONS`]) stays stable for tools that read the page. This module
-//! measures nothing itself: the numbers come from [`crate::metrics`].
+//! fetched from elsewhere, so the file can be mailed or archived alone. The page opens with
+//! its headline figures (id [`HEADLINE`]); then each part is a `<section>` whose id
+//! ([`SECTIONS`]) stays stable for tools that read the page. This module measures nothing
+//! itself: the numbers come from [`crate::metrics`].
 
+mod headline;
 mod html;
 mod mistakes;
 mod plots;
@@ -17,7 +19,7 @@ mod scores;
 pub mod training;
 
 pub use html::{base64, escape};
-pub use mistakes::{THUMBNAIL_PX, thumbnail};
+pub use mistakes::{THUMBNAIL_PX, Thumbnail, thumbnail};
 pub use training::{Timings, TrainingSummary};
 
 use crate::data::SkippedFile;
@@ -29,17 +31,26 @@ use std::path::{Path, PathBuf};
 /// The page's title.
 pub const TITLE: &str = "deepcat training report";
 
-/// The sections of the page, in order: id, heading.
-pub const SECTIONS: [(&str, &str); 8] = [
+/// The sections of the page, in order: id, heading. Before them, the headline figures
+/// (id [`HEADLINE`]).
+pub const SECTIONS: [(&str, &str); 9] = [
     ("curves", "Learning curves"),
+    ("learning-rate", "Learning rate"),
     ("confusion", "Confusion matrix"),
     ("per-class", "Per-class scores"),
     ("roc", "ROC curve"),
     ("mistakes", "Most confident mistakes"),
-    ("config", "Configuration"),
+    ("config", "Network and configuration"),
     ("data", "Data"),
     ("timings", "Timings"),
 ];
+
+/// The id of the headline figures at the top of the page.
+pub const HEADLINE: &str = headline::ID;
+
+/// The [`Evaluation::name`] of a training run's own test set: the headline calls its
+/// accuracy the test accuracy.
+pub const TEST_SET: &str = "the test set";
 
 /// How many confidently wrong images a report shows unless told otherwise.
 pub const DEFAULT_MISTAKES: usize = 12;
@@ -120,6 +131,7 @@ pub fn render(report: &Report) -> Result<String> {
     };
     let bodies = [
         plots::curves(training)?,
+        plots::learning_rate(training)?,
         measured(scores::confusion),
         measured(scores::per_class),
         plots::roc(&report.classes, evaluation)?,
@@ -139,6 +151,7 @@ pub fn render(report: &Report) -> Result<String> {
     Ok(html::page(
         &report.title,
         &report.lead,
+        &headline::headline(report),
         &SECTIONS,
         &sections,
     ))
@@ -208,9 +221,17 @@ mod tests {
         }
         assert!(page.contains("AUC <strong>"), "the ROC section has no AUC");
         assert!(
-            page.contains("&quot;steps&quot;: 200"),
-            "the configuration is not shown"
+            page.contains("<th scope=\"row\">steps</th><td>200</td>"),
+            "the configuration is not shown as a table"
         );
+        // The headline comes before the first section, the accuracy first in it.
+        let top = page.find("<section id=\"headline\"").unwrap();
+        assert!(top < page.find("<section id=\"curves\">").unwrap());
+        let first = &page[top..];
+        let accuracy = first.find("test accuracy").unwrap();
+        assert!(accuracy < first.find("F1 cats").unwrap(), "{first}");
+        assert!(first.contains("ROC AUC"));
+        assert!(page.contains("Constant at 0.01 throughout."));
         assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
     }
 
@@ -220,5 +241,31 @@ mod tests {
         assert!(page.contains("no training history"));
         assert!(page.contains("applies to two classes only; this model has 3 classes"));
         assert!(page.contains("records no training configuration"));
+        assert!(page.contains("records no learning rates"));
+        assert!(page.contains("macro F1") || page.contains("F1 c"));
+    }
+
+    #[test]
+    fn settings_are_rows_and_the_layers_are_rebuilt_from_the_recorded_input() {
+        let config = json!({"config": {"body": [{"kind": "dense", "units": 7}, {"kind": "relu"}],
+            "optimizer": {"adam": {"beta1": 0.9}}, "patience": null}, "input":
+            {"height": 4, "width": 4, "channels": 3}, "recipe": "dense"});
+        let page = render(&report(&["cats", "dogs"], Some(config))).unwrap();
+        let config = &page[page.find("<section id=\"config\">").unwrap()..];
+        for row in [
+            "<th scope=\"row\">config.optimizer.adam.beta1</th><td>0.9</td>",
+            "<th scope=\"row\">config.patience</th><td>–</td>",
+            "<th scope=\"row\">recipe</th><td>dense</td>",
+            "<th scope=\"row\">config.body</th><td><code>dense7 relu</code></td>",
+        ] {
+            assert!(config.contains(row), "no row {row}");
+        }
+        // 48 inputs to 7 units, then the head's one unit: 343 + 8 values.
+        assert!(
+            config.contains("<pre class=\"summary\">"),
+            "no layer summary"
+        );
+        assert!(config.contains("343") && config.contains("Trainable params: 351"));
+        assert!(!config.contains("&quot;input&quot;") && !config.contains(">input</th>"));
     }
 }

@@ -60,3 +60,65 @@ pub fn roc(classes: &Classes, evaluation: Option<&Evaluation>) -> Result<String>
         fraction(auc)
     ))
 }
+
+/// The learning rate over the run, or why it is not shown.
+///
+/// # Errors
+/// [`crate::Error::Plot`] if the figure cannot be drawn.
+pub fn learning_rate(training: Option<&TrainingSummary>) -> Result<String> {
+    let history = training.and_then(|t| t.history.as_ref());
+    let recorded = history.filter(|h| h.records.iter().any(|r| r.learning_rate.is_finite()));
+    let Some(history) = recorded else {
+        return Ok(note(
+            "This model records no learning rates (no training history, or one saved by an \
+             older deepcat).",
+        ));
+    };
+    let svg = crate::plot::learning_rate_svg(history, Path::new(FIGURE))?;
+    let rates = history.records.iter().map(|r| r.learning_rate);
+    let (lo, hi) = rates
+        .filter(|r| r.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| {
+            (lo.min(r), hi.max(r))
+        });
+    let text = if lo == hi {
+        format!("Constant at {} throughout.", rate(lo))
+    } else {
+        format!(
+            "From {} to {}, as the schedule set it at each record.",
+            rate(lo),
+            rate(hi)
+        )
+    };
+    Ok(format!(
+        "<p>{text}</p>\n<figure class=\"wide\">{svg}</figure>"
+    ))
+}
+
+/// A learning rate in a sentence: three significant digits, small ones in scientific notation
+/// (`7.5e-3`, `1.19e-8`), larger ones as decimals (`0.01`).
+fn rate(x: f32) -> String {
+    if x == 0.0 || x.abs() >= 0.01 {
+        return x.to_string();
+    }
+    let text = format!("{x:.2e}");
+    match text.split_once('e') {
+        Some((mantissa, exponent)) if mantissa.contains('.') => {
+            let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+            format!("{mantissa}e{exponent}")
+        }
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_read_short() {
+        assert_eq!(super::rate(0.0075), "7.5e-3");
+        assert_eq!(super::rate(1.186_611e-8), "1.19e-8");
+        assert_eq!(super::rate(0.001), "1e-3");
+        assert_eq!(super::rate(0.01), "0.01");
+        assert_eq!(super::rate(0.0), "0");
+    }
+}

@@ -4,22 +4,84 @@
 use super::html::{escape, note, seconds, table};
 use super::{Evaluation, TrainingSummary};
 use crate::data::SkippedFile;
+use crate::nn::spec::{LayerSpec, describe};
 use serde_json::Value;
 use std::fmt::Write;
 
-/// The training settings as recorded in the model file, pretty-printed.
+/// The network's layers as `deepcat summary` prints them, beside the training settings as
+/// a table of readable rows (nested settings by dotted name, the layers in their short form).
 pub fn config(training: Option<&TrainingSummary>) -> String {
-    match training {
-        Some(t) if !t.settings.is_empty() => {
-            let settings = Value::Object(t.settings.clone());
-            let text = serde_json::to_string_pretty(&settings).unwrap_or_default();
-            format!(
-                "<p>As recorded in the model file's <code>training</code> metadata.</p>\n<pre>{}</pre>",
-                escape(&text)
-            )
-        }
-        _ => note("The model file records no training configuration."),
+    let Some(t) = training.filter(|t| !t.settings.is_empty() || t.layers.is_some()) else {
+        return note("The model file records no training configuration.");
+    };
+    let layers = match &t.layers {
+        Some(summary) => format!(
+            "<pre class=\"summary\">{}</pre>",
+            escape(&summary.to_string())
+        ),
+        None => note(
+            "The model file does not record its input size (a model trained by an older \
+             deepcat), so the layer summary cannot be rebuilt here: run deepcat summary MODEL.",
+        ),
+    };
+    let mut rows = Vec::new();
+    for (key, value) in &t.settings {
+        setting_rows(key, value, &mut rows);
     }
+    let settings = if rows.is_empty() {
+        note("No settings are recorded.")
+    } else {
+        table("settings", &["setting".into(), "value".into()], &rows)
+    };
+    format!(
+        "<p>As recorded in the model file's <code>training</code> metadata.</p>\n\
+         <div class=\"side-by-side\">\n<div><h3>Layers</h3>\n{layers}</div>\n\
+         <div><h3>Settings</h3>\n{settings}</div>\n</div>"
+    )
+}
+
+/// The rows of one setting: an object gives a row per member (`optimizer.beta1`), the layer
+/// list its short form, anything else one row. Names and values are escaped here.
+fn setting_rows(key: &str, value: &Value, rows: &mut Vec<Vec<String>>) {
+    let layers = key
+        .ends_with("body")
+        .then(|| serde_json::from_value::<Vec<LayerSpec>>(value.clone()).ok())
+        .flatten();
+    match (value, layers) {
+        (_, Some(layers)) => rows.push(vec![escape(key), code(&describe(&layers))]),
+        (Value::Object(members), _) if !members.is_empty() => {
+            for (k, v) in members {
+                setting_rows(&format!("{key}.{k}"), v, rows);
+            }
+        }
+        _ => rows.push(vec![escape(key), escape(&plain(value))]),
+    }
+}
+
+/// A JSON value as a person writes it: strings bare, null as a dash, lists comma-separated,
+/// a number saved from an `f32` as that `f32` prints (`0.001`, not `0.0010000000474974513`).
+fn plain(value: &Value) -> String {
+    match value {
+        Value::Null => "–".to_string(),
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            let single = x as f32;
+            if f64::from(single) == x {
+                single.to_string()
+            } else {
+                x.to_string()
+            }
+        }
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(plain).collect::<Vec<_>>().join(", "),
+        Value::Object(m) if m.is_empty() => "–".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `text` as code, escaped.
+fn code(text: &str) -> String {
+    format!("<code>{}</code>", escape(text))
 }
 
 /// Image counts per split and class (training, then the evaluated images), and the files

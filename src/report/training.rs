@@ -2,9 +2,13 @@
 //! the test accuracy, the image counts, the skipped files and the timings. `deepcat train`
 //! writes these keys into the model's `training` JSON ([`summary_json`]); the report (and
 //! anything else that reads model files, such as the web server) reads them back
-//! ([`TrainingSummary::from_json`]). The key names live here, once.
+//! ([`TrainingSummary::from_json`]). The key names live here, once. With the input geometry
+//! recorded beside the configuration's layers, the layer summary can be rebuilt from the JSON
+//! alone.
 
 use crate::data::{Examples, SkippedFile, Splits};
+use crate::nn::spec::{Architecture, LayerSpec};
+use crate::nn::{Geometry, Init, Mt19937, Network, Summary};
 use crate::train::{History, Record};
 use serde_json::{Map, Value, json};
 use std::path::PathBuf;
@@ -19,6 +23,10 @@ pub const COUNTS: &str = "counts";
 pub const SKIPPED: &str = "skipped";
 /// `{"load": s, "train": s, "total": s}`: wall-clock seconds.
 pub const SECONDS: &str = "seconds";
+/// `{"height", "width", "channels"}`: how each training image is read by the network.
+pub const INPUT: &str = "input";
+/// The configuration (`TrainConfig`), whose `body` lists the layers before the head.
+pub const CONFIG: &str = "config";
 
 /// The three parts of a split, in the order they are shown.
 pub const SPLITS: [&str; 3] = ["train", "val", "test"];
@@ -63,7 +71,16 @@ pub fn summary_json<S: Examples>(
         SECONDS.into(),
         json!({ "load": seconds.load, "train": seconds.train, "total": seconds.total }),
     );
+    if let Some(input) = image_geometry(splits.train.images().ncols()) {
+        out.insert(INPUT.into(), json!(input));
+    }
     out
+}
+
+/// The square RGB image of `features` values per row, if there is one.
+fn image_geometry(features: usize) -> Option<Geometry> {
+    let side = (features / 3).isqrt();
+    (side > 0 && side * side * 3 == features).then(|| Geometry::image(side))
 }
 
 /// `{class: count}` for one part of the split (zeros when the part is absent).
@@ -95,6 +112,9 @@ pub struct TrainingSummary {
     pub skipped: Option<(usize, Vec<SkippedFile>)>,
     /// Wall-clock seconds: load, train, total.
     pub seconds: Option<Timings>,
+    /// The network's layers as `deepcat summary` shows them, rebuilt from the recorded input
+    /// geometry and the configuration's layers.
+    pub layers: Option<Summary>,
     /// Everything else in the JSON: the configuration and how the run went.
     pub settings: Map<String, Value>,
 }
@@ -110,6 +130,7 @@ impl TrainingSummary {
         let test_accuracy = take(TEST_ACCURACY).and_then(|v| v.as_f64());
         let counts = take(COUNTS).map(|c| counts_from_json(&c, classes));
         let skipped = take(SKIPPED).and_then(|s| skipped_from_json(&s));
+        let input = take(INPUT).and_then(|i| serde_json::from_value::<Geometry>(i).ok());
         let seconds = take(SECONDS).and_then(|s| {
             let get = |k: &str| s.get(k).and_then(Value::as_f64);
             Some(Timings {
@@ -118,15 +139,35 @@ impl TrainingSummary {
                 total: get("total")?,
             })
         });
+        let layers = input.and_then(|input| layer_summary(input, &settings, classes.len()));
         TrainingSummary {
             history,
             test_accuracy,
             counts,
             skipped,
             seconds,
+            layers,
             settings,
         }
     }
+}
+
+/// The summary of the network the configuration describes on `input`, for `classes`
+/// classes (the weights are drawn and dropped: only the shapes and counts are kept).
+fn layer_summary(
+    input: Geometry,
+    settings: &Map<String, Value>,
+    classes: usize,
+) -> Option<Summary> {
+    let body = settings.get(CONFIG)?.get("body")?.clone();
+    let body: Vec<LayerSpec> = serde_json::from_value(body).ok()?;
+    let arch = Architecture {
+        input,
+        body,
+        outputs: if classes == 2 { 1 } else { classes },
+    };
+    let network = Network::new(&arch, Init::He, &mut Mt19937::new(0)).ok()?;
+    Some(network.summary())
 }
 
 /// A history from its JSON records. A cost that was not finite is saved as `null` (JSON has
