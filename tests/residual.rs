@@ -151,12 +151,19 @@ fn a_residual_model_trains_saves_as_version_3_and_is_used_by_every_command() {
         "{html:.400}"
     );
 
-    // The server answers as predict does, flips included.
-    let served = serve_once(&model, &std::fs::read(&cat).unwrap());
+    // The server answers as predict does, flips included, and without them under --tta none.
+    let image = std::fs::read(&cat).unwrap();
+    let served = serve_once(&model, &[], &image);
     let got = served["probability"].as_f64().unwrap();
     assert!(
         (got - flipped).abs() < 1e-5,
         "served {got}, predicted {flipped}"
+    );
+    let served = serve_once(&model, &["--tta", "none"], &image);
+    let got = served["probability"].as_f64().unwrap();
+    assert!(
+        (got - plain).abs() < 1e-5,
+        "served {got} under --tta none, predicted {plain}"
     );
 
     // Resuming continues from the saved weights and AdamW state.
@@ -169,14 +176,15 @@ fn a_residual_model_trains_saves_as_version_3_and_is_used_by_every_command() {
     assert_eq!(r["recipe"], "resnet");
 }
 
-/// Starts `deepcat serve MODEL` on a free port, posts `image` to `/api/predict`, stops the
+/// Starts `deepcat serve MODEL FLAGS` on a free port, posts `image` to `/api/predict`, stops the
 /// server and returns its JSON answer.
-fn serve_once(model: &Path, image: &[u8]) -> Value {
+fn serve_once(model: &Path, flags: &[&str], image: &[u8]) -> Value {
     use std::io::{Read, Write};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_deepcat"))
         .arg("serve")
         .arg(model)
         .args(["--port", "0"])
+        .args(flags)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

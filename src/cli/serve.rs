@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Let `POST /api/reload` read the model file again (SIGHUP always does).
     #[arg(long)]
     allow_reload: bool,
+    /// Test-time flips: flip averages each image's probabilities with its mirror's, none
+    /// turns that off, for this model and every reload [default: what the model records].
+    #[arg(long, value_enum)]
+    tta: Option<super::tta::TtaName>,
 }
 
 /// `value` seconds as a duration, or a usage error naming `flag`.
@@ -89,6 +93,7 @@ fn config(a: &ServeArgs) -> Result<ServeConfig, String> {
         body_budget: a.body_budget.max(1),
         budget_wait: seconds("--budget-wait", a.budget_wait)?,
         allow_reload: a.allow_reload,
+        tta: a.tta.map(super::tta::TtaName::flips),
         ..ServeConfig::default()
     })
 }

@@ -73,6 +73,9 @@ pub struct ServeConfig {
     pub budget_wait: Duration,
     /// Whether `POST /api/reload` may reload the model (SIGHUP always may).
     pub allow_reload: bool,
+    /// Test-time flips on or off for every model served, reloads included; `None` follows
+    /// what each model file records.
+    pub tta: Option<bool>,
 }
 
 impl Default for ServeConfig {
@@ -89,6 +92,7 @@ impl Default for ServeConfig {
             body_budget: 128 << 20,
             budget_wait: Duration::from_secs(10),
             allow_reload: false,
+            tta: None,
         }
     }
 }

@@ -109,7 +109,11 @@ impl InService {
         config: &ServeConfig,
         metrics: &Arc<Metrics>,
     ) -> std::io::Result<Self> {
-        let model = Arc::new(served.file.model.clone());
+        let mut model = served.file.model.clone();
+        if let Some(flips) = config.tta {
+            model.tta = flips;
+        }
+        let model = Arc::new(model);
         // The worker stops when the last Batcher clone is dropped: no need to join it.
         let (batcher, _worker) = Batcher::start(
             Arc::clone(&model),
@@ -150,6 +154,7 @@ fn metadata(served: &Served, config: &ServeConfig) -> Value {
             "exif_orientation": model.preprocess.exif_orientation,
             "pixel_layout": "hwc_rgb",
             "normalisation": "divide_by_255",
+            "test_time_flips": config.tta.unwrap_or(model.tta),
         },
         "architecture": crate::nn::spec::describe(&model.network.architecture().body),
         "architecture_short": short_form(&summary),
