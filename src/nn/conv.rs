@@ -14,8 +14,14 @@
 //! step. The weight gradient adds up the groups' parts in group order, so results do not
 //! depend on `--threads`.
 //!
+//! A 3×3, stride-1 layer may run Winograd's minimal filtering instead ([`winograd`]), when
+//! [`Algorithm::choose`]'s cost model says it pays: fewer multiplies, the same product
+//! engine. The first layer (3 input channels) and other kernels and strides stay on im2col.
+//!
 //! [`reference_forward`] and [`reference_backward`] are the plain nested-loop convolution, the
-//! oracle the tests hold the fast path to.
+//! oracle the tests hold both fast paths to.
+//!
+//! [`winograd`]: super::winograd
 
 // The `expect`s below state facts about arrays this module makes or makes contiguous itself
 // (`as_standard_layout`, fresh `zeros`), never about user data.
@@ -27,6 +33,7 @@ use super::recycle::Pooled;
 use super::spec::{
     BatchNormSpec, Draw, Kind, LayerSpec, MaxPoolSpec, ReluSpec, TensorShapes, number,
 };
+use super::winograd::{Tile, Winograd};
 use super::{Geometry, recycle, standard};
 use crate::linalg::matmul_into_seq;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayViewMut2, ArrayViewMutD, Axis};
@@ -134,6 +141,53 @@ pub struct Conv2d {
     pub bias: Array1<f32>,
     input: Geometry,
     window: Window,
+    algorithm: Algorithm,
+}
+
+/// How a [`Conv2d`] computes its products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Patches gathered by im2col, times the kernel matrix: any kernel and stride.
+    Im2col,
+    /// Winograd's minimal filtering with this tile: 3×3 kernels at stride 1 only.
+    Winograd(Tile),
+}
+
+/// What one transform operation (a multiply-add of a channel vector in a tile transform, or a
+/// value gathered by im2col) costs, in matrix-product multiply-adds. Transforms stream through
+/// memory a few values per cycle, where the product kernel does 16 to 32 multiply-adds per
+/// cycle; 4 is the round figure that makes the model agree with `cargo bench --bench layers`
+/// on the `cnn` preset's layers (see [`Algorithm::choose`]).
+const TRANSFORM_COST: usize = 4;
+
+impl Algorithm {
+    /// The cheapest algorithm for a layer by a cost model: product multiply-adds plus
+    /// [`TRANSFORM_COST`] per transform (or gather) operation, per image. A model rather than
+    /// a timing on first use, because a timing can choose differently from run to run, and
+    /// the tile size changes the rounding: the model keeps a run's bytes reproducible.
+    ///
+    /// Shapes: `input (h × w × c_in)`, `c_out` output channels, a `kernel × kernel` window
+    /// moving by `stride`.
+    pub fn choose(input: Geometry, c_out: usize, kernel: usize, stride: usize) -> Algorithm {
+        if kernel != 3 || stride != 1 {
+            return Algorithm::Im2col;
+        }
+        let (c_in, pixels) = (input.channels, input.pixels());
+        let im2col = pixels * 9 * c_in * c_out + TRANSFORM_COST * pixels * 9 * c_in;
+        let winograd = |tile: Tile| {
+            let (m, a) = (tile.m(), tile.alpha());
+            let tiles = input.height.div_ceil(m) * input.width.div_ceil(m);
+            let (input_ops, output_ops) = tile.transform_ops();
+            tiles * a * a * c_in * c_out
+                + TRANSFORM_COST * tiles * (input_ops * c_in + output_ops * c_out)
+        };
+        [Tile::F4, Tile::F2]
+            .into_iter()
+            .map(|t| (winograd(t), Algorithm::Winograd(t)))
+            .chain([(im2col, Algorithm::Im2col)])
+            .min_by_key(|&(cost, _)| cost)
+            .map_or(Algorithm::Im2col, |(_, a)| a)
+    }
 }
 
 /// Patch-matrix bytes a task aims at: about half of a core's L2 cache, so a group's patches
@@ -148,7 +202,7 @@ thread_local! {
 /// Runs `f` with a buffer of at least `len` values from this thread's scratch (contents
 /// unspecified). The buffer is taken out while `f` runs, so a nested call (should `f` ever
 /// run another task on this thread) gets a fresh one instead of a conflict.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if buf.len() < len {
         buf.resize(len, 0.0);
@@ -191,6 +245,40 @@ impl Conv2d {
             bias: Array1::zeros(c_out),
             input,
             window,
+            algorithm: Algorithm::choose(input, c_out, kh, stride),
+        }
+    }
+
+    /// How this layer computes: [`Algorithm::choose`]'s pick unless set otherwise.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Makes this layer compute with `algorithm` (for benchmarks and tests: the results
+    /// differ from the chosen algorithm's by rounding).
+    ///
+    /// # Panics
+    /// If `algorithm` is Winograd and the layer is not 3×3 at stride 1.
+    pub fn set_algorithm(&mut self, algorithm: Algorithm) {
+        assert!(
+            algorithm == Algorithm::Im2col || (self.window.kernel == 3 && self.window.stride == 1),
+            "Winograd needs a 3×3 kernel at stride 1, this layer is {}×{} at stride {}",
+            self.window.kernel,
+            self.window.kernel,
+            self.window.stride
+        );
+        self.algorithm = algorithm;
+    }
+
+    /// The Winograd plan of this layer, when it runs Winograd.
+    pub(super) fn winograd(&self) -> Option<Winograd> {
+        match self.algorithm {
+            Algorithm::Winograd(tile) => Some(Winograd {
+                tile,
+                input: self.input,
+                c_out: self.weight.dim().0,
+            }),
+            Algorithm::Im2col => None,
         }
     }
 
@@ -301,15 +389,19 @@ fn per_pixel_mut(a: ArrayViewMut2<'_, f32>, channels: usize) -> ArrayViewMut2<'_
         .expect("conv: activations are contiguous")
 }
 
-/// What a training pass keeps: the patch matrix `(batch · pixels_out, k·k·c_in)`, the weight
-/// gradient's other factor.
+/// What a training pass keeps: the weight gradient's other factor.
 #[derive(Debug)]
-pub struct Patches(Pooled);
+pub enum Kept {
+    /// im2col's patch matrix `(batch · pixels_out, k·k·c_in)`.
+    Patches(Pooled),
+    /// Winograd's transformed input tiles `(batch · α² · tiles, c_in)`.
+    Tiles(Pooled),
+}
 
 impl Layer for Conv2d {
     /// The patches of a training pass (none for a 1×1 stride-1 kernel, whose patches are the
     /// input itself); nothing at inference.
-    type Saved = Option<Patches>;
+    type Saved = Option<Kept>;
 
     fn spec(&self) -> LayerSpec {
         LayerSpec::conv(self.weight.dim().0, self.window.kernel, self.window.stride)
@@ -321,11 +413,7 @@ impl Layer for Conv2d {
 
     /// `x (batch, h·w·c_in)` → `y (batch, h_out·w_out·c_out)`: per group of images, gather
     /// patches, multiply by the kernel matrix, add the bias. Saves nothing.
-    fn forward(
-        &self,
-        x: ArrayView2<'_, f32>,
-        mode: &mut Mode<'_>,
-    ) -> (Array2<f32>, Option<Patches>) {
+    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Option<Kept>) {
         assert_eq!(
             x.ncols(),
             self.input.len(),
@@ -333,6 +421,10 @@ impl Layer for Conv2d {
             self.input
         );
         let x = x.as_standard_layout();
+        if let Some(plan) = self.winograd() {
+            let (y, kept) = plan.forward(&self.weight, &self.bias, x.view(), mode.is_train());
+            return (y, kept.map(|k| Kept::Tiles(Pooled(k))));
+        }
         let out = self.output();
         let wmat = self.kernel_matrix();
         let group = self.group();
@@ -365,7 +457,7 @@ impl Layer for Conv2d {
                 }
             });
         drop(kept_groups);
-        (y, kept.map(|k| Patches(Pooled(k))))
+        (y, kept.map(|k| Kept::Patches(Pooled(k))))
     }
 
     /// `dy (batch, h_out·w_out·c_out)` → `dW = Σ dYᵀ·cols`, `db = Σ dY`, and only if asked
@@ -374,18 +466,30 @@ impl Layer for Conv2d {
         &self,
         x: ArrayView2<'_, f32>,
         _y: ArrayView2<'_, f32>,
-        saved: &Option<Patches>,
+        saved: &Option<Kept>,
         dy: Array2<f32>,
         need_dx: bool,
     ) -> Backward {
         let x = x.as_standard_layout();
         let dy = standard(dy);
+        if let Some(plan) = self.winograd() {
+            let tiles = match saved {
+                Some(Kept::Tiles(t)) => Some(&t.0),
+                _ => None,
+            };
+            let (dx, dw, db) = plan.backward(&self.weight, x.view(), tiles, dy.view(), need_dx);
+            recycle::give(dy);
+            return Backward {
+                dx,
+                grads: vec![dw.into_dyn(), db.into_dyn()],
+            };
+        }
         let kept: Vec<Option<ArrayView2<'_, f32>>> = match saved {
-            Some(Patches(cols)) => cols
+            Some(Kept::Patches(cols)) => cols
                 .axis_chunks_iter(Axis(0), self.group() * self.output().pixels())
                 .map(Some)
                 .collect(),
-            None => (0..x.nrows().div_ceil(self.group()))
+            _ => (0..x.nrows().div_ceil(self.group()))
                 .map(|_| None)
                 .collect(),
         };
@@ -584,7 +688,31 @@ mod tests {
         });
         let mut c = Conv2d::new(input, w, stride);
         c.bias = Array1::from_shape_fn(c_out, |o| o as f32 * 0.1 - 0.2);
+        // These tests hold im2col to the oracle; winograd.rs does the same for Winograd.
+        c.set_algorithm(Algorithm::Im2col);
         c
+    }
+
+    #[test]
+    fn cost_model_keeps_im2col_for_rgb_input_strides_and_other_kernels() {
+        let choose =
+            |h, c_in, c_out, k, s| Algorithm::choose(Geometry::new(h, h, c_in), c_out, k, s);
+        // The `cnn` preset's first layer reads 3 channels: the transforms do not pay back.
+        assert_eq!(choose(64, 3, 16, 3, 1), Algorithm::Im2col);
+        assert_eq!(choose(32, 16, 32, 3, 2), Algorithm::Im2col);
+        assert_eq!(choose(32, 16, 32, 5, 1), Algorithm::Im2col);
+        assert_eq!(choose(32, 16, 32, 1, 1), Algorithm::Im2col);
+        // Its deeper 3×3 layers take F(4×4, 3×3): a quarter of the multiplies.
+        for (h, c_in, c_out) in [(32, 16, 32), (16, 32, 64), (8, 64, 64), (4, 128, 128)] {
+            assert_eq!(
+                choose(h, c_in, c_out, 3, 1),
+                Algorithm::Winograd(Tile::F4),
+                "{h} {c_in}"
+            );
+        }
+        // At 6 pixels F(4×4) wastes half of its 2×2 tiles on padding: F(2×2) needs as many
+        // multiplies and cheaper transforms.
+        assert_eq!(choose(6, 64, 64, 3, 1), Algorithm::Winograd(Tile::F2));
     }
 
     #[test]
