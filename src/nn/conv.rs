@@ -27,6 +27,7 @@
 // (`as_standard_layout`, fresh `zeros`), never about user data.
 #![allow(clippy::expect_used)]
 
+use super::batchnorm::{BatchNorm, EPSILON as BN_EPSILON};
 use super::im2col::{Window, col2im, im2col};
 use super::layer::{Backward, BoxedLayer, Layer, Mode, Param};
 use super::recycle::Pooled;
@@ -154,11 +155,13 @@ pub enum Algorithm {
 }
 
 /// What one transform operation (a multiply-add of a channel vector in a tile transform, or a
-/// value gathered by im2col) costs, in matrix-product multiply-adds. Transforms stream through
-/// memory a few values per cycle, where the product kernel does 16 to 32 multiply-adds per
-/// cycle; 4 is the round figure that makes the model agree with `cargo bench --bench layers`
-/// on the `cnn` preset's layers (see [`Algorithm::choose`]).
-const TRANSFORM_COST: usize = 4;
+/// value gathered by im2col) costs, in matrix-product multiply-adds. Fitted to
+/// `cargo bench --bench layers` (2 threads, AMD EPYC, loaded machine): the `cnn` preset's
+/// F(4×4) layers fit 23 (32×32×16→32), 39 (16×16×32→64) and 124 (8×8×64→64); 64 is their
+/// middle. With today's transforms Winograd ran 0.4–0.7× im2col's speed on every layer of the
+/// preset, so the model keeps im2col there and picks Winograd only for layers of about 256
+/// channels and more, where the multiplies it saves outweigh its transforms.
+const TRANSFORM_COST: usize = 64;
 
 impl Algorithm {
     /// The cheapest algorithm for a layer by a cost model: product multiply-adds plus
@@ -189,6 +192,12 @@ impl Algorithm {
             .map_or(Algorithm::Im2col, |(_, a)| a)
     }
 }
+
+/// What the folded convolution may differ from conv then batch norm by, relative to the
+/// magnitude (`|s|·` the conv run on `|x|`, `|W|` and `|b| + |mean|`, `+ |β|`): 4× the worst
+/// measured over the test's shapes, 2.1e-7 with im2col and 5.0e-6 with F(4×4, 3×3) (whose
+/// own error, on two different weights, dominates; the fold adds one rounding per weight).
+pub const FOLD_ERROR_BOUND: f32 = 2e-5;
 
 /// Patch-matrix bytes a task aims at: about half of a core's L2 cache, so a group's patches
 /// stay in cache between being gathered and being multiplied.
@@ -321,6 +330,35 @@ impl Conv2d {
         Array4::from_shape_fn((c_out, c_in, k, k), |(o, ci, ky, kx)| {
             m[[o, (ky * k + kx) * c_in + ci]]
         })
+    }
+
+    /// This convolution followed by inference-mode batch norm `bn`, as one convolution: with
+    /// `s = γ / √(running_var + ε)` per output channel, `W' = s·W` and
+    /// `b' = s·(b − running_mean) + β`. Same geometry and algorithm; the unfolded pair is its
+    /// oracle (tested to [`FOLD_ERROR_BOUND`]).
+    ///
+    /// # Panics
+    /// If `bn` does not normalise this layer's `c_out` channels.
+    pub fn fold_batchnorm(&self, bn: &BatchNorm) -> Conv2d {
+        let c_out = self.weight.dim().0;
+        assert_eq!(
+            bn.input(),
+            self.output(),
+            "batch norm over {} cannot follow a conv with output {}",
+            bn.input(),
+            self.output()
+        );
+        let scale: Vec<f32> = (0..c_out)
+            .map(|o| bn.gamma[o] / (bn.running_var[o] + BN_EPSILON).sqrt())
+            .collect();
+        let mut folded = self.clone();
+        for (mut w, &s) in folded.weight.outer_iter_mut().zip(&scale) {
+            w *= s;
+        }
+        folded.bias = Array1::from_shape_fn(c_out, |o| {
+            scale[o] * (self.bias[o] - bn.running_mean[o]) + bn.beta[o]
+        });
+        folded
     }
 
     /// Whether the patch matrix of an image is the image itself (a 1×1 kernel, stride 1).
@@ -702,17 +740,19 @@ mod tests {
         assert_eq!(choose(32, 16, 32, 3, 2), Algorithm::Im2col);
         assert_eq!(choose(32, 16, 32, 5, 1), Algorithm::Im2col);
         assert_eq!(choose(32, 16, 32, 1, 1), Algorithm::Im2col);
-        // Its deeper 3×3 layers take F(4×4, 3×3): a quarter of the multiplies.
-        for (h, c_in, c_out) in [(32, 16, 32), (16, 32, 64), (8, 64, 64), (4, 128, 128)] {
+        // Its deeper 3×3 layers too: measured, Winograd's transforms cost more than the
+        // multiplies it saves there (`cargo bench --bench layers`).
+        for (h, c_in, c_out) in [(32, 16, 32), (16, 32, 64), (8, 64, 64), (8, 128, 128)] {
             assert_eq!(
                 choose(h, c_in, c_out, 3, 1),
-                Algorithm::Winograd(Tile::F4),
+                Algorithm::Im2col,
                 "{h} {c_in}"
             );
         }
-        // At 6 pixels F(4×4) wastes half of its 2×2 tiles on padding: F(2×2) needs as many
-        // multiplies and cheaper transforms.
-        assert_eq!(choose(6, 64, 64, 3, 1), Algorithm::Winograd(Tile::F2));
+        // Wide layers take F(4×4, 3×3); at 6 pixels F(4×4) wastes half of its tiles' outputs
+        // on padding, and F(2×2) is cheaper.
+        assert_eq!(choose(8, 512, 512, 3, 1), Algorithm::Winograd(Tile::F4));
+        assert_eq!(choose(6, 512, 512, 3, 1), Algorithm::Winograd(Tile::F2));
     }
 
     #[test]
@@ -757,5 +797,53 @@ mod tests {
         // Column (ky=1, kx=2, ci=0) of output channel 1.
         assert_eq!(m[[1, (3 + 2) * 3]], layer.weight[[1, 0, 1, 2]]);
         assert_eq!(layer.weight_from_kernel_matrix(&m), layer.weight);
+    }
+
+    #[test]
+    fn folding_batch_norm_equals_conv_then_batch_norm_at_inference() {
+        let mut worst = Vec::new();
+        for (g, c_out, k, stride) in [
+            (Geometry::new(8, 8, 16), 12, 3, 1),
+            (Geometry::new(7, 6, 3), 5, 3, 2),
+            (Geometry::new(6, 6, 4), 3, 5, 1),
+        ] {
+            let winograd = (k == 3 && stride == 1).then_some(Algorithm::Winograd(Tile::F4));
+            for algorithm in std::iter::once(Algorithm::Im2col).chain(winograd) {
+                let mut layer = conv(g, c_out, k, stride);
+                layer.set_algorithm(algorithm);
+                let mut bn = BatchNorm::new(layer.output());
+                bn.gamma = Array1::from_shape_fn(c_out, |o| 0.5 + o as f32 * 0.3);
+                bn.beta = Array1::from_shape_fn(c_out, |o| o as f32 * 0.2 - 0.4);
+                bn.running_mean = Array1::from_shape_fn(c_out, |o| o as f32 * 0.1 - 0.3);
+                bn.running_var = Array1::from_shape_fn(c_out, |o| 0.2 + o as f32 * 0.5);
+                let x = values((3, g.len()), 1);
+                let (z, _) = layer.forward(x.view(), &mut Mode::Infer);
+                let (want, _) = bn.forward(z.view(), &mut Mode::Infer);
+                let (got, _) = layer
+                    .fold_batchnorm(&bn)
+                    .forward(x.view(), &mut Mode::Infer);
+                // Magnitude: |s|·(|W|·|x| + |b| + |mean|) + |β|, per output value.
+                let mut abs = layer.clone();
+                abs.weight.mapv_inplace(f32::abs);
+                abs.bias = &layer.bias.mapv(f32::abs) + &bn.running_mean.mapv(f32::abs);
+                let (az, _) = abs.forward(x.mapv(f32::abs).view(), &mut Mode::Infer);
+                let scale = &bn.gamma / &bn.running_var.mapv(|v| (v + BN_EPSILON).sqrt());
+                let error =
+                    ndarray::Zip::indexed(&got)
+                        .and(&want)
+                        .fold(0.0f32, |e, (b, i), &g, &w| {
+                            let o = i % c_out;
+                            let m = scale[o].abs() * az[[b, i]] + bn.beta[o].abs();
+                            e.max((g - w).abs() / m)
+                        });
+                worst.push(error);
+                assert!(
+                    error <= FOLD_ERROR_BOUND,
+                    "{g} {k}×{k} s{stride} {algorithm:?}: error {error}"
+                );
+                assert_eq!(layer.fold_batchnorm(&bn).algorithm(), algorithm);
+            }
+        }
+        eprintln!("fold errors (im2col, F(4×4) where 3×3 s1) {worst:?}");
     }
 }
