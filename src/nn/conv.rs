@@ -14,19 +14,27 @@
 //! step. The weight gradient adds up the groups' parts in group order, so results do not
 //! depend on `--threads`.
 //!
+//! A 3×3, stride-1 layer may run Winograd's minimal filtering instead ([`winograd`]), when
+//! [`Algorithm::choose`]'s cost model says it pays: fewer multiplies, the same product
+//! engine. The first layer (3 input channels) and other kernels and strides stay on im2col.
+//!
 //! [`reference_forward`] and [`reference_backward`] are the plain nested-loop convolution, the
-//! oracle the tests hold the fast path to.
+//! oracle the tests hold both fast paths to.
+//!
+//! [`winograd`]: super::winograd
 
 // The `expect`s below state facts about arrays this module makes or makes contiguous itself
 // (`as_standard_layout`, fresh `zeros`), never about user data.
 #![allow(clippy::expect_used)]
 
+use super::batchnorm::{BatchNorm, EPSILON as BN_EPSILON};
 use super::im2col::{Window, col2im, im2col};
 use super::layer::{Backward, BoxedLayer, Layer, Mode, Param};
 use super::recycle::Pooled;
 use super::spec::{
     BatchNormSpec, Draw, Kind, LayerSpec, MaxPoolSpec, ReluSpec, TensorShapes, number,
 };
+use super::winograd::{Tile, Winograd};
 use super::{Geometry, recycle, standard};
 use crate::linalg::matmul_into_seq;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayViewMut2, ArrayViewMutD, Axis};
@@ -134,7 +142,62 @@ pub struct Conv2d {
     pub bias: Array1<f32>,
     input: Geometry,
     window: Window,
+    algorithm: Algorithm,
 }
+
+/// How a [`Conv2d`] computes its products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Patches gathered by im2col, times the kernel matrix: any kernel and stride.
+    Im2col,
+    /// Winograd's minimal filtering with this tile: 3×3 kernels at stride 1 only.
+    Winograd(Tile),
+}
+
+/// What one transform operation (a multiply-add of a channel vector in a tile transform, or a
+/// value gathered by im2col) costs, in matrix-product multiply-adds. Fitted to
+/// `cargo bench --bench layers` (2 threads, AMD EPYC, loaded machine): the `cnn` preset's
+/// F(4×4) layers fit 23 (32×32×16→32), 39 (16×16×32→64) and 124 (8×8×64→64); 64 is their
+/// middle. With today's transforms Winograd ran 0.4–0.7× im2col's speed on every layer of the
+/// preset, so the model keeps im2col there and picks Winograd only for layers of about 256
+/// channels and more, where the multiplies it saves outweigh its transforms.
+const TRANSFORM_COST: usize = 64;
+
+impl Algorithm {
+    /// The cheapest algorithm for a layer by a cost model: product multiply-adds plus
+    /// [`TRANSFORM_COST`] per transform (or gather) operation, per image. A model rather than
+    /// a timing on first use, because a timing can choose differently from run to run, and
+    /// the tile size changes the rounding: the model keeps a run's bytes reproducible.
+    ///
+    /// Shapes: `input (h × w × c_in)`, `c_out` output channels, a `kernel × kernel` window
+    /// moving by `stride`.
+    pub fn choose(input: Geometry, c_out: usize, kernel: usize, stride: usize) -> Algorithm {
+        if kernel != 3 || stride != 1 {
+            return Algorithm::Im2col;
+        }
+        let (c_in, pixels) = (input.channels, input.pixels());
+        let im2col = pixels * 9 * c_in * c_out + TRANSFORM_COST * pixels * 9 * c_in;
+        let winograd = |tile: Tile| {
+            let (m, a) = (tile.m(), tile.alpha());
+            let tiles = input.height.div_ceil(m) * input.width.div_ceil(m);
+            let (input_ops, output_ops) = tile.transform_ops();
+            tiles * a * a * c_in * c_out
+                + TRANSFORM_COST * tiles * (input_ops * c_in + output_ops * c_out)
+        };
+        [Tile::F4, Tile::F2]
+            .into_iter()
+            .map(|t| (winograd(t), Algorithm::Winograd(t)))
+            .chain([(im2col, Algorithm::Im2col)])
+            .min_by_key(|&(cost, _)| cost)
+            .map_or(Algorithm::Im2col, |(_, a)| a)
+    }
+}
+
+/// What the folded convolution may differ from conv then batch norm by, relative to the
+/// magnitude (`|s|·` the conv run on `|x|`, `|W|` and `|b| + |mean|`, `+ |β|`): 4× the worst
+/// measured over the test's shapes, 2.1e-7 with im2col and 5.0e-6 with F(4×4, 3×3) (whose
+/// own error, on two different weights, dominates; the fold adds one rounding per weight).
+pub const FOLD_ERROR_BOUND: f32 = 2e-5;
 
 /// Patch-matrix bytes a task aims at: about half of a core's L2 cache, so a group's patches
 /// stay in cache between being gathered and being multiplied.
@@ -148,7 +211,7 @@ thread_local! {
 /// Runs `f` with a buffer of at least `len` values from this thread's scratch (contents
 /// unspecified). The buffer is taken out while `f` runs, so a nested call (should `f` ever
 /// run another task on this thread) gets a fresh one instead of a conflict.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if buf.len() < len {
         buf.resize(len, 0.0);
@@ -191,6 +254,40 @@ impl Conv2d {
             bias: Array1::zeros(c_out),
             input,
             window,
+            algorithm: Algorithm::choose(input, c_out, kh, stride),
+        }
+    }
+
+    /// How this layer computes: [`Algorithm::choose`]'s pick unless set otherwise.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Makes this layer compute with `algorithm` (for benchmarks and tests: the results
+    /// differ from the chosen algorithm's by rounding).
+    ///
+    /// # Panics
+    /// If `algorithm` is Winograd and the layer is not 3×3 at stride 1.
+    pub fn set_algorithm(&mut self, algorithm: Algorithm) {
+        assert!(
+            algorithm == Algorithm::Im2col || (self.window.kernel == 3 && self.window.stride == 1),
+            "Winograd needs a 3×3 kernel at stride 1, this layer is {}×{} at stride {}",
+            self.window.kernel,
+            self.window.kernel,
+            self.window.stride
+        );
+        self.algorithm = algorithm;
+    }
+
+    /// The Winograd plan of this layer, when it runs Winograd.
+    pub(super) fn winograd(&self) -> Option<Winograd> {
+        match self.algorithm {
+            Algorithm::Winograd(tile) => Some(Winograd {
+                tile,
+                input: self.input,
+                c_out: self.weight.dim().0,
+            }),
+            Algorithm::Im2col => None,
         }
     }
 
@@ -233,6 +330,35 @@ impl Conv2d {
         Array4::from_shape_fn((c_out, c_in, k, k), |(o, ci, ky, kx)| {
             m[[o, (ky * k + kx) * c_in + ci]]
         })
+    }
+
+    /// This convolution followed by inference-mode batch norm `bn`, as one convolution: with
+    /// `s = γ / √(running_var + ε)` per output channel, `W' = s·W` and
+    /// `b' = s·(b − running_mean) + β`. Same geometry and algorithm; the unfolded pair is its
+    /// oracle (tested to [`FOLD_ERROR_BOUND`]).
+    ///
+    /// # Panics
+    /// If `bn` does not normalise this layer's `c_out` channels.
+    pub fn fold_batchnorm(&self, bn: &BatchNorm) -> Conv2d {
+        let c_out = self.weight.dim().0;
+        assert_eq!(
+            bn.input(),
+            self.output(),
+            "batch norm over {} cannot follow a conv with output {}",
+            bn.input(),
+            self.output()
+        );
+        let scale: Vec<f32> = (0..c_out)
+            .map(|o| bn.gamma[o] / (bn.running_var[o] + BN_EPSILON).sqrt())
+            .collect();
+        let mut folded = self.clone();
+        for (mut w, &s) in folded.weight.outer_iter_mut().zip(&scale) {
+            w *= s;
+        }
+        folded.bias = Array1::from_shape_fn(c_out, |o| {
+            scale[o] * (self.bias[o] - bn.running_mean[o]) + bn.beta[o]
+        });
+        folded
     }
 
     /// Whether the patch matrix of an image is the image itself (a 1×1 kernel, stride 1).
@@ -301,15 +427,19 @@ fn per_pixel_mut(a: ArrayViewMut2<'_, f32>, channels: usize) -> ArrayViewMut2<'_
         .expect("conv: activations are contiguous")
 }
 
-/// What a training pass keeps: the patch matrix `(batch · pixels_out, k·k·c_in)`, the weight
-/// gradient's other factor.
+/// What a training pass keeps: the weight gradient's other factor.
 #[derive(Debug)]
-pub struct Patches(Pooled);
+pub enum Kept {
+    /// im2col's patch matrix `(batch · pixels_out, k·k·c_in)`.
+    Patches(Pooled),
+    /// Winograd's transformed input tiles `(batch · α² · tiles, c_in)`.
+    Tiles(Pooled),
+}
 
 impl Layer for Conv2d {
     /// The patches of a training pass (none for a 1×1 stride-1 kernel, whose patches are the
     /// input itself); nothing at inference.
-    type Saved = Option<Patches>;
+    type Saved = Option<Kept>;
 
     fn spec(&self) -> LayerSpec {
         LayerSpec::conv(self.weight.dim().0, self.window.kernel, self.window.stride)
@@ -321,11 +451,7 @@ impl Layer for Conv2d {
 
     /// `x (batch, h·w·c_in)` → `y (batch, h_out·w_out·c_out)`: per group of images, gather
     /// patches, multiply by the kernel matrix, add the bias. Saves nothing.
-    fn forward(
-        &self,
-        x: ArrayView2<'_, f32>,
-        mode: &mut Mode<'_>,
-    ) -> (Array2<f32>, Option<Patches>) {
+    fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Option<Kept>) {
         assert_eq!(
             x.ncols(),
             self.input.len(),
@@ -333,6 +459,10 @@ impl Layer for Conv2d {
             self.input
         );
         let x = x.as_standard_layout();
+        if let Some(plan) = self.winograd() {
+            let (y, kept) = plan.forward(&self.weight, &self.bias, x.view(), mode.is_train());
+            return (y, kept.map(|k| Kept::Tiles(Pooled(k))));
+        }
         let out = self.output();
         let wmat = self.kernel_matrix();
         let group = self.group();
@@ -365,7 +495,7 @@ impl Layer for Conv2d {
                 }
             });
         drop(kept_groups);
-        (y, kept.map(|k| Patches(Pooled(k))))
+        (y, kept.map(|k| Kept::Patches(Pooled(k))))
     }
 
     /// `dy (batch, h_out·w_out·c_out)` → `dW = Σ dYᵀ·cols`, `db = Σ dY`, and only if asked
@@ -374,18 +504,30 @@ impl Layer for Conv2d {
         &self,
         x: ArrayView2<'_, f32>,
         _y: ArrayView2<'_, f32>,
-        saved: &Option<Patches>,
+        saved: &Option<Kept>,
         dy: Array2<f32>,
         need_dx: bool,
     ) -> Backward {
         let x = x.as_standard_layout();
         let dy = standard(dy);
+        if let Some(plan) = self.winograd() {
+            let tiles = match saved {
+                Some(Kept::Tiles(t)) => Some(&t.0),
+                _ => None,
+            };
+            let (dx, dw, db) = plan.backward(&self.weight, x.view(), tiles, dy.view(), need_dx);
+            recycle::give(dy);
+            return Backward {
+                dx,
+                grads: vec![dw.into_dyn(), db.into_dyn()],
+            };
+        }
         let kept: Vec<Option<ArrayView2<'_, f32>>> = match saved {
-            Some(Patches(cols)) => cols
+            Some(Kept::Patches(cols)) => cols
                 .axis_chunks_iter(Axis(0), self.group() * self.output().pixels())
                 .map(Some)
                 .collect(),
-            None => (0..x.nrows().div_ceil(self.group()))
+            _ => (0..x.nrows().div_ceil(self.group()))
                 .map(|_| None)
                 .collect(),
         };
@@ -584,7 +726,33 @@ mod tests {
         });
         let mut c = Conv2d::new(input, w, stride);
         c.bias = Array1::from_shape_fn(c_out, |o| o as f32 * 0.1 - 0.2);
+        // These tests hold im2col to the oracle; winograd.rs does the same for Winograd.
+        c.set_algorithm(Algorithm::Im2col);
         c
+    }
+
+    #[test]
+    fn cost_model_keeps_im2col_for_rgb_input_strides_and_other_kernels() {
+        let choose =
+            |h, c_in, c_out, k, s| Algorithm::choose(Geometry::new(h, h, c_in), c_out, k, s);
+        // The `cnn` preset's first layer reads 3 channels: the transforms do not pay back.
+        assert_eq!(choose(64, 3, 16, 3, 1), Algorithm::Im2col);
+        assert_eq!(choose(32, 16, 32, 3, 2), Algorithm::Im2col);
+        assert_eq!(choose(32, 16, 32, 5, 1), Algorithm::Im2col);
+        assert_eq!(choose(32, 16, 32, 1, 1), Algorithm::Im2col);
+        // Its deeper 3×3 layers too: measured, Winograd's transforms cost more than the
+        // multiplies it saves there (`cargo bench --bench layers`).
+        for (h, c_in, c_out) in [(32, 16, 32), (16, 32, 64), (8, 64, 64), (8, 128, 128)] {
+            assert_eq!(
+                choose(h, c_in, c_out, 3, 1),
+                Algorithm::Im2col,
+                "{h} {c_in}"
+            );
+        }
+        // Wide layers take F(4×4, 3×3); at 6 pixels F(4×4) wastes half of its tiles' outputs
+        // on padding, and F(2×2) is cheaper.
+        assert_eq!(choose(8, 512, 512, 3, 1), Algorithm::Winograd(Tile::F4));
+        assert_eq!(choose(6, 512, 512, 3, 1), Algorithm::Winograd(Tile::F2));
     }
 
     #[test]
@@ -629,5 +797,53 @@ mod tests {
         // Column (ky=1, kx=2, ci=0) of output channel 1.
         assert_eq!(m[[1, (3 + 2) * 3]], layer.weight[[1, 0, 1, 2]]);
         assert_eq!(layer.weight_from_kernel_matrix(&m), layer.weight);
+    }
+
+    #[test]
+    fn folding_batch_norm_equals_conv_then_batch_norm_at_inference() {
+        let mut worst = Vec::new();
+        for (g, c_out, k, stride) in [
+            (Geometry::new(8, 8, 16), 12, 3, 1),
+            (Geometry::new(7, 6, 3), 5, 3, 2),
+            (Geometry::new(6, 6, 4), 3, 5, 1),
+        ] {
+            let winograd = (k == 3 && stride == 1).then_some(Algorithm::Winograd(Tile::F4));
+            for algorithm in std::iter::once(Algorithm::Im2col).chain(winograd) {
+                let mut layer = conv(g, c_out, k, stride);
+                layer.set_algorithm(algorithm);
+                let mut bn = BatchNorm::new(layer.output());
+                bn.gamma = Array1::from_shape_fn(c_out, |o| 0.5 + o as f32 * 0.3);
+                bn.beta = Array1::from_shape_fn(c_out, |o| o as f32 * 0.2 - 0.4);
+                bn.running_mean = Array1::from_shape_fn(c_out, |o| o as f32 * 0.1 - 0.3);
+                bn.running_var = Array1::from_shape_fn(c_out, |o| 0.2 + o as f32 * 0.5);
+                let x = values((3, g.len()), 1);
+                let (z, _) = layer.forward(x.view(), &mut Mode::Infer);
+                let (want, _) = bn.forward(z.view(), &mut Mode::Infer);
+                let (got, _) = layer
+                    .fold_batchnorm(&bn)
+                    .forward(x.view(), &mut Mode::Infer);
+                // Magnitude: |s|·(|W|·|x| + |b| + |mean|) + |β|, per output value.
+                let mut abs = layer.clone();
+                abs.weight.mapv_inplace(f32::abs);
+                abs.bias = &layer.bias.mapv(f32::abs) + &bn.running_mean.mapv(f32::abs);
+                let (az, _) = abs.forward(x.mapv(f32::abs).view(), &mut Mode::Infer);
+                let scale = &bn.gamma / &bn.running_var.mapv(|v| (v + BN_EPSILON).sqrt());
+                let error =
+                    ndarray::Zip::indexed(&got)
+                        .and(&want)
+                        .fold(0.0f32, |e, (b, i), &g, &w| {
+                            let o = i % c_out;
+                            let m = scale[o].abs() * az[[b, i]] + bn.beta[o].abs();
+                            e.max((g - w).abs() / m)
+                        });
+                worst.push(error);
+                assert!(
+                    error <= FOLD_ERROR_BOUND,
+                    "{g} {k}×{k} s{stride} {algorithm:?}: error {error}"
+                );
+                assert_eq!(layer.fold_batchnorm(&bn).algorithm(), algorithm);
+            }
+        }
+        eprintln!("fold errors (im2col, F(4×4) where 3×3 s1) {worst:?}");
     }
 }

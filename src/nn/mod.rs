@@ -44,11 +44,12 @@ mod rows;
 pub mod sequence;
 pub mod spec;
 mod summary;
+pub mod winograd;
 
 pub use activation::Relu;
 pub use batchnorm::BatchNorm;
 pub use conv::{
-    Conv2d, reference_backward as conv_reference_backward,
+    Algorithm, Conv2d, reference_backward as conv_reference_backward,
     reference_forward as conv_reference_forward,
 };
 pub use dense::Dense;
