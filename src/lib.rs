@@ -13,7 +13,8 @@
 //! reformulation, and reports through callbacks. [`model::Model`] bundles the trained network
 //! with its classes and preprocessing, [`model_file`] saves and loads it, [`metrics`] measures
 //! it, [`plot`] draws its training curves and [`report`] gathers all of it into one HTML page;
-//! [`serve`] puts it behind HTTP, a web page and a JSON API. All products go through
+//! [`serve`] puts it behind HTTP, a web page and a JSON API; [`export::onnx`] writes it as
+//! an ONNX file that runs without deepcat. All products go through
 //! [`linalg`].
 //!
 //! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
@@ -25,6 +26,7 @@
 
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod linalg;
 pub mod loss;
 pub mod metrics;

@@ -5,6 +5,7 @@ mod bench_cnn;
 mod bench_stream;
 mod cache;
 mod evaluate;
+mod export;
 mod predict;
 mod reference;
 mod report;
@@ -77,6 +78,8 @@ enum Command {
     Cache(cache::CacheCommand),
     /// Serve predictions over HTTP: a web page and a JSON API.
     Serve(serve::ServeArgs),
+    /// Write a saved model as an ONNX file, to run it without deepcat.
+    Export(export::ExportArgs),
 }
 
 /// Runs the parsed command.
@@ -99,6 +102,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(args, cli.threads),
         Command::Cache(args) => cache::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Export(args) => export::run(args),
     }
 }
 
