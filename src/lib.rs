@@ -14,7 +14,8 @@
 //! with its classes and preprocessing, [`model_file`] saves and loads it, [`metrics`] measures
 //! it, [`plot`] draws its training curves and [`report`] gathers all of it into one HTML page;
 //! [`serve`] puts it behind HTTP, a web page and a JSON API; [`export::onnx`] writes it as
-//! an ONNX file that runs without deepcat. All products go through
+//! an ONNX file that runs without deepcat, and [`explain`] draws where it looked (Grad-CAM,
+//! gradient × input). All products go through
 //! [`linalg`].
 //!
 //! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
@@ -26,6 +27,7 @@
 
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod export;
 pub mod linalg;
 pub mod loss;

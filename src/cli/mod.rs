@@ -5,6 +5,7 @@ mod bench_cnn;
 mod bench_stream;
 mod cache;
 mod evaluate;
+mod explain;
 mod export;
 mod predict;
 mod reference;
@@ -80,6 +81,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Write a saved model as an ONNX file, to run it without deepcat.
     Export(export::ExportArgs),
+    /// Draw where the model looked: each photo with a heat map over it, as a PNG.
+    Explain(explain::ExplainArgs),
 }
 
 /// Runs the parsed command.
@@ -103,6 +106,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cache(args) => cache::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Export(args) => export::run(args),
+        Command::Explain(args) => explain::run(args),
     }
 }
 
