@@ -165,3 +165,103 @@ fn bad_classes_folders_and_photos_are_refused_clearly() {
     assert!(d.join("heat/cat.png").is_file());
     assert!(!d.join("heat/notes.png").exists());
 }
+
+/// `deepcat serve MODEL --port 0`, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(model: &Path) -> Server {
+        use std::io::Read;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_deepcat"))
+            .arg("serve")
+            .arg(model)
+            .args(["--port", "0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let (mut line, mut byte) = (Vec::new(), [0u8; 1]);
+        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        let port = line
+            .strip_prefix("deepcat serve: listening on http://127.0.0.1:")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Server { child, port }
+    }
+
+    /// POSTs `body` to `path`; the status, the headers (lower-case names) and the body.
+    fn post(&self, path: &str, body: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        let split = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&all[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        (status, headers, all[split + 4..].to_vec())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_server_answers_an_overlay_png_with_the_prediction_in_a_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&repo().join("tests/fixtures/v1.safetensors"));
+    let wide = std::fs::read(stretched(dir.path(), 120, 60)).unwrap();
+    let (status, headers, body) = server.post("/api/explain", &wide);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
+    };
+    assert_eq!(header("content-type"), "image/png");
+    let prediction: Value = serde_json::from_str(&header("x-deepcat-prediction")).unwrap();
+    assert_eq!(prediction["method"], "gradient-x-input");
+    assert_eq!(prediction["explained"], prediction["class"]);
+    let png = image::load_from_memory(&body).unwrap();
+    assert_eq!((png.width(), png.height()), (120, 60));
+
+    let (status, _, _) = server.post("/api/explain?class=non-cat", &wide);
+    assert_eq!(status, 200);
+    let (status, _, body) = server.post("/api/explain?class=dog", &wide);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("not one of the model's classes"));
+    let (status, _, _) = server.post("/api/explain", b"not an image");
+    assert_eq!(status, 422);
+}
