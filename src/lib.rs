@@ -13,9 +13,10 @@
 //! reformulation, and reports through callbacks. [`model::Model`] bundles the trained network
 //! with its classes and preprocessing, [`model_file`] saves and loads it, [`metrics`] measures
 //! it, [`plot`] draws its training curves and [`report`] gathers all of it into one HTML page;
-//! [`serve`] puts it behind HTTP, a web page and a JSON API. [`flow::run`] is the whole job in
-//! one call (load or stream, train, measure, save, report), as `deepcat train` runs it. All
-//! products go through [`linalg`].
+//! [`serve`] puts it behind HTTP, a web page and a JSON API; [`export::onnx`] writes it as
+//! an ONNX file that runs without deepcat, and [`explain`] draws where it looked (Grad-CAM,
+//! gradient × input). [`flow::run`] is the whole job in one call (load or stream, train,
+//! measure, save, report), as `deepcat train` runs it. All products go through [`linalg`].
 //!
 //! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
 //! `(units_out, units_in)`.
@@ -26,6 +27,8 @@
 
 pub mod data;
 pub mod error;
+pub mod explain;
+pub mod export;
 pub mod flow;
 pub mod linalg;
 pub mod loss;

@@ -5,6 +5,8 @@ mod bench_cnn;
 mod bench_stream;
 mod cache;
 mod evaluate;
+mod explain;
+mod export;
 mod predict;
 mod reference;
 mod report;
@@ -78,6 +80,10 @@ enum Command {
     Cache(cache::CacheCommand),
     /// Serve predictions over HTTP: a web page and a JSON API.
     Serve(serve::ServeArgs),
+    /// Write a saved model as an ONNX file, to run it without deepcat.
+    Export(export::ExportArgs),
+    /// Draw where the model looked: each photo with a heat map over it, as a PNG.
+    Explain(explain::ExplainArgs),
 }
 
 /// Runs the parsed command.
@@ -100,6 +106,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(args, cli.threads),
         Command::Cache(args) => cache::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Explain(args) => explain::run(args),
     }
 }
 

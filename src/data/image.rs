@@ -17,7 +17,7 @@ use crate::linalg::bytes::unit;
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::metadata::Orientation;
-use image::{DynamicImage, ImageDecoder, Limits};
+use image::{DynamicImage, ImageDecoder, Limits, RgbImage};
 
 use std::path::Path;
 
@@ -149,11 +149,22 @@ pub fn decode_image_bytes(
 /// The shared part of decoding: format, pixel limit (from the header), orientation, RGB,
 /// resize.
 fn decode_reader<R: std::io::BufRead + std::io::Seek>(
-    mut reader: image::ImageReader<R>,
+    reader: image::ImageReader<R>,
     pre: &Preprocess,
     resizer: &mut Resizer,
     max_pixels: u64,
 ) -> Result<Vec<u8>, String> {
+    let rgb = decode_upright(reader, pre, max_pixels)?;
+    resize_rgb(&rgb, pre, resizer)
+}
+
+/// Decodes the photo as a person sees it, before resizing: format, pixel limit (from the
+/// header), orientation (when `pre` applies it), RGB.
+fn decode_upright<R: std::io::BufRead + std::io::Seek>(
+    mut reader: image::ImageReader<R>,
+    pre: &Preprocess,
+    max_pixels: u64,
+) -> Result<RgbImage, String> {
     let Some(format) = reader.format() else {
         return Err("not an image (unrecognised content)".into());
     };
@@ -191,10 +202,14 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
     decoded.apply_orientation(orientation);
     // `into_rgb8` keeps an RGB image as it is; `to_rgb8` would copy it (twice the memory of
     // the largest image, which the server's decode budget counts on not happening).
-    let rgb = decoded.into_rgb8();
+    Ok(decoded.into_rgb8())
+}
+
+/// An upright RGB photo resized to `pre.size`² bytes (row, column, RGB).
+fn resize_rgb(rgb: &RgbImage, pre: &Preprocess, resizer: &mut Resizer) -> Result<Vec<u8>, String> {
     let (w, h) = rgb.dimensions();
     if w == pre.size && h == pre.size {
-        return Ok(rgb.into_raw());
+        return Ok(rgb.as_raw().clone());
     }
     let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3)
         .map_err(|e| format!("cannot resize: {e}"))?;
@@ -204,6 +219,28 @@ fn decode_reader<R: std::io::BufRead + std::io::Seek>(
         .resize(&src, &mut dst, &options)
         .map_err(|e| format!("cannot resize: {e}"))?;
     Ok(dst.into_vec())
+}
+
+/// A photo in memory both as a person sees it (upright RGB, full size) and as the model
+/// reads it (`pre.size`² bytes, exactly as [`decode_image_bytes`] makes them): what a heat
+/// map is drawn over.
+///
+/// # Errors
+/// As [`decode_image_bytes`].
+pub fn decode_photo(
+    bytes: &[u8],
+    pre: &Preprocess,
+    max_pixels: u64,
+) -> Result<(RgbImage, Vec<u8>), String> {
+    if bytes.is_empty() {
+        return Err("empty image (no bytes)".into());
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read: {e}"))?;
+    let rgb = decode_upright(reader, pre, max_pixels)?;
+    let row = resize_rgb(&rgb, pre, &mut Resizer::new())?;
+    Ok((rgb, row))
 }
 
 /// Decodes `path` into `row` (`features` bytes, height × width × RGB).

@@ -17,8 +17,8 @@ pub mod stream;
 
 pub use cache::Cache;
 pub use image::{
-    CHANNELS, MAX_PIXELS, Preprocess, ResizeFilter, decode_image_bytes, load_bytes, load_dataset,
-    load_into, load_one,
+    CHANNELS, MAX_PIXELS, Preprocess, ResizeFilter, decode_image_bytes, decode_photo, load_bytes,
+    load_dataset, load_into, load_one,
 };
 pub use load::{CacheReport, CacheSpot, load_parts, stream_parts};
 pub use scan::{ClassFolders, files_below, scan_classes, scan_known_classes};

@@ -62,6 +62,7 @@ enum Route {
     Metrics,
     Predict,
     Reload,
+    Explain,
 }
 
 impl Route {
@@ -73,6 +74,7 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/api/predict" => Route::Predict,
             "/api/reload" => Route::Reload,
+            "/api/explain" => Route::Explain,
             _ => return None,
         })
     }
@@ -85,13 +87,14 @@ impl Route {
             Some(Route::Metrics) => "/metrics",
             Some(Route::Predict) => "/api/predict",
             Some(Route::Reload) => "/api/reload",
+            Some(Route::Explain) => "/api/explain",
             None => "other",
         }
     }
 
     /// Whether the route reads (GET, and HEAD wherever GET works) or acts (POST).
     fn takes_post(self) -> bool {
-        matches!(self, Route::Predict | Route::Reload)
+        matches!(self, Route::Predict | Route::Reload | Route::Explain)
     }
 }
 
@@ -172,6 +175,10 @@ impl App {
                 Err(refusal) => refuse(&refusal),
             },
             Route::Reload => self.reload_route().await,
+            Route::Explain => match self.explain(req).await {
+                Ok(reply) => reply,
+                Err(refusal) => refuse(&refusal),
+            },
             Route::Page => with_type(
                 StatusCode::OK,
                 Bytes::from_static(PAGE.as_bytes()),
@@ -533,4 +540,176 @@ fn refuse(refusal: &Refusal) -> Reply {
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     reply
+}
+
+/// The header of `POST /api/explain`'s reply that carries the prediction, as JSON.
+pub const PREDICTION_HEADER: &str = "x-deepcat-prediction";
+
+impl App {
+    /// `POST /api/explain`: one image, as `/api/predict` takes it (the body itself, or a
+    /// multipart body with one part), optionally `?class=NAME`; the reply is the overlay PNG
+    /// (`deepcat explain`'s), with the prediction as JSON in the `X-Deepcat-Prediction` header
+    /// (`/api/predict`'s object plus `explained` and `method`; non-ASCII escaped as `\uXXXX`).
+    async fn explain(&self, req: Request<Incoming>) -> Result<Reply, Refusal> {
+        let in_service = self.current();
+        let class = explained_class(&req, &in_service.model.classes.names)?;
+        let kind = BodyKind::of(&req)?;
+        let (_body_reserved, body) = self.read_body(req).await?;
+        let image = match kind {
+            BodyKind::Raw if body.is_empty() => {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "empty body: send the image's bytes (curl --data-binary @photo.jpg)",
+                ));
+            }
+            BodyKind::Raw => body,
+            BodyKind::Multipart(boundary) => {
+                let mut parts = read_parts(body, boundary).await?;
+                if parts.len() > 1 {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        "/api/explain takes one image per request",
+                    ));
+                }
+                parts.pop().map(|(_, b)| b).unwrap_or_default()
+            }
+        };
+        let pixels = match declared_pixels(&image) {
+            Some((w, h)) if u64::from(w) * u64::from(h) > self.config.max_pixels => {
+                let reason = too_many_pixels(w, h, self.config.max_pixels);
+                return Err(Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, reason));
+            }
+            Some((w, h)) => u64::from(w) * u64::from(h),
+            None => 0,
+        };
+        let reserved = self.reserved(
+            self.decode_budget.reserve(pixels).await,
+            "decode budget (--decode-budget)",
+        )?;
+        let (done, answer) = tokio::sync::oneshot::channel();
+        let max_pixels = self.config.max_pixels;
+        let model = Arc::clone(&in_service.model);
+        // Decoding, the backward pass and the drawing are CPU work: off the async threads.
+        rayon::spawn(move || {
+            let _ = done.send(draw_explanation(&model, &image, class, max_pixels));
+            drop(reserved);
+        });
+        let (png, prediction) = answer
+            .await
+            .unwrap_or_else(|_| Err("explaining failed".into()))
+            .map_err(|reason| Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, reason))?;
+        let mut reply = with_type(StatusCode::OK, Bytes::from(png), "image/png");
+        let header = HeaderValue::from_str(&ascii_json(&prediction)).map_err(|e| {
+            Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("bad header: {e}"),
+            )
+        })?;
+        reply.headers_mut().insert(PREDICTION_HEADER, header);
+        Ok(reply)
+    }
+}
+
+/// The class `?class=NAME` asks for (an index into `names`), or `None` for the predicted one.
+fn explained_class(req: &Request<Incoming>, names: &[String]) -> Result<Option<usize>, Refusal> {
+    let Some(query) = req.uri().query() else {
+        return Ok(None);
+    };
+    let Some(wanted) = query.split('&').find_map(|kv| kv.strip_prefix("class=")) else {
+        return Ok(None);
+    };
+    let wanted = percent_decoded(wanted);
+    match names.iter().position(|n| *n == wanted) {
+        Some(c) => Ok(Some(c)),
+        None => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "class {wanted:?} is not one of the model's classes ({})",
+                names.join(", ")
+            ),
+        )),
+    }
+}
+
+/// A query value with `%XX` escapes and `+` decoded (invalid escapes kept as they are).
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decodes `image`, explains it and draws the overlay: (PNG bytes, the prediction object).
+fn draw_explanation(
+    model: &crate::model::Model,
+    image: &[u8],
+    class: Option<usize>,
+    max_pixels: u64,
+) -> Result<(Vec<u8>, Value), String> {
+    use crate::explain::{explain, overlay};
+    let (photo, row) = crate::data::decode_photo(image, &model.preprocess, max_pixels)?;
+    let e = explain(model, &row, class).map_err(|e| e.to_string())?;
+    let png = overlay::png(&overlay::overlay(&photo, &e.heat.map, overlay::MAX_SIDE))?;
+    let names = &model.classes.names;
+    let mut prediction = e.prediction.to_json(0, names, names.len(), None);
+    prediction["explained"] = json!(names[e.heat.class]);
+    prediction["method"] = json!(e.heat.method.name());
+    Ok((png, prediction))
+}
+
+/// `value` as JSON with every non-ASCII character escaped (`\uXXXX`), so it fits in a header.
+fn ascii_json(value: &Value) -> String {
+    let mut out = String::new();
+    for c in value.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod explain_tests {
+    use super::*;
+
+    #[test]
+    fn header_json_is_ascii_and_still_the_same_json() {
+        let v = json!({"class": "chat noir — 猫 🐈"});
+        let text = ascii_json(&v);
+        assert!(text.is_ascii(), "{text}");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v);
+        assert!(HeaderValue::from_str(&text).is_ok());
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decoded("non-cat"), "non-cat");
+        assert_eq!(percent_decoded("big+cat%2Fdog%zz"), "big cat/dog%zz");
+        assert_eq!(percent_decoded("%E7%8C%AB"), "猫");
+    }
 }
