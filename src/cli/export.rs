@@ -1,7 +1,7 @@
 //! `deepcat export`: a saved model as an ONNX file (see `deepcat::export::onnx` for what the
 //! file holds and how its input is prepared).
 
-use super::train::check_writable;
+use super::check_writable;
 use anyhow::{Context, Result};
 use clap::Args;
 use deepcat::export::onnx;
