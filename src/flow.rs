@@ -386,14 +386,16 @@ fn write_report(
     let evaluation = test
         .map(|t| -> Result<Evaluation> {
             let predictions = model.predict_all(t)?;
-            Ok(Evaluation::new(
+            let mut evaluation = Evaluation::new(
                 report::TEST_SET,
                 &model.classes,
                 t.labels(),
                 t.paths(),
                 &predictions,
                 report::DEFAULT_MISTAKES,
-            ))
+            );
+            evaluation.explain_mistakes(model);
+            Ok(evaluation)
         })
         .transpose()?;
     let test_size = evaluation.as_ref().map_or(0, |e| e.metrics.size);

@@ -150,6 +150,42 @@ fn inline_pngs(html: &str) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// Each mistake's photo and heat-map overlay, decoded from the `mistakes` section: every
+/// mistake has both, the same size, and the overlay is the photo with colour painted over it.
+fn explained_mistakes(html: &str) -> Vec<(image::RgbImage, image::RgbImage)> {
+    let mistakes = section(html, "mistakes");
+    let figures: Vec<&str> = mistakes.split("<figure ").skip(1).collect();
+    assert!(!figures.is_empty(), "no mistakes shown");
+    let picture = |figure: &str, class: &str| -> image::RgbImage {
+        let open = format!("<img class=\"{class}\" src=\"data:image/png;base64,");
+        let at = figure
+            .find(&open)
+            .unwrap_or_else(|| panic!("a mistake without its {class}: {figure}"))
+            + open.len();
+        let data = &figure[at..at + figure[at..].find('"').unwrap()];
+        image::load_from_memory_with_format(&decode_base64(data), image::ImageFormat::Png)
+            .unwrap_or_else(|e| panic!("the {class} does not decode: {e}"))
+            .into_rgb8()
+    };
+    figures
+        .iter()
+        .map(|f| {
+            assert!(f.starts_with("class=\"mistake explained\""), "{f}");
+            let (photo, overlay) = (picture(f, "photo"), picture(f, "overlay"));
+            assert_eq!(photo.dimensions(), overlay.dimensions());
+            (photo, overlay)
+        })
+        .collect()
+}
+
+/// Asserts that at least one overlay is not its photo: the heat is painted on.
+fn some_heat_is_painted(pairs: &[(image::RgbImage, image::RgbImage)]) {
+    assert!(
+        pairs.iter().any(|(photo, overlay)| photo != overlay),
+        "every overlay equals its photo"
+    );
+}
+
 /// The headline figures: the block before the first section, each figure's label and value.
 fn headline(html: &str) -> Vec<(String, String)> {
     let start = html
@@ -223,6 +259,10 @@ fn train_report_holds_every_section_with_valid_images_and_escaped_names() {
         thumbnails.iter().all(|&(w, h)| w.max(h) == 96),
         "{thumbnails:?}"
     );
+    // Each thumbnail has its heat-map overlay beside it.
+    let pairs = explained_mistakes(&html);
+    assert_eq!(2 * pairs.len(), thumbnails.len());
+    some_heat_is_painted(&pairs);
     assert!(section(&html, "data").contains("training run: test"));
     assert!(section(&html, "timings").contains("training"));
 
@@ -304,6 +344,9 @@ fn report_command_reads_curves_from_the_model_and_scores_a_folder() {
     assert!(section(&html, "data").contains("evaluated: "));
     for (w, h) in inline_pngs(&html) {
         assert_eq!(w.max(h), 96, "{w}×{h}");
+    }
+    if !section(&html, "mistakes").contains("No evaluated image was classified wrongly") {
+        some_heat_is_painted(&explained_mistakes(&html));
     }
 }
 

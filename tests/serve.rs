@@ -598,6 +598,54 @@ if (document.documentElement.scrollWidth > window.innerWidth) problems.push("pag
 return problems;
 "#;
 
+/// The first card's "show why" toggle.
+const WHY: &str = ".result:nth-child(1) .why";
+
+/// Run in the page: whether the first card shows [its photo, its overlay].
+const SHOWN: &str = "[...document.querySelectorAll('.result:nth-child(1) .thumb img')]\
+    .slice(0, 2).map(i => i.getClientRects().length > 0 && i.clientWidth > 0)";
+
+/// Presses the first card's "show why": its thumbnail becomes the overlay `POST /api/explain`
+/// draws for `photo` (the same size, fetched by the page), in place of the photo.
+fn show_why_on_the_first_card(browser: &common::browser::Browser, server: &Server, photo: &Path) {
+    assert_eq!(browser.text(WHY), "Show why");
+    browser.click(WHY);
+    let overlay = ".result:nth-child(1) .thumb img.overlay";
+    browser.wait_for(overlay);
+    browser.wait_until(&format!(
+        "const i = document.querySelector('{overlay}'); return i.complete && i.naturalWidth > 0;"
+    ));
+    let seen = browser.script(&format!(
+        "const i = document.querySelector('{overlay}'); \
+         return [i.src, i.naturalWidth, i.naturalHeight, \
+                 performance.getEntriesByType('resource').some(e => new URL(e.name).pathname === '/api/explain')];"
+    ));
+    let src = seen[0].as_str().unwrap_or_default();
+    assert!(src.starts_with("blob:"), "overlay src {src}");
+    assert_eq!(seen[3], json!(true), "the page never fetched /api/explain");
+    let mut r = agent()
+        .post(&server.url("/api/explain"))
+        .send(&std::fs::read(photo).unwrap()[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let png = r.body_mut().read_to_vec().unwrap();
+    let want = image::load_from_memory(&png).unwrap();
+    assert_eq!(
+        (seen[1].as_u64(), seen[2].as_u64()),
+        (
+            Some(u64::from(want.width())),
+            Some(u64::from(want.height()))
+        )
+    );
+    assert_eq!(
+        browser.script(&format!("return {SHOWN};")),
+        json!([false, true])
+    );
+    assert_eq!(browser.text(WHY), "Show photo");
+    let note = browser.text(".result:nth-child(1) .why-note");
+    assert!(note.contains("where it looked for"), "{note}");
+}
+
 #[test]
 fn the_page_classifies_uploads_in_order_and_lays_out_cleanly_at_three_widths() {
     let Some(browser) = common::browser::launch() else {
@@ -639,7 +687,9 @@ fn the_page_classifies_uploads_in_order_and_lays_out_cleanly_at_three_widths() {
     assert_eq!(browser.text("#model-classes"), "cats, random_images");
     let architecture = browser.text("#model-architecture");
     assert!(architecture.contains("dense 20, 7, 5"), "{architecture}");
+    show_why_on_the_first_card(&browser, &server, &photos[0]);
     let shots = std::env::var_os("DEEPCAT_SCREENSHOTS").map(PathBuf::from);
+    // Laid out with the first card showing its heat map, the second its photo.
     for width in [390, 1100, 1600] {
         assert_eq!(browser.resize(width, 900), width);
         let problems = browser.script(LAYOUT_PROBLEMS);
@@ -648,6 +698,13 @@ fn the_page_classifies_uploads_in_order_and_lays_out_cleanly_at_three_widths() {
             std::fs::write(dir.join(format!("serve-{width}.png")), browser.screenshot()).unwrap();
         }
     }
+    // Toggling back shows the photo again.
+    browser.click(WHY);
+    assert_eq!(
+        browser.script(&format!("return {SHOWN};")),
+        json!([true, false])
+    );
+    assert_eq!(browser.text(WHY), "Show why");
     browser.script("document.getElementById('clear').click(); return null;");
     assert_eq!(
         browser.script("return document.querySelectorAll('.result').length;"),

@@ -60,6 +60,7 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
     );
     evaluation.skipped = Some(skipped);
     evaluation.seconds = Some(started.elapsed().as_secs_f64());
+    evaluation.explain_mistakes(&model);
     let report = Report {
         title: report::TITLE.into(),
         lead: format!(

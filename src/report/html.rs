@@ -138,6 +138,8 @@ svg { max-width: 100%; height: auto; }
 .mistakes { display: flex; flex-wrap: wrap; gap: 0.8rem; }
 figure { margin: 0; }
 figure.mistake { width: 150px; font-size: 0.8rem; }
+figure.mistake.explained { width: 200px; }
+.pair { display: flex; gap: 4px; align-items: flex-start; }
 figure.mistake img { display: block; border: 1px solid #ccc; image-rendering: auto; }
 figcaption .file { word-break: break-all; color: var(--muted); }
 .missing { width: 96px; height: 96px; background: #eee; display: flex; align-items: center;

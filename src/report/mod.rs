@@ -19,7 +19,7 @@ mod scores;
 pub mod training;
 
 pub use html::{base64, escape};
-pub use mistakes::{THUMBNAIL_PX, Thumbnail, thumbnail};
+pub use mistakes::{THUMBNAIL_PX, Thumbnail, overlay_thumbnail, overlays, thumbnail};
 pub use training::{Timings, TrainingSummary};
 
 use crate::data::SkippedFile;
@@ -71,6 +71,10 @@ pub struct Evaluation {
     pub skipped: Option<Vec<SkippedFile>>,
     /// Seconds spent loading and classifying, when measured.
     pub seconds: Option<f64>,
+    /// Each mistake's heat-map overlay (or why it has none), in the order of `mistakes`, once
+    /// [`Evaluation::explain_mistakes`] has drawn them; empty until then, and the report then
+    /// shows the thumbnails alone.
+    pub overlays: Vec<std::result::Result<Thumbnail, String>>,
 }
 
 impl Evaluation {
@@ -99,7 +103,14 @@ impl Evaluation {
             mistakes: most_confident_errors(classes, paths, labels, predictions, mistakes),
             skipped: None,
             seconds: None,
+            overlays: Vec::new(),
         }
+    }
+
+    /// Draws each mistake's heat map with `model` (the one that made the predictions), for
+    /// the report to show beside its thumbnail.
+    pub fn explain_mistakes(&mut self, model: &crate::model::Model) {
+        self.overlays = overlays(model, &self.mistakes);
     }
 }
 
@@ -136,7 +147,7 @@ pub fn render(report: &Report) -> Result<String> {
         measured(scores::per_class),
         plots::roc(&report.classes, evaluation)?,
         match evaluation {
-            Some(e) => mistakes::mistakes(&e.mistakes),
+            Some(e) => mistakes::mistakes(&e.mistakes, &e.overlays),
             None => html::note("No labelled images were evaluated."),
         },
         run::config(training),

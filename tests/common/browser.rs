@@ -146,6 +146,33 @@ impl Browser {
         });
     }
 
+    /// Clicks the first element matching the CSS `selector`, as a user would (WebDriver's
+    /// click: the element must be visible and not covered).
+    pub fn click(&self, selector: &str) {
+        self.runtime.block_on(async {
+            let e = self
+                .client()
+                .find(Locator::Css(selector))
+                .await
+                .unwrap_or_else(|e| panic!("no {selector}: {e}"));
+            e.click()
+                .await
+                .unwrap_or_else(|e| panic!("cannot click {selector}: {e}"));
+        });
+    }
+
+    /// Waits (up to [`WAIT`]) until the script `body` returns `true`.
+    pub fn wait_until(&self, body: &str) {
+        let start = Instant::now();
+        while self.script(body) != serde_json::Value::Bool(true) {
+            assert!(
+                start.elapsed() < WAIT,
+                "still not true after {WAIT:?}: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The visible text of the first element matching the CSS `selector`.
     pub fn text(&self, selector: &str) -> String {
         self.runtime.block_on(async {
