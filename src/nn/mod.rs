@@ -64,7 +64,7 @@ pub use residual::Residual;
 pub use rows::Rows;
 pub use sequence::Pass;
 pub use spec::{Architecture, LayerSpec};
-pub use summary::{Summary, SummaryRow};
+pub use summary::{Summary, SummaryRow, thousands};
 
 use crate::Result;
 use crate::loss::Head;

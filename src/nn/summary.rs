@@ -98,8 +98,8 @@ fn nested(
     }
 }
 
-/// `12345` as `12,345`.
-fn thousands(n: usize) -> String {
+/// `12345` as `12,345` (also the report's headline figures).
+pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, d) in digits.chars().enumerate() {

@@ -3,6 +3,7 @@
 
 use super::html::{escape, fraction};
 use super::{Evaluation, Report, TrainingSummary};
+use crate::nn::thousands;
 use std::fmt::Write;
 
 /// The id of the block of headline figures, for tools that read the page.
@@ -162,19 +163,6 @@ fn duration(seconds: f64) -> String {
     } else {
         format!("{} h {:02} min", whole / 3600, whole % 3600 / 60)
     }
-}
-
-/// `12345` as `12,345`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(d);
-    }
-    out
 }
 
 #[cfg(test)]
