@@ -2,6 +2,8 @@
 //! bundled photos and for the committed version-1 (dense) model; each PNG decodes with its
 //! photo's aspect ratio; refusals are clear. (The maths is tested in `src/explain/tests.rs`.)
 
+mod common;
+
 use assert_cmd::Command;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -174,25 +176,7 @@ struct Server {
 
 impl Server {
     fn start(model: &Path) -> Server {
-        use std::io::Read;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_deepcat"))
-            .arg("serve")
-            .arg(model)
-            .args(["--port", "0"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdout = child.stdout.take().unwrap();
-        let (mut line, mut byte) = (Vec::new(), [0u8; 1]);
-        while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8(line).unwrap();
-        let port = line
-            .strip_prefix("deepcat serve: listening on http://127.0.0.1:")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
+        let (child, port) = common::spawn_server(model, &[]);
         Server { child, port }
     }
 

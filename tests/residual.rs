@@ -5,6 +5,8 @@
 //! cached or streamed images, and through the library's `flow::run`; the resnet recipe (AdamW, one cycle, label smoothing, test-time flips,
 //! bilinear resizing) is what a residual architecture brings.
 
+mod common;
+
 use assert_cmd::Command;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -180,26 +182,7 @@ fn a_residual_model_trains_saves_as_version_3_and_is_used_by_every_command() {
 /// server and returns its JSON answer.
 fn serve_once(model: &Path, flags: &[&str], image: &[u8]) -> Value {
     use std::io::{Read, Write};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_deepcat"))
-        .arg("serve")
-        .arg(model)
-        .args(["--port", "0"])
-        .args(flags)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8(line).unwrap();
-    let port: u16 = line
-        .strip_prefix("deepcat serve: listening on http://127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
+    let (mut child, port) = common::spawn_server(model, flags);
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
