@@ -171,6 +171,7 @@ fn run_on<S: Examples>(
 ) -> Result<Outcome> {
     let classes = check_classes(&job, &splits)?;
     let sizes = sizes(&splits);
+    let streamed = splits.train.images().in_memory().is_none();
     watch.loaded(&Loaded {
         classes: &classes,
         train_counts: splits.train.counts_per_class(classes.len()),
@@ -178,7 +179,7 @@ fn run_on<S: Examples>(
         skipped: &splits.skipped,
         cache: &splits.cache,
         load_seconds: splits.load_seconds,
-        streamed: splits.train.images().in_memory().is_none(),
+        streamed,
     })?;
     let trained = fit(&mut job, &splits, &classes, callbacks)?;
     let model = Model {
@@ -191,7 +192,7 @@ fn run_on<S: Examples>(
         sizes,
         skipped: splits.skipped.clone(),
         load_seconds: splits.load_seconds,
-        streamed: splits.train.images().in_memory().is_none(),
+        streamed,
         test_files: splits.test.as_ref().map(|t| t.paths().to_vec()),
         training: Value::Null,
         plots: Vec::new(),
