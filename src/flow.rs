@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod shared;
+
 /// Everything a training run needs, decided before any image is read.
 #[derive(Debug)]
 pub struct Job {
@@ -149,15 +151,33 @@ pub fn run(
 ) -> Result<Outcome> {
     let started = Instant::now();
     let files = plan_splits(&job.split)?;
+    let group = job.config.group.clone();
+    shared::check_same_job(&group, &job, &files)?;
+    // Processes on one machine share its memory budget: a set that does not fit once per
+    // process is streamed from the one pack they share.
+    let (here, local_rank) = group.local();
     let chunk =
-        crate::data::memory::images_per_chunk(job.split.preprocess.features(), job.memory_limit)?;
-    if files.files() <= chunk {
-        let splits = files.load(&job.split)?;
-        run_on(job, splits, callbacks, watch, started)
+        crate::data::memory::images_per_chunk(job.split.preprocess.features(), job.memory_limit)?
+            / here.max(1);
+    // The first process on each machine decodes the images (into its decoded cache); the
+    // others wait, then read them from there.
+    let first = local_rank == 0;
+    if !first {
+        group.barrier();
+    }
+    if files.files() <= chunk.max(1) {
+        let splits = files.load(&job.split);
+        if first {
+            group.barrier();
+        }
+        run_on(job, splits?, callbacks, watch, started)
     } else {
         // A quarter of the budget per block read or decoded leaves the rest to training.
-        let splits = files.stream(&job.split, (chunk / 2).max(1))?;
-        run_on(job, splits, callbacks, watch, started)
+        let splits = files.stream(&job.split, (chunk / 2).max(1));
+        if first {
+            group.barrier();
+        }
+        run_on(job, splits?, callbacks, watch, started)
     }
 }
 
@@ -171,6 +191,7 @@ fn run_on<S: Examples>(
 ) -> Result<Outcome> {
     let classes = check_classes(&job, &splits)?;
     let sizes = sizes(&splits);
+    shared::check_same_sets(&job.config.group, sizes, &splits.skipped)?;
     let streamed = splits.train.images().in_memory().is_none();
     watch.loaded(&Loaded {
         classes: &classes,
@@ -245,7 +266,8 @@ fn fit<S: Examples>(
     callbacks: &mut [&mut dyn Callback],
 ) -> Result<Trained> {
     let out = &job.outputs;
-    let mut checkpoint = out.checkpoint_every.map(|every| {
+    let root = job.config.group.is_root();
+    let mut checkpoint = out.checkpoint_every.filter(|_| root).map(|every| {
         Checkpoint::new(
             out.model.clone(),
             every,
@@ -279,7 +301,7 @@ fn fit<S: Examples>(
 /// After an interruption: with checkpoints, the weights reached are saved (with the step
 /// count), so `--resume` continues from them; without, nothing is written.
 fn save_interrupted(job: &Job, outcome: &mut Outcome) -> Result<()> {
-    if job.outputs.checkpoint_every.is_none() {
+    if job.outputs.checkpoint_every.is_none() || !job.config.group.is_root() {
         return Ok(());
     }
     let training = json!({ "interrupted_after_steps": outcome.trained.steps });
@@ -297,9 +319,10 @@ fn save_interrupted(job: &Job, outcome: &mut Outcome) -> Result<()> {
 
 /// Scores on each part, and the test set's most confident mistakes.
 fn measure<S: Examples>(job: &Job, model: &Model, splits: &Splits<S>) -> Result<Scores> {
+    let group = &job.config.group;
     let test = match &splits.test {
         Some(t) => {
-            let predictions = model.predict_all(t)?;
+            let predictions = shared::predict_all(group, model, t)?;
             let metrics = evaluate(&model.classes, t.labels(), &predictions);
             let errors = most_confident_errors(
                 &model.classes,
@@ -312,9 +335,13 @@ fn measure<S: Examples>(job: &Job, model: &Model, splits: &Splits<S>) -> Result<
         }
         None => None,
     };
+    let accuracy = |data: &dyn Examples| -> Result<f64> {
+        let predicted = shared::predict_all(group, model, data)?;
+        Ok(crate::model::accuracy(&predicted.classes, data.labels()))
+    };
     Ok(Scores {
-        train_accuracy: model.accuracy(&splits.train)?,
-        val_accuracy: splits.val.as_ref().map(|v| model.accuracy(v)).transpose()?,
+        train_accuracy: accuracy(&splits.train)?,
+        val_accuracy: splits.val.as_ref().map(|v| accuracy(v)).transpose()?,
         test,
     })
 }
@@ -354,6 +381,10 @@ fn training_json<S: Examples>(
 /// Saves the model (without the timings: the same data, flags and seed give the same model
 /// bytes however long the run took), the curves and the report.
 fn save<S: Examples>(job: &Job, splits: &Splits<S>, outcome: &mut Outcome) -> Result<()> {
+    // Under several processes, the first writes for all.
+    if !job.config.group.is_root() {
+        return Ok(());
+    }
     let mut saved = outcome.training.clone();
     if let Some(object) = saved.as_object_mut() {
         object.remove(report::training::SECONDS);

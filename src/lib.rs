@@ -16,7 +16,9 @@
 //! [`serve`] puts it behind HTTP, a web page and a JSON API; [`export::onnx`] writes it as
 //! an ONNX file that runs without deepcat, and [`explain`] draws where it looked (Grad-CAM,
 //! gradient × input). [`flow::run`] is the whole job in one call (load or stream, train,
-//! measure, save, report), as `deepcat train` runs it. All products go through [`linalg`].
+//! measure, save, report), as `deepcat train` runs it; under `mpirun`, [`parallel`] shares
+//! each batch among the processes and sums their gradients. All products go through
+//! [`linalg`].
 //!
 //! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
 //! `(units_out, units_in)`.
@@ -37,6 +39,7 @@ pub mod model;
 pub mod model_file;
 pub mod nn;
 pub mod optim;
+pub mod parallel;
 pub mod plot;
 pub mod report;
 pub mod serve;
@@ -60,6 +63,10 @@ pub enum Stream {
     Split = 1,
     /// Everything during training: mini-batch order, dropout masks, augmentation.
     Train = 3,
+    /// Dropout masks and augmentation of one process's part of a batch that several share
+    /// (`mpirun`), seeded with the seed plus the process's rank; the batch order stays
+    /// [`Stream::Train`]'s, the same on every process.
+    Process = 5,
 }
 
 /// The generator for `stream` under the user's `seed`.

@@ -3,10 +3,12 @@
 use super::{check_max_skipped, warn_skipped};
 use anyhow::{Context, Result};
 use clap::Args;
-use deepcat::data::{SkippedFile, visit_labelled};
+use deepcat::data::{SkippedFile, visit_labelled, visit_labelled_share};
 use deepcat::metrics::{evaluate, most_confident_errors};
 use deepcat::model::{Model, Predictions};
 use deepcat::model_file;
+use deepcat::parallel::Group;
+use ndarray::Array2;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,7 +87,62 @@ pub(super) fn classify(
     })
 }
 
-pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
+/// [`classify`] with the work shared among the processes `mpirun` started: each decodes and
+/// classifies its share of the files, and every process gets all the results, in file order.
+fn classify_shared(
+    model: &Model,
+    data_dir: &Path,
+    max_skipped: f64,
+    memory_limit: Option<u64>,
+    group: &Group,
+) -> Result<Classified> {
+    let chunk = deepcat::data::memory::images_per_chunk(model.preprocess.features(), memory_limit)?
+        / group.local().0.max(1);
+    let (mut probabilities, mut classes, mut labels, mut paths) =
+        (Vec::<Vec<f32>>::new(), Vec::new(), Vec::new(), Vec::new());
+    let skipped = visit_labelled_share(
+        data_dir,
+        &model.classes.names,
+        &model.preprocess,
+        max_skipped,
+        chunk,
+        group,
+        |data| {
+            let p = model.predict(data.x.view());
+            probabilities.extend(p.probabilities.rows().into_iter().map(|r| r.to_vec()));
+            classes.extend(p.classes);
+            labels.extend(data.labels);
+            paths.extend(data.paths);
+            Ok(())
+        },
+    )
+    .with_context(|| format!("evaluating on {}", data_dir.display()))?;
+    let mine = json!([probabilities, classes, labels, paths]).to_string();
+    let mut all = Classified {
+        predictions: Predictions::empty(model.classes.len()),
+        labels: Vec::new(),
+        paths: Vec::new(),
+        skipped,
+    };
+    for part in group.gather(mine.as_bytes()) {
+        type Part = (Vec<Vec<f32>>, Vec<usize>, Vec<usize>, Vec<PathBuf>);
+        let (p, c, l, f): Part = serde_json::from_slice(&part)?;
+        let rows = p.len();
+        let flat: Vec<f32> = p.into_iter().flatten().collect();
+        all.predictions.append(Predictions {
+            probabilities: Array2::from_shape_vec((rows, model.classes.len()), flat)?,
+            classes: c,
+        });
+        all.labels.extend(l);
+        all.paths.extend(f);
+    }
+    if group.is_root() {
+        warn_skipped(&all.skipped);
+    }
+    Ok(all)
+}
+
+pub fn run(a: EvaluateArgs, group: &Group) -> Result<ExitCode> {
     check_max_skipped(a.max_skipped)?;
     let file = model_file::load(&a.model)?;
     let model = a.tta.apply(file.model);
@@ -94,7 +151,14 @@ pub fn run(a: EvaluateArgs) -> Result<ExitCode> {
         labels,
         paths,
         skipped,
-    } = classify(&model, &a.data_dir, a.max_skipped, &a.cache, a.memory_limit)?;
+    } = if group.is_solo() {
+        classify(&model, &a.data_dir, a.max_skipped, &a.cache, a.memory_limit)?
+    } else {
+        classify_shared(&model, &a.data_dir, a.max_skipped, a.memory_limit, group)?
+    };
+    if !group.is_root() {
+        return Ok(ExitCode::SUCCESS);
+    }
     let metrics = evaluate(&model.classes, &labels, &predictions);
     let errors = most_confident_errors(&model.classes, &paths, &labels, &predictions, a.errors);
     if a.json {

@@ -97,13 +97,45 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             .build_global()
             .context("cannot start the thread pool")?;
     }
-    match cli.command {
-        Command::Train(args) => train::run(args),
-        Command::Evaluate(args) => evaluate::run(args),
-        Command::Predict(args) => predict::run(args),
+    // One process, unless mpirun started several: then train, predict and evaluate share
+    // the work, and any failure ends them all.
+    let group = deepcat::parallel::join()?;
+    if group.is_solo() {
+        return dispatch(cli.command, cli.threads, &group);
+    }
+    if !matches!(
+        cli.command,
+        Command::Train(_) | Command::Predict(_) | Command::Evaluate(_)
+    ) {
+        usage!(
+            "under mpirun, deepcat runs train, predict and evaluate; run the others as one process"
+        );
+    }
+    let result = dispatch(cli.command, cli.threads, &group);
+    if let Err(err) = &result {
+        eprintln!(
+            "error: process {} of {}: {err:#}",
+            group.rank(),
+            group.size()
+        );
+        group.abort(i32::from(exit_code(err)));
+    }
+    result
+}
+
+/// Runs one command.
+fn dispatch(
+    command: Command,
+    threads: Option<usize>,
+    group: &deepcat::parallel::Group,
+) -> Result<ExitCode> {
+    match command {
+        Command::Train(args) => train::run(args, group),
+        Command::Evaluate(args) => evaluate::run(args, group),
+        Command::Predict(args) => predict::run(args, group),
         Command::Report(args) => report::run(args),
         Command::Summary(args) => summary::run(args),
-        Command::Bench(args) => bench::run(args, cli.threads),
+        Command::Bench(args) => bench::run(args, threads),
         Command::Cache(args) => cache::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Export(args) => export::run(args),

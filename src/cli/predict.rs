@@ -6,6 +6,7 @@ use clap::Args;
 use deepcat::data::{files_below, load_bytes};
 use deepcat::model::Predictions;
 use deepcat::model_file;
+use deepcat::parallel::Group;
 use ndarray::Array2;
 use rayon::prelude::*;
 use std::io::Write;
@@ -33,14 +34,16 @@ pub struct PredictArgs {
     tta: super::tta::TtaArgs,
 }
 
-pub fn run(a: PredictArgs) -> Result<ExitCode> {
+pub fn run(a: PredictArgs, group: &Group) -> Result<ExitCode> {
     let model = a.tta.apply(model_file::load(&a.model)?.model);
     // (path, named on the command line?)
     let mut files: Vec<(PathBuf, bool)> = Vec::new();
     for p in &a.paths {
         if p.is_dir() {
             let (found, odd) = files_below(p)?;
-            warn_skipped(&odd);
+            if group.is_root() {
+                warn_skipped(&odd);
+            }
             files.extend(found.into_iter().map(|f| (f, false)));
         } else {
             files.push((p.clone(), true));
@@ -51,9 +54,78 @@ pub fn run(a: PredictArgs) -> Result<ExitCode> {
         .top
         .unwrap_or(if names.len() == 2 { 2 } else { 3 })
         .clamp(1, names.len());
-    // Batch by batch, so memory stays bounded on a folder of any size and results appear as
-    // they come.
-    let (mut failed_named, mut classified) = (false, 0);
+    let line = |path: &Path, p: &Predictions, i: usize| prediction_line(path, names, p, i, top, a.json);
+    let tally = if group.is_solo() {
+        // Results appear as they come.
+        let mut out = std::io::stdout().lock();
+        match classify(&model, &files, line, &mut |l| out.write_all(l.as_bytes())) {
+            // The reader went away (`deepcat predict ... | head`): stop quietly.
+            Err(e) if is_broken_pipe(&e) => return Ok(ExitCode::SUCCESS),
+            other => other?,
+        }
+    } else {
+        // Each process classifies its share of the files; the first prints them all, in order.
+        let mut lines = String::new();
+        let mut tally = classify(&model, &files[group.share(files.len())], line, &mut |l| {
+            lines.push_str(&l);
+            Ok(())
+        })?;
+        let mut sums = [f64::from(u8::from(tally.failed_named)), tally.classified as f64];
+        group.sum_f64(&mut sums);
+        tally = Tally {
+            failed_named: sums[0] > 0.0,
+            classified: sums[1] as usize,
+        };
+        let all = group.gather(lines.as_bytes());
+        if group.is_root() {
+            let mut out = std::io::stdout().lock();
+            for part in all {
+                match out.write_all(&part) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                    other => other?,
+                }
+            }
+        }
+        tally
+    };
+    if tally.classified == 0 {
+        bail!(
+            "no image could be read from the {} file(s) given",
+            files.len()
+        );
+    }
+    Ok(if tally.failed_named {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// What a run of `predict` classified.
+struct Tally {
+    /// Whether a file named on the command line could not be read.
+    failed_named: bool,
+    /// Images classified.
+    classified: usize,
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Decodes and classifies `files` batch by batch (so memory stays bounded on a folder of any
+/// size), handing each image's `line` to `out`; warns of files it cannot read.
+fn classify(
+    model: &deepcat::model::Model,
+    files: &[(PathBuf, bool)],
+    line: impl Fn(&Path, &Predictions, usize) -> String,
+    out: &mut dyn FnMut(String) -> std::io::Result<()>,
+) -> Result<Tally> {
+    let mut tally = Tally {
+        failed_named: false,
+        classified: 0,
+    };
     for batch in files.chunks(BATCH) {
         // Exactly the preprocessing recorded in the model, in parallel.
         let rows: Vec<Result<Vec<u8>, String>> = batch
@@ -69,7 +141,7 @@ pub fn run(a: PredictArgs) -> Result<ExitCode> {
                     data.extend(r);
                 }
                 Err(reason) => {
-                    failed_named |= *named;
+                    tally.failed_named |= *named;
                     eprintln!("warning: skipped {}: {reason}", path.display());
                 }
             }
@@ -80,51 +152,34 @@ pub fn run(a: PredictArgs) -> Result<ExitCode> {
         let x = Array2::from_shape_vec((ok_paths.len(), model.preprocess.features()), data)?;
         let predictions = model.predict(x.view());
         for (i, path) in ok_paths.iter().enumerate() {
-            match print_prediction(path, names, &predictions, i, top, a.json) {
-                // The reader went away (`deepcat predict ... | head`): stop quietly.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                other => other?,
-            }
+            out(line(path, &predictions, i))?;
         }
-        classified += ok_paths.len();
+        tally.classified += ok_paths.len();
     }
-    if classified == 0 {
-        bail!(
-            "no image could be read from the {} file(s) given",
-            files.len()
-        );
-    }
-    Ok(if failed_named {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(tally)
 }
 
-/// Row `i`'s line: its class and the `top` most likely classes, or a JSON object.
-fn print_prediction(
+/// Row `i`'s line, with its newline: its class and the `top` most likely classes, or a JSON
+/// object.
+fn prediction_line(
     path: &Path,
     names: &[String],
     predictions: &Predictions,
     i: usize,
     top: usize,
     json: bool,
-) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+) -> String {
     if json {
         let line = predictions.to_json(i, names, top, Some(&path.to_string_lossy()));
-        writeln!(out, "{line}")
+        format!("{line}\n")
     } else {
         let shown: Vec<String> = predictions
             .ranked(i, top)
             .iter()
             .map(|(c, p)| format!("{} {p:.3}", names[*c]))
             .collect();
-        writeln!(
-            out,
-            "{}: {} ({})",
+        format!(
+            "{}: {} ({})\n",
             path.display(),
             names[predictions.classes[i]],
             shown.join(", ")

@@ -19,6 +19,7 @@ use deepcat::model_file::{self, ModelFile};
 use deepcat::nn::spec::{dense_body, describe, parse_body};
 use deepcat::nn::{Architecture, Geometry, Init, LayerSpec, Network};
 use deepcat::optim::{OptimizerConfig, Schedule};
+use deepcat::parallel::Group;
 use deepcat::train::callbacks::{Progress, StopFlag};
 use deepcat::train::{Callback, DOCUMENT_HIDDEN, ExactPath, Length, Recipe, TrainConfig};
 use serde_json::json;
@@ -147,6 +148,10 @@ pub struct TrainArgs {
     /// probabilities with its mirror's [default: none, or the recipe's].
     #[arg(long, value_enum)]
     tta: Option<TtaName>,
+    /// Under mpirun: batch norm's statistics over the whole shared batch (as PyTorch's
+    /// SyncBatchNorm), not over each process's part of it.
+    #[arg(long)]
+    sync_bn: bool,
     /// Learning-rate schedule: constant, step:EVERY:FACTOR (EVERY in iterations, or epochs
     /// with --epochs), cosine[:MIN_FACTOR] or onecycle[:PCT] [default: constant, or the
     /// recipe's].
@@ -323,6 +328,7 @@ fn build_config(a: &TrainArgs, body: Vec<LayerSpec>) -> Result<(TrainConfig, Rec
         PathName::Direct => ExactPath::Direct,
     };
     config.record_every = a.record_every;
+    config.sync_bn = a.sync_bn;
     config.log_every = a.log_every.unwrap_or(if by_epochs { 1 } else { 50 });
     config.check()?;
     if a.patience.is_some() && a.val_split == 0.0 {
@@ -590,15 +596,18 @@ fn stop_on_ctrl_c() -> Result<StopFlag> {
     Ok(stop)
 }
 
-pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
-    let (job, recipe) = job_from_args(&a)?;
+pub fn run(a: Box<TrainArgs>, group: &Group) -> Result<ExitCode> {
+    let (mut job, recipe) = job_from_args(&a)?;
+    job.config.group = group.clone();
+    // Under mpirun, the first process prints and writes for all.
+    let root = group.is_root();
     let mut plan = Plan {
         args: &a,
         config: job.config.clone(),
         recipe,
         preprocess: job.split.preprocess,
     };
-    let mut progress = (!a.quiet).then(|| {
+    let mut progress = (!a.quiet && root).then(|| {
         if a.json {
             Progress::lines(Box::new(std::io::stderr()))
         } else {
@@ -610,7 +619,17 @@ pub fn run(a: Box<TrainArgs>) -> Result<ExitCode> {
     if let Some(p) = progress.as_mut() {
         callbacks.push(p);
     }
-    let outcome = flow::run(job, &mut callbacks, &mut plan)?;
+    let outcome = if root {
+        flow::run(job, &mut callbacks, &mut plan)?
+    } else {
+        flow::run(job, &mut callbacks, &mut ())?
+    };
+    if !root {
+        return Ok(match outcome.scores {
+            Some(_) => ExitCode::SUCCESS,
+            None => ExitCode::from(INTERRUPTED),
+        });
+    }
     let Some(scores) = &outcome.scores else {
         return interrupted(&a, &plan.config, &outcome);
     };

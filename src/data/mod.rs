@@ -40,7 +40,7 @@ pub struct LabelledFile {
 }
 
 /// A file that was not loaded, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SkippedFile {
     /// Where the file is.
     pub path: PathBuf,
@@ -203,6 +203,21 @@ pub fn plan_splits(spec: &SplitSpec) -> Result<SplitFiles> {
 }
 
 impl SplitFiles {
+    /// The classes and every split's files with their sizes in bytes, as text: what the
+    /// processes of a shared run compare, to refuse different data.
+    pub fn listing(&self) -> String {
+        let mut text = format!("{:?}\n", self.classes);
+        for (name, part) in [("train", &self.train), ("val", &self.val), ("test", &self.test)] {
+            text.push_str(name);
+            for f in part {
+                let size = std::fs::metadata(&f.path).map_or(0, |m| m.len());
+                text.push_str(&format!("\n{} {} {size}", f.label, f.path.display()));
+            }
+            text.push('\n');
+        }
+        text
+    }
+
     /// Files to decode, in all splits.
     pub fn files(&self) -> usize {
         self.train.len() + self.val.len() + self.test.len()
@@ -411,6 +426,51 @@ pub fn visit_labelled(
     }
     check_skipped(&skipped, candidates, max_skipped)?;
     Ok((skipped, CacheReport::default()))
+}
+
+/// [`visit_labelled`] for one of the processes that share the work (`mpirun`): it decodes
+/// its contiguous share of the files (`chunk` at a time, without the cache, which holds whole
+/// folders) and hands them to `visit`. Every process returns every process's skipped files,
+/// in order, and fails alike when none of the files is usable or too many are not.
+///
+/// # Errors
+/// As [`visit_labelled`].
+pub fn visit_labelled_share(
+    root: &Path,
+    classes: &[String],
+    pre: &Preprocess,
+    max_skipped: f64,
+    chunk: usize,
+    group: &crate::parallel::Group,
+    mut visit: impl FnMut(Dataset) -> Result<()>,
+) -> Result<Vec<SkippedFile>> {
+    let found = scan_known_classes(root, classes)?;
+    let candidates = found.files.len() + found.skipped.len();
+    let mine = &found.files[group.share(found.files.len())];
+    let mut skipped = Vec::new();
+    let mut usable = 0;
+    for files in mine.chunks(chunk.max(1)) {
+        let (mut sets, s, _) = load_parts(&[files], pre, None);
+        skipped.extend(s);
+        let data = sets.pop().unwrap_or_default();
+        usable += data.len();
+        if !data.is_empty() {
+            visit(data)?;
+        }
+    }
+    let text = serde_json::to_string(&skipped).unwrap_or_default();
+    let mut all = found.skipped;
+    for part in group.gather(text.as_bytes()) {
+        let theirs: Vec<SkippedFile> = serde_json::from_slice(&part).unwrap_or_default();
+        all.extend(theirs);
+    }
+    let mut total = [usable as f64];
+    group.sum_f64(&mut total);
+    if total[0] == 0.0 {
+        return Err(no_usable_image(found.files.len(), root));
+    }
+    check_skipped(&all, candidates, max_skipped)?;
+    Ok(all)
 }
 
 /// Loads every image under `root`'s class folders (named after `classes`), unsplit: the data a

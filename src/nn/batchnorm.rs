@@ -15,6 +15,7 @@
 use super::layer::{Backward, BoxedLayer, Buffer, Layer, Mode, Param};
 use super::spec::{Draw, Kind, LayerSpec, TensorShapes};
 use super::{Geometry, recycle, standard};
+use crate::parallel::Group;
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMutD, Axis, Zip};
 use rayon::prelude::*;
 
@@ -82,6 +83,11 @@ pub struct BatchStats {
     pub inv_std: Vec<f32>,
     /// The batch's unbiased variance, which the running variance moves towards.
     pub unbiased_var: Vec<f32>,
+    /// Values per channel the statistics cover: the whole shared batch's when synchronised.
+    pub count: f64,
+    /// The processes that shared the batch (`--sync-bn`): backward sums its gradient sums
+    /// across them too.
+    pub synced: Option<Group>,
 }
 
 impl BatchNorm {
@@ -205,6 +211,29 @@ impl BatchNorm {
     }
 }
 
+/// The mean and (biased) variance over the whole batch `group`'s processes share, from this
+/// process's `n` values per channel with mean `mean` and variance `var`: two sums, first of
+/// the counts and totals, then of the squared deviations from the shared mean (exact in f64
+/// however the batch is divided).
+fn shared_statistics(
+    group: &Group,
+    n: f64,
+    mean: &[f64],
+    var: &[f64],
+) -> (f64, Vec<f64>, Vec<f64>) {
+    let c = mean.len();
+    let mut totals: Vec<f64> = mean.iter().map(|m| m * n).chain([n]).collect();
+    group.sum_f64(&mut totals);
+    let all = totals[c];
+    let shared_mean: Vec<f64> = totals[..c].iter().map(|t| t / all.max(1.0)).collect();
+    let mut m2: Vec<f64> = (0..c)
+        .map(|ch| var[ch] * n + n * (mean[ch] - shared_mean[ch]).powi(2))
+        .collect();
+    group.sum_f64(&mut m2);
+    let shared_var = m2.iter().map(|q| q / all.max(1.0)).collect();
+    (all, shared_mean, shared_var)
+}
+
 impl Layer for BatchNorm {
     /// The batch's statistics in training; nothing at inference.
     type Saved = Option<BatchStats>;
@@ -234,9 +263,13 @@ impl Layer for BatchNorm {
         let c = self.input.channels;
         let (mean, var, saved) = match mode {
             Mode::Infer => (self.running_mean.to_vec(), self.running_var.to_vec(), None),
-            Mode::Train(_) => {
-                let n = self.count(x.nrows());
-                let (mean, var) = self.batch_statistics(x.view());
+            Mode::Train(_) | Mode::TrainSynced(..) => {
+                let synced = mode.synced().cloned();
+                let mut n = self.count(x.nrows());
+                let (mut mean, mut var) = self.batch_statistics(x.view());
+                if let Some(group) = &synced {
+                    (n, mean, var) = shared_statistics(group, n, &mean, &var);
+                }
                 let stats = BatchStats {
                     mean: mean.iter().map(|&m| m as f32).collect(),
                     inv_std: var
@@ -247,6 +280,8 @@ impl Layer for BatchNorm {
                         .iter()
                         .map(|&v| (if n > 1.0 { v * n / (n - 1.0) } else { v }) as f32)
                         .collect(),
+                    count: n,
+                    synced,
                 };
                 let to32 = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect::<Vec<_>>();
                 (to32(mean), to32(var), Some(stats))
@@ -291,15 +326,26 @@ impl Layer for BatchNorm {
             .zip(&inv_std)
             .map(|(s, &i)| s * f64::from(i))
             .collect();
-        let n = self.count(x.nrows());
         let scale: Vec<f32> = (0..c).map(|ch| self.gamma[ch] * inv_std[ch]).collect();
-        let (mean_dy, mean_dy_xhat): (Vec<f32>, Vec<f32>) = if saved.is_some() {
-            (
-                dbeta.iter().map(|d| (d / n) as f32).collect(),
-                dgamma.iter().map(|d| (d / n) as f32).collect(),
-            )
-        } else {
-            (vec![0.0; c], vec![0.0; c])
+        let (mean_dy, mean_dy_xhat): (Vec<f32>, Vec<f32>) = match saved {
+            Some(stats) => {
+                // Synchronised: the means are over the whole shared batch, while dγ and dβ
+                // stay this process's own sums (the step sums every gradient across the
+                // processes afterwards).
+                let (mut sum_dy, mut sum_dy_xhat) = (dbeta.clone(), dgamma.clone());
+                if let Some(group) = &stats.synced {
+                    let mut both: Vec<f64> = sum_dy.iter().chain(&sum_dy_xhat).copied().collect();
+                    group.sum_f64(&mut both);
+                    sum_dy = both[..c].to_vec();
+                    sum_dy_xhat = both[c..].to_vec();
+                }
+                let n = stats.count;
+                (
+                    sum_dy.iter().map(|d| (d / n) as f32).collect(),
+                    sum_dy_xhat.iter().map(|d| (d / n) as f32).collect(),
+                )
+            }
+            None => (vec![0.0; c], vec![0.0; c]),
         };
         // dx = scale·(dy − mean_dy − x̂·mean_dy_x̂) with x̂ = (x − mean)·inv_std, written
         // as dx = scale·dy + x·k + m per channel.

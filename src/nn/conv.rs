@@ -468,7 +468,7 @@ impl Layer for Conv2d {
         let group = self.group();
         let patch = self.window.patch_len(self.input.channels);
         // Training keeps the patch matrix for backward's weight gradient.
-        let keep = matches!(mode, Mode::Train(_)) && !self.is_pointwise();
+        let keep = mode.is_train() && !self.is_pointwise();
         let mut kept = keep.then(|| recycle::scratch((x.nrows() * out.pixels(), patch)));
         let mut kept_groups = groups_of(kept.as_mut(), x.nrows(), group, out.pixels());
         let mut y = recycle::scratch((x.nrows(), out.len()));

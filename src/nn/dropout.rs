@@ -97,9 +97,9 @@ impl Layer for Dropout {
     /// `(batch, units)` → `(batch, units)`. In training, saves the mask (0 or `1/(1-p)` per
     /// element); at inference, passes `x` through.
     fn forward(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> (Array2<f32>, Option<Mask>) {
-        match mode {
-            Mode::Infer => (x.to_owned(), None),
-            Mode::Train(rng) => {
+        match mode.rng() {
+            None => (x.to_owned(), None),
+            Some(rng) => {
                 let keep = 1.0 / (1.0 - self.p);
                 let mask = Array2::from_shape_simple_fn(x.dim(), || {
                     if rng.random::<f32>() < self.p {

@@ -9,6 +9,7 @@
 
 use super::{Geometry, LayerSpec, Rows};
 use crate::Rng;
+use crate::parallel::Group;
 use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, ArrayViewMutD};
 use std::any::Any;
 
@@ -19,12 +20,31 @@ pub enum Mode<'r> {
     Infer,
     /// Training: training-only behaviour is on and draws from this generator.
     Train(&'r mut Rng),
+    /// Training with batch statistics taken over the whole batch that `group`'s processes
+    /// share (`--sync-bn`): batch norm sums its statistics and its gradient sums across them.
+    TrainSynced(&'r mut Rng, &'r Group),
 }
 
 impl Mode<'_> {
     /// Whether this is a training pass.
     pub fn is_train(&self) -> bool {
-        matches!(self, Mode::Train(_))
+        !matches!(self, Mode::Infer)
+    }
+
+    /// The training pass's generator.
+    pub fn rng(&mut self) -> Option<&mut Rng> {
+        match self {
+            Mode::Infer => None,
+            Mode::Train(rng) | Mode::TrainSynced(rng, _) => Some(rng),
+        }
+    }
+
+    /// The processes whose batch statistics are shared, in a synchronised training pass.
+    pub fn synced(&self) -> Option<&Group> {
+        match self {
+            Mode::TrainSynced(_, group) => Some(group),
+            _ => None,
+        }
     }
 }
 

@@ -205,7 +205,7 @@ impl Layer for MaxPool2d {
         let x = x.as_standard_layout();
         let shape = (x.nrows(), self.output().len());
         let mut y = recycle::scratch(shape);
-        if !matches!(mode, Mode::Train(_)) {
+        if !mode.is_train() {
             Zip::from(y.rows_mut())
                 .and(x.rows())
                 .par_for_each(|mut y, x| {

@@ -5,6 +5,7 @@ use crate::data::augment::Augment;
 use crate::nn::Init;
 use crate::nn::spec::{LayerSpec, dense_body};
 use crate::optim::{OptimizerConfig, Schedule};
+use crate::parallel::Group;
 use crate::{Error, Result};
 
 /// How long to train.
@@ -73,6 +74,14 @@ pub struct TrainConfig {
     /// Test-time flips (`--tta flip`): recorded in the model, so predictions average each
     /// image and its mirror.
     pub tta: bool,
+    /// Batch norm over the whole batch the processes share (`--sync-bn`), rather than over
+    /// each process's part of it. Recorded only when on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sync_bn: bool,
+    /// The processes that train together: this one alone, unless `mpirun` started several
+    /// (see [`crate::parallel`]). Not recorded: the model is the same.
+    #[serde(skip)]
+    pub group: Group,
 }
 
 /// The document's hidden layers.
@@ -101,6 +110,8 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             warmup: 0.0,
             tta: false,
+            sync_bn: false,
+            group: Group::default(),
         }
     }
 }

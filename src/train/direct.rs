@@ -9,6 +9,8 @@ use crate::data::augment::Augment;
 use crate::model::Classes;
 use crate::nn::{Mode, Network, Pass, Rows, recycle};
 use crate::optim::{Optimizer, OptimizerState};
+use crate::parallel::Group;
+use super::shared;
 use crate::{Error, Result, Rng};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, CowArray, Ix2, concatenate};
 
@@ -20,6 +22,9 @@ pub struct DirectEngine<'a> {
     image_size: usize,
     /// The reader of streamed training images (none when they are in memory).
     prefetch: Option<Prefetch>,
+    /// The processes sharing each batch, and whether they share batch norm's statistics.
+    group: Group,
+    sync_bn: bool,
 }
 
 impl<'a> DirectEngine<'a> {
@@ -29,6 +34,7 @@ impl<'a> DirectEngine<'a> {
         val: Option<Labelled<'a>>,
         augment: Augment,
         image_size: usize,
+        (group, sync_bn): (Group, bool),
     ) -> Self {
         let prefetch = match train.x {
             Images::Packed(rows) => Some(Prefetch::new(rows.clone())),
@@ -40,6 +46,8 @@ impl<'a> DirectEngine<'a> {
             augment,
             image_size,
             prefetch,
+            group,
+            sync_bn,
         }
     }
 
@@ -109,6 +117,10 @@ fn rows<'x>(a: ArrayView2<'x, f32>, batch: &[usize]) -> CowArray<'x, f32, Ix2> {
 /// Every parameter's gradient (with `l2·W` added to the weights) for one batch, before any
 /// update, and the batch's score if asked: the heart of a direct step. The training pass is
 /// returned too, for [`Network::absorb`].
+///
+/// `share` is this process's fraction of a batch that several share (`None` alone): the
+/// cost's gradient, a mean over its own rows, is scaled by it, so that the gradients the
+/// processes sum are those of the mean over the whole batch.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_backward(
     net: &Network,
@@ -118,11 +130,15 @@ pub(crate) fn forward_backward(
     classes: &Classes,
     l2: f32,
     want_score: bool,
-    rng: &mut Rng,
+    mut mode: Mode<'_>,
+    share: Option<f32>,
 ) -> (Outcome, Vec<ArrayD<f32>>, Pass) {
-    let pass = net.forward(x, &mut Mode::Train(rng));
+    let pass = net.forward(x, &mut mode);
     let scored = outcome(classes, pass.logits(), targets, labels, want_score);
-    let dlogits = net.head().cost_gradient(pass.logits(), targets);
+    let mut dlogits = net.head().cost_gradient(pass.logits(), targets);
+    if let Some(fraction) = share {
+        dlogits *= fraction;
+    }
     // No gradient for the input images: nothing uses it.
     let (mut grads, _) = net.backward(x, &pass, dlogits, false);
     if l2 > 0.0 {
@@ -144,6 +160,10 @@ impl Engine for DirectEngine<'_> {
     ) -> Result<Outcome> {
         // The whole set in order in memory is read as bytes by the first layer; a mini-batch
         // (or an augmented batch, or a streamed one) is scaled to values first.
+        // Several processes: this one's part of the batch (all of it alone).
+        let group = self.group.clone();
+        let whole = batch.len();
+        let batch = &batch[group.share(whole)];
         let picked = self.picked(batch, rng)?;
         let x = match (&picked, self.train.x) {
             (Some(p), _) => Rows::from(p),
@@ -152,18 +172,29 @@ impl Engine for DirectEngine<'_> {
         };
         let targets = rows(self.train.targets.view(), batch);
         let labels: Vec<usize> = batch.iter().map(|&i| self.train.labels[i]).collect();
-
-        let (outcome, grads, pass) = forward_backward(
+        let solo = group.is_solo();
+        let mode = match self.sync_bn && !solo {
+            true => Mode::TrainSynced(rng, &group),
+            false => Mode::Train(rng),
+        };
+        let (mut outcome, mut grads, pass) = forward_backward(
             net,
             x,
             targets.view(),
             &labels,
             self.train.classes,
-            l2,
+            if solo { l2 } else { 0.0 },
             want_score,
-            rng,
+            mode,
+            (!solo).then(|| batch.len() as f32 / whole as f32),
         );
         net.absorb(&pass);
+        if !solo {
+            outcome = shared::sum_step(&group, net, &mut grads, outcome, batch.len(), whole);
+            if l2 > 0.0 {
+                add_l2(&mut grads, &net.params(), l2);
+            }
+        }
         optimizer.step(&mut net.params_mut(), &grads, learning_rate);
         drop(pass);
         // The batch and the large gradients go back to the pool for the next step (fresh pages
@@ -193,6 +224,9 @@ impl Engine for DirectEngine<'_> {
         let Some(val) = self.val.as_ref() else {
             return Ok(None);
         };
+        if !self.group.is_solo() {
+            return shared::validate(&self.group, net, val).map(Some);
+        }
         let logits = logits_of(net, val.x)?;
         let s = score(val.classes, logits.view(), val.targets.view(), val.labels);
         Ok(Some((

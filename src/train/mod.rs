@@ -25,6 +25,7 @@ mod path;
 mod prefetch;
 mod products;
 pub mod recipe;
+mod shared;
 
 pub use callbacks::{Callback, RunInfo, StepInfo, TrainingView};
 pub use config::{DEFAULT_SEED, DOCUMENT_HIDDEN, ExactPath, Length, TrainConfig};
@@ -381,6 +382,7 @@ fn starting_network(
 
 /// The engine for `path`, borrowing the data.
 fn build_engine<'a>(
+    config: &TrainConfig,
     path: &'static str,
     net: &Network,
     train: Labelled<'a>,
@@ -390,7 +392,13 @@ fn build_engine<'a>(
 ) -> Result<Box<dyn Engine + 'a>> {
     Ok(match path {
         "gram" => Box::new(gram::GramEngine::new(net, train, val)?),
-        _ => Box::new(direct::DirectEngine::new(train, val, augment, input.height)),
+        _ => Box::new(direct::DirectEngine::new(
+            train,
+            val,
+            augment,
+            input.height,
+            (config.group.clone(), config.sync_bn),
+        )),
     })
 }
 
@@ -442,13 +450,14 @@ pub fn train(
         plan.batch,
         plan.total_steps,
         train.images().in_memory().is_none(),
-    )?;
+    )
+    .and_then(|path| shared::path(config, path, train.images().in_memory().is_none()))?;
     let mut train_set = Labelled::new(train, classes);
     if config.label_smoothing > 0.0 {
         crate::loss::smoothed(&mut train_set.targets, config.label_smoothing);
     }
     let val_set = val.map(|v| Labelled::new(v, classes));
-    let mut engine = build_engine(path, &net, train_set, val_set, config.augment, input)?;
+    let mut engine = build_engine(config, path, &net, train_set, val_set, config.augment, input)?;
     for cb in callbacks.iter_mut() {
         cb.on_start(&plan.info(path));
     }
@@ -492,6 +501,9 @@ struct Loop<'c> {
     config: &'c TrainConfig,
     plan: &'c Plan,
     rng: Rng,
+    /// Under several processes, this one's generator for its part of each batch: `rng`
+    /// orders the batches and must stay the same on all of them.
+    own_rng: Option<Rng>,
     order: Vec<usize>,
     history: History,
     early: Option<EarlyStopping>,
@@ -522,6 +534,10 @@ impl<'c> Loop<'c> {
             config,
             plan,
             rng: rng_for(config.seed, Stream::Train),
+            own_rng: (!config.group.is_solo()).then(|| {
+                let rank = config.group.rank() as u64;
+                rng_for(config.seed.wrapping_add(rank), Stream::Process)
+            }),
             order: (0..plan.examples).collect(),
             history: History::default(),
             early: config.patience.map(EarlyStopping::new),
@@ -579,12 +595,15 @@ impl<'c> Loop<'c> {
             moment.lr,
             config.l2,
             want_score,
-            &mut self.rng,
+            self.own_rng.as_mut().unwrap_or(&mut self.rng),
         )?;
         if !outcome.finite {
             return Err(diverged(step + 1, config.learning_rate));
         }
         self.steps += 1;
+        if !config.group.is_solo() && self.steps % shared::CHECK_EVERY == 0 {
+            shared::check_same_weights(&config.group, net, step + 1)?;
+        }
         let scored = outcome.score;
         if let Some(s) = scored {
             let (cost, correct, seen) = &mut self.epoch_totals;
@@ -628,8 +647,13 @@ impl<'c> Loop<'c> {
         if moment.epoch_end {
             self.epoch_totals = (0.0, 0, 0);
         }
-        if step + 1 < plan.total_steps && callbacks.iter().any(|cb| cb.should_stop()) {
-            return Ok(Flow::Interrupted);
+        if step + 1 < plan.total_steps {
+            let stop = callbacks.iter().any(|cb| cb.should_stop());
+            // Processes sharing the run stop together, at the same step.
+            let group = &config.group;
+            if stop && group.is_solo() || !group.is_solo() && group.any(stop) {
+                return Ok(Flow::Interrupted);
+            }
         }
         Ok(Flow::Continue)
     }

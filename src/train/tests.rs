@@ -186,7 +186,8 @@ fn check_network_gradients(
         cls,
         l2,
         false,
-        &mut Rng::seed_from_u64(mask_seed),
+        Mode::Train(&mut Rng::seed_from_u64(mask_seed)),
+        None,
     );
 
     let mut worst = 0.0f64;
@@ -303,7 +304,8 @@ fn the_gradient_check_catches_a_wrong_gradient() {
             &cls,
             0.0,
             false,
-            &mut Rng::seed_from_u64(0),
+            Mode::Train(&mut Rng::seed_from_u64(0)),
+            None,
         );
         grads[0].mapv_inplace(|g| g * 0.5);
         let eps = 1e-3;
