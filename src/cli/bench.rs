@@ -59,6 +59,11 @@ pub struct BenchArgs {
     /// against the same epoch in memory, and its peak memory).
     #[arg(long, conflicts_with = "cnn")]
     stream: bool,
+    /// Instead: data-parallel scaling, `mpirun -n N` with one thread per process against one
+    /// process with N threads (the cnn preset at 64 px, 2 epochs), and the cost model for N
+    /// machines. Needs Open MPI and a build with `--features mpi`.
+    #[arg(long, value_name = "N", conflicts_with_all = ["cnn", "stream"])]
+    mpi: Option<usize>,
     /// With --cnn: the preset to compare, cnn or resnet (each with its recipe).
     #[arg(long, default_value = "cnn", requires = "cnn")]
     arch: String,
@@ -235,6 +240,19 @@ pub fn run(a: BenchArgs, threads: Option<usize>) -> Result<ExitCode> {
             arch: a.arch.clone(),
         };
         return super::bench_cnn::run(&cnn, threads);
+    }
+    if let Some(processes) = a.mpi {
+        if processes < 2 {
+            super::usage!("--mpi needs at least 2 processes");
+        }
+        let mpi = super::bench_mpi::MpiBench {
+            data: a.data.clone(),
+            processes,
+            repeats: a.repeats,
+            epochs: 2,
+            json: a.json,
+        };
+        return super::bench_mpi::run(&mpi);
     }
     if a.stream {
         let streaming = super::bench_stream::streaming(&a.data, threads)?;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_cnn;
+mod bench_mpi;
 mod bench_stream;
 mod cache;
 mod evaluate;

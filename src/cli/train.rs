@@ -636,7 +636,7 @@ pub fn run(a: Box<TrainArgs>, group: &Group) -> Result<ExitCode> {
     if a.json {
         print_json(&a, &plan, &outcome, scores);
     } else {
-        print_report(&a, &outcome, scores);
+        print_report(&a, &outcome, scores, plan.config.group.size());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -689,6 +689,8 @@ fn print_json(a: &TrainArgs, plan: &Plan, outcome: &Outcome, scores: &Scores) {
         "exact_path": trained.path,
         "load_seconds": outcome.load_seconds,
         "train_seconds": trained.seconds,
+        "processes": plan.config.group.size(),
+        "allreduce_seconds": trained.communication_seconds,
         "peak_memory_bytes": peak_memory_bytes(),
         "skipped": outcome.skipped,
         "test_files": outcome.test_files,
@@ -698,7 +700,7 @@ fn print_json(a: &TrainArgs, plan: &Plan, outcome: &Outcome, scores: &Scores) {
     println!("{out}");
 }
 
-fn print_report(a: &TrainArgs, outcome: &Outcome, scores: &Scores) {
+fn print_report(a: &TrainArgs, outcome: &Outcome, scores: &Scores, processes: usize) {
     let trained = &outcome.trained;
     println!("Train accuracy: {:.4}", scores.train_accuracy);
     if let Some(v) = scores.val_accuracy {
@@ -726,8 +728,15 @@ fn print_report(a: &TrainArgs, outcome: &Outcome, scores: &Scores) {
             r.val_cost.unwrap_or(f64::NAN)
         );
     }
+    let shared = match processes {
+        1 => String::new(),
+        n => format!(
+            ", {n} processes, {:.2} s in their sums",
+            trained.communication_seconds
+        ),
+    };
     println!(
-        "Trained in {:.2} s ({} path, {} steps)",
+        "Trained in {:.2} s ({} path, {} steps{shared})",
         trained.seconds, trained.path, trained.steps
     );
     println!("Saved model to {}", a.model.display());

@@ -25,6 +25,8 @@ pub struct DirectEngine<'a> {
     /// The processes sharing each batch, and whether they share batch norm's statistics.
     group: Group,
     sync_bn: bool,
+    /// Seconds spent in the sums across processes.
+    communication: f64,
 }
 
 impl<'a> DirectEngine<'a> {
@@ -48,6 +50,7 @@ impl<'a> DirectEngine<'a> {
             prefetch,
             group,
             sync_bn,
+            communication: 0.0,
         }
     }
 
@@ -190,7 +193,9 @@ impl Engine for DirectEngine<'_> {
         );
         net.absorb(&pass);
         if !solo {
+            let started = std::time::Instant::now();
             outcome = shared::sum_step(&group, net, &mut grads, outcome, batch.len(), whole);
+            self.communication += started.elapsed().as_secs_f64();
             if l2 > 0.0 {
                 add_l2(&mut grads, &net.params(), l2);
             }
@@ -214,6 +219,10 @@ impl Engine for DirectEngine<'_> {
         if let Some(p) = &mut self.prefetch {
             p.plan(order, batch);
         }
+    }
+
+    fn communication_seconds(&self) -> f64 {
+        self.communication
     }
 
     fn weight_norm_sq(&self, net: &Network) -> f64 {

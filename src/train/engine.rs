@@ -54,6 +54,11 @@ pub trait Engine {
     /// that reads images from disk starts reading them ahead.
     fn upcoming(&mut self, _order: &[usize], _batch: usize) {}
 
+    /// Seconds spent so far summing steps across processes (`mpirun`).
+    fn communication_seconds(&self) -> f64 {
+        0.0
+    }
+
     /// `Σ‖W‖²` over every weight (not biases), for the L2 term of the cost.
     fn weight_norm_sq(&self, net: &Network) -> f64;
 

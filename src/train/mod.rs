@@ -142,6 +142,8 @@ pub struct Trained {
     pub interrupted: bool,
     /// Wall-clock seconds, including the Gram set-up.
     pub seconds: f64,
+    /// Of those, seconds spent summing across processes (`mpirun`; 0 alone).
+    pub communication_seconds: f64,
 }
 
 fn diverged(iteration: usize, learning_rate: f32) -> Error {
@@ -470,6 +472,7 @@ pub fn train(
         optimizer: optimizer.as_ref(),
     }
     .optimizer()?;
+    let communication_seconds = engine.communication_seconds();
     engine.finish(&mut net)?;
     // The last update is not followed by a forward pass that would show a blow-up.
     if !net.is_finite() {
@@ -493,6 +496,7 @@ pub fn train(
         stopped_early: ended.stopped_early,
         interrupted: ended.interrupted,
         seconds: began.elapsed().as_secs_f64(),
+        communication_seconds,
     })
 }
 
