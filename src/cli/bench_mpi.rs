@@ -79,6 +79,11 @@ fn mpirun(a: &MpiBench, flags: &[String], model: &Path) -> Result<Command> {
 }
 
 pub fn run(a: &MpiBench) -> Result<ExitCode> {
+    if !cfg!(feature = "mpi") {
+        super::usage!(
+            "bench --mpi needs a deepcat built with MPI: cargo build --release --features mpi"
+        );
+    }
     if Command::new("mpirun").arg("--version").output().is_err() {
         bail!("mpirun not found: install Open MPI (Debian: apt-get install openmpi-bin libopenmpi-dev)");
     }

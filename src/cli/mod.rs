@@ -89,18 +89,26 @@ enum Command {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    if let Some(n) = cli.threads {
-        if n == 0 {
-            usage!("--threads must be at least 1");
-        }
+    if cli.threads == Some(0) {
+        usage!("--threads must be at least 1");
+    }
+    // One process, unless mpirun started several: then train, predict and evaluate share
+    // the work, and any failure ends them all.
+    let group = deepcat::parallel::join()?;
+    // Processes on one machine share its cores, unless --threads says otherwise.
+    let (here, _) = group.local();
+    let threads = cli.threads.or_else(|| {
+        (here > 1).then(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / here).max(1)
+        })
+    });
+    if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
             .context("cannot start the thread pool")?;
     }
-    // One process, unless mpirun started several: then train, predict and evaluate share
-    // the work, and any failure ends them all.
-    let group = deepcat::parallel::join()?;
     if group.is_solo() {
         return dispatch(cli.command, cli.threads, &group);
     }
