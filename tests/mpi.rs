@@ -35,7 +35,10 @@ fn a_binary_without_mpi_refuses_to_run_under_mpirun() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("built without MPI") && err.contains("--features mpi"), "{err}");
+    assert!(
+        err.contains("built without MPI") && err.contains("--features mpi"),
+        "{err}"
+    );
 }
 
 #[cfg(feature = "mpi")]
@@ -126,7 +129,10 @@ mod under_mpirun {
     fn largest_difference(a: &Path, b: &Path, free: &[&str]) -> f64 {
         let (a, b) = (model_file::load(a).unwrap(), model_file::load(b).unwrap());
         let mut worst = 0.0f64;
-        let (pa, pb) = (a.model.network.named_params(), b.model.network.named_params());
+        let (pa, pb) = (
+            a.model.network.named_params(),
+            b.model.network.named_params(),
+        );
         assert_eq!(pa.len(), pb.len());
         for ((name, x), (_, y)) in pa.iter().zip(&pb) {
             if free.contains(&name.as_str()) {
@@ -223,7 +229,14 @@ mod under_mpirun {
         }
         let (a, b) = (tmp("repeat-a.safetensors"), tmp("repeat-b.safetensors"));
         // Per-process batch norm, dropout and augmentation: what a real run has.
-        let extra = ["--batch-size", "32", "--augment", "flip", "--iterations", "50"];
+        let extra = [
+            "--batch-size",
+            "32",
+            "--augment",
+            "flip",
+            "--iterations",
+            "50",
+        ];
         for m in [&a, &b] {
             run_ok(mpirun(
                 2,
@@ -283,7 +296,16 @@ mod under_mpirun {
         }
         let model = tmp("differ.safetensors");
         let m = model.to_string_lossy().to_string();
-        let flags = ["--size", "8", "--iterations", "2", "--batch-size", "8", "--model", &m];
+        let flags = [
+            "--size",
+            "8",
+            "--iterations",
+            "2",
+            "--batch-size",
+            "8",
+            "--model",
+            &m,
+        ];
         let mut cmd = mpirun(1, &["train", &bundled().to_string_lossy()]);
         cmd.args(flags)
             .args([":", "-n", "1", env!("CARGO_BIN_EXE_deepcat"), "train"])
@@ -324,7 +346,10 @@ mod under_mpirun {
             if pids.len() == 2 && started.elapsed() > Duration::from_secs(3) {
                 break pids[1].clone();
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "processes never started");
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "processes never started"
+            );
             std::thread::sleep(Duration::from_millis(200));
         };
         Command::new("kill").args(["-9", &victim]).status().unwrap();
@@ -353,7 +378,14 @@ mod under_mpirun {
         let args = train_args(
             &model,
             "conv8 bn relu pool gap",
-            &["--batch-size", "16", "--iterations", "30", "--checkpoint-every", "10"],
+            &[
+                "--batch-size",
+                "16",
+                "--iterations",
+                "30",
+                "--checkpoint-every",
+                "10",
+            ],
         );
         run_ok(mpirun(2, &strs(&args)));
         let first = model_file::load(&model).unwrap();

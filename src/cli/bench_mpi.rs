@@ -40,10 +40,12 @@ const TARGET: f64 = 0.9;
 
 /// The flags of every timed run of `preset`.
 fn flags(preset: &str, epochs: &str) -> Vec<String> {
-    ["--size", SIZE, "--arch", preset, "--epochs", epochs, "--seed", "1"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "--size", SIZE, "--arch", preset, "--epochs", epochs, "--seed", "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// One run's figures: images per second, all-reduce seconds per step, parameters.
@@ -85,7 +87,9 @@ pub fn run(a: &MpiBench) -> Result<ExitCode> {
         );
     }
     if Command::new("mpirun").arg("--version").output().is_err() {
-        bail!("mpirun not found: install Open MPI (Debian: apt-get install openmpi-bin libopenmpi-dev)");
+        bail!(
+            "mpirun not found: install Open MPI (Debian: apt-get install openmpi-bin libopenmpi-dev)"
+        );
     }
     let dir = tempfile::tempdir()?;
     let model = dir.path().join("bench.safetensors");
@@ -184,8 +188,12 @@ fn print_table(r: &Value) {
         f("allreduce_ms_per_step"),
         f("gradient_bytes") / 1e3
     );
-    println!("\nCost model for P such machines (ring all-reduce, {LATENCY_S:e} s latency per message):");
-    println!("  preset  link      batch  compute/step (1 machine)  all-reduce (2 machines)  largest P at 90%");
+    println!(
+        "\nCost model for P such machines (ring all-reduce, {LATENCY_S:e} s latency per message):"
+    );
+    println!(
+        "  preset  link      batch  compute/step (1 machine)  all-reduce (2 machines)  largest P at 90%"
+    );
     for preset in r["model"].as_array().into_iter().flatten() {
         for row in preset["rows"].as_array().into_iter().flatten() {
             println!(
@@ -194,7 +202,9 @@ fn print_table(r: &Value) {
                 row["gbit"].as_u64().unwrap_or(0),
                 row["batch"].as_u64().unwrap_or(0),
                 row["compute_ms_one_machine"].as_f64().unwrap_or(f64::NAN),
-                row["allreduce_ms_two_machines"].as_f64().unwrap_or(f64::NAN),
+                row["allreduce_ms_two_machines"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
                 row["largest_machines_at_90"].as_u64().unwrap_or(0)
             );
         }

@@ -54,7 +54,8 @@ pub fn run(a: PredictArgs, group: &Group) -> Result<ExitCode> {
         .top
         .unwrap_or(if names.len() == 2 { 2 } else { 3 })
         .clamp(1, names.len());
-    let line = |path: &Path, p: &Predictions, i: usize| prediction_line(path, names, p, i, top, a.json);
+    let line =
+        |path: &Path, p: &Predictions, i: usize| prediction_line(path, names, p, i, top, a.json);
     let tally = if group.is_solo() {
         // Results appear as they come.
         let mut out = std::io::stdout().lock();
@@ -70,7 +71,10 @@ pub fn run(a: PredictArgs, group: &Group) -> Result<ExitCode> {
             lines.push_str(&l);
             Ok(())
         })?;
-        let mut sums = [f64::from(u8::from(tally.failed_named)), tally.classified as f64];
+        let mut sums = [
+            f64::from(u8::from(tally.failed_named)),
+            tally.classified as f64,
+        ];
         group.sum_f64(&mut sums);
         tally = Tally {
             failed_named: sums[0] > 0.0,

@@ -207,7 +207,11 @@ impl SplitFiles {
     /// processes of a shared run compare, to refuse different data.
     pub fn listing(&self) -> String {
         let mut text = format!("{:?}\n", self.classes);
-        for (name, part) in [("train", &self.train), ("val", &self.val), ("test", &self.test)] {
+        for (name, part) in [
+            ("train", &self.train),
+            ("val", &self.val),
+            ("test", &self.test),
+        ] {
             text.push_str(name);
             for f in part {
                 let size = std::fs::metadata(&f.path).map_or(0, |m| m.len());

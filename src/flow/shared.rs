@@ -105,7 +105,11 @@ pub(super) fn check_same_sets(
 ///
 /// # Errors
 /// When streamed images cannot be read.
-pub(crate) fn predict_all(group: &Group, model: &Model, data: &dyn Examples) -> Result<Predictions> {
+pub(crate) fn predict_all(
+    group: &Group,
+    model: &Model,
+    data: &dyn Examples,
+) -> Result<Predictions> {
     if group.is_solo() {
         return model.predict_all(data);
     }
@@ -129,7 +133,14 @@ pub(crate) fn predict_all(group: &Group, model: &Model, data: &dyn Examples) -> 
     let mut probabilities = Array2::zeros((rows, classes));
     let mut decided = Vec::with_capacity(rows);
     for (i, record) in all.chunks_exact(width).enumerate() {
-        let word = |k: usize| [record[4 * k], record[4 * k + 1], record[4 * k + 2], record[4 * k + 3]];
+        let word = |k: usize| {
+            [
+                record[4 * k],
+                record[4 * k + 1],
+                record[4 * k + 2],
+                record[4 * k + 3],
+            ]
+        };
         decided.push(u32::from_le_bytes(word(0)) as usize);
         for c in 0..classes {
             probabilities[(i, c)] = f32::from_le_bytes(word(c + 1));

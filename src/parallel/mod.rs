@@ -152,9 +152,14 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 /// The number of processes `mpirun` (Open MPI, MPICH or any PMI launcher) started this one
 /// among, when it did.
 pub fn launched_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+    [
+        "OMPI_COMM_WORLD_SIZE",
+        "PMI_SIZE",
+        "PMIX_SIZE",
+        "MPI_LOCALNRANKS",
+    ]
+    .iter()
+    .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 /// The group this process belongs to: MPI's world when `mpirun` started several, else this
@@ -201,7 +206,10 @@ mod tests {
                 }
                 let lens: Vec<usize> = parts.iter().map(|p| p.len()).collect();
                 let (lo, hi) = (lens.iter().min(), lens.iter().max());
-                assert!(hi.unwrap_or(&0) - lo.unwrap_or(&0) <= 1, "{len} over {size}: {lens:?}");
+                assert!(
+                    hi.unwrap_or(&0) - lo.unwrap_or(&0) <= 1,
+                    "{len} over {size}: {lens:?}"
+                );
             }
         }
         assert_eq!(share(5, 0, 3), 0..2);

@@ -35,9 +35,8 @@ impl Mpi {
     /// # Errors
     /// When MPI is already initialised, or cannot give serialised threading.
     pub fn init() -> Result<Self, String> {
-        let (universe, threading) =
-            mpi::initialize_with_threading(mpi::Threading::Serialized)
-                .ok_or("MPI could not be initialised (was it initialised already?)")?;
+        let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+            .ok_or("MPI could not be initialised (was it initialised already?)")?;
         if threading < mpi::Threading::Serialized {
             return Err(format!(
                 "this MPI offers only {threading:?} threading; deepcat needs MPI_THREAD_SERIALIZED"

@@ -3,6 +3,7 @@
 
 use super::engine::{Engine, Outcome};
 use super::prefetch::Prefetch;
+use super::shared;
 use super::{Labelled, add_l2, is_whole, outcome, score};
 use crate::data::Images;
 use crate::data::augment::Augment;
@@ -10,7 +11,6 @@ use crate::model::Classes;
 use crate::nn::{Mode, Network, Pass, Rows, recycle};
 use crate::optim::{Optimizer, OptimizerState};
 use crate::parallel::Group;
-use super::shared;
 use crate::{Error, Result, Rng};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, CowArray, Ix2, concatenate};
 

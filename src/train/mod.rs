@@ -459,7 +459,15 @@ pub fn train(
         crate::loss::smoothed(&mut train_set.targets, config.label_smoothing);
     }
     let val_set = val.map(|v| Labelled::new(v, classes));
-    let mut engine = build_engine(config, path, &net, train_set, val_set, config.augment, input)?;
+    let mut engine = build_engine(
+        config,
+        path,
+        &net,
+        train_set,
+        val_set,
+        config.augment,
+        input,
+    )?;
     for cb in callbacks.iter_mut() {
         cb.on_start(&plan.info(path));
     }
@@ -605,7 +613,7 @@ impl<'c> Loop<'c> {
             return Err(diverged(step + 1, config.learning_rate));
         }
         self.steps += 1;
-        if !config.group.is_solo() && self.steps % shared::CHECK_EVERY == 0 {
+        if !config.group.is_solo() && self.steps.is_multiple_of(shared::CHECK_EVERY) {
             shared::check_same_weights(&config.group, net, step + 1)?;
         }
         let scored = outcome.score;
