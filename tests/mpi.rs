@@ -8,7 +8,7 @@
 //! that a binary built without it refuses to run under `mpirun` is compiled.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn deepcat() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_deepcat"));
@@ -45,6 +45,7 @@ fn a_binary_without_mpi_refuses_to_run_under_mpirun() {
 mod under_mpirun {
     use super::*;
     use deepcat::model_file;
+    use std::process::Output;
     use std::time::{Duration, Instant};
 
     /// Whether `mpirun` is here; when it is not, a skip (or a failure under
