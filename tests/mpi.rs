@@ -166,9 +166,9 @@ mod under_mpirun {
     /// augmentation, no dropout: one process and several draw nothing differently). `free`
     /// names the conv biases just before a batch norm: their gradient is zero up to rounding,
     /// so they drift with rounding and the network's outputs do not depend on them.
-    fn matches_one_process(n: usize, arch: &str, extra: &[&str], free: &[&str]) {
-        let one = tmp(&format!("one-{n}.safetensors"));
-        let many = tmp(&format!("many-{n}.safetensors"));
+    fn matches_one_process(name: &str, n: usize, arch: &str, extra: &[&str], free: &[&str]) {
+        let one = tmp(&format!("{name}-one.safetensors"));
+        let many = tmp(&format!("{name}-{n}.safetensors"));
         let mut extra = extra.to_vec();
         extra.extend(["--augment", "none", "--iterations", "50"]);
         run_ok({
@@ -185,6 +185,7 @@ mod under_mpirun {
     fn two_processes_train_what_one_does_without_batch_norm() {
         if have_mpirun() {
             matches_one_process(
+                "plain",
                 2,
                 "conv8 relu pool conv8 relu gap",
                 &["--batch-size", "32", "--optimizer", "adam"],
@@ -201,10 +202,33 @@ mod under_mpirun {
     fn two_processes_with_sync_bn_train_what_one_does_with_batch_norm() {
         if have_mpirun() {
             matches_one_process(
+                "syncbn",
                 2,
                 "conv8 bn relu pool res8 gap",
                 &["--batch-size", "32", "--optimizer", "momentum", "--sync-bn"],
                 &["conv1.bias", "residual1.conv1.bias", "residual1.conv2.bias"],
+            );
+        }
+    }
+
+    #[test]
+    fn streamed_from_the_shared_pack_two_processes_train_what_one_does() {
+        // 1685 photos of 768 bytes do not fit in 256 KiB: every run streams them from the
+        // decoded cache's pack, each process reading only its part of each batch.
+        if have_mpirun() {
+            matches_one_process(
+                "streamed",
+                2,
+                "conv8 relu pool gap",
+                &[
+                    "--batch-size",
+                    "24",
+                    "--memory-limit",
+                    "256KiB",
+                    "--optimizer",
+                    "adam",
+                ],
+                &[],
             );
         }
     }
@@ -215,6 +239,7 @@ mod under_mpirun {
         // 3 processes take 11/11/10 of each full batch and 2/1/1 of the last.
         if have_mpirun() {
             matches_one_process(
+                "ragged",
                 3,
                 "conv8 bn relu pool gap",
                 &["--batch-size", "32", "--optimizer", "momentum", "--sync-bn"],

@@ -217,7 +217,14 @@ impl Engine for DirectEngine<'_> {
 
     fn upcoming(&mut self, order: &[usize], batch: usize) {
         if let Some(p) = &mut self.prefetch {
-            p.plan(order, batch);
+            if self.group.is_solo() {
+                p.plan(order, batch);
+            } else {
+                // This process reads only its part of each batch.
+                let group = &self.group;
+                let mine = order.chunks(batch.max(1));
+                p.plan_batches(mine.map(|b| b[group.share(b.len())].to_vec()).collect());
+            }
         }
     }
 

@@ -37,8 +37,12 @@ impl Prefetch {
     /// Starts reading the batches of `order`, `batch` rows at a time (what is still queued
     /// from an earlier plan is dropped, and its thread ends).
     pub fn plan(&mut self, order: &[usize], batch: usize) {
+        self.plan_batches(order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect());
+    }
+
+    /// Starts reading `batches`, in order (this process's parts of shared batches, say).
+    pub fn plan_batches(&mut self, batches: Vec<Vec<usize>>) {
         let (send, receive) = sync_channel(DEPTH);
-        let batches: Vec<Vec<usize>> = order.chunks(batch.max(1)).map(<[usize]>::to_vec).collect();
         let (rows, spare) = (self.rows.clone(), Arc::clone(&self.spare));
         self.ready = Some(receive);
         std::thread::spawn(move || read_ahead(&rows, &spare, batches, &send));
