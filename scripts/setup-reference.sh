@@ -7,7 +7,8 @@
 #   scripts/setup-reference.sh --torch    # also PyTorch (bench/requirements-torch.txt), for
 #                                         # bench/cnn_reference.py and bench/dense_reference.py
 #   scripts/setup-reference.sh --serve    # also FastAPI and uvicorn (bench/requirements-serve.txt),
-#                                         # for bench/serve_reference.py (examples/serve_bench.rs)
+#                                         # with PyTorch, which serves the CNN, for
+#                                         # bench/serve_reference.py (examples/serve_bench.rs)
 #
 # --torch installs PyPI's torch wheel, which on Linux pulls in the CUDA libraries: several GB
 # of downloads and disk, although the benchmarks only use the CPU.
@@ -21,9 +22,12 @@ with_serve=0
 for arg in "$@"; do
     case "$arg" in
         --torch) with_torch=1 ;;
-        --serve) with_serve=1 ;;
+        --serve)
+            with_serve=1
+            with_torch=1
+            ;;
         -h | --help)
-            sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
