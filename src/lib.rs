@@ -25,7 +25,10 @@
 // few internal invariants that remain are allowed one by one, each with why it holds.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod explain;
 pub mod export;
