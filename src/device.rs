@@ -125,11 +125,57 @@ pub fn forward_on(device: Device, net: &Network) -> Result<Option<Box<dyn Forwar
 #[cfg(feature = "cuda")]
 fn cuda_forward(net: &Network) -> Result<Box<dyn Forward>> {
     let gpu = crate::cuda::Gpu::shared()?;
-    let _ = (gpu, net); todo!()
+    Ok(Box::new(crate::cuda::Inference::new(gpu, net)?))
 }
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_forward(_net: &Network) -> Result<Box<dyn Forward>> {
+    Err(Error::Config(NOT_BUILT.into()))
+}
+
+/// The training data an engine borrows: training and validation sets, augmentation, and the
+/// side of the (square) images augmentation reads.
+pub type EngineData<'a> = (
+    crate::train::Labelled<'a>,
+    Option<crate::train::Labelled<'a>>,
+    crate::data::augment::Augment,
+    usize,
+);
+
+/// The training engine of `config.device` (not the CPU, whose engines the training loop
+/// picks itself): weights, gradients and optimiser state on the device.
+///
+/// # Errors
+/// [`Error::Config`] when the device cannot be used; a device error while copying the network.
+pub(crate) fn engine<'a>(
+    config: &crate::train::TrainConfig,
+    net: &Network,
+    optimizer: &dyn crate::optim::Optimizer,
+    data: EngineData<'a>,
+) -> Result<Box<dyn crate::train::engine::Engine + 'a>> {
+    config.device.check_built()?;
+    cuda_engine(config, net, optimizer, data)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_engine<'a>(
+    config: &crate::train::TrainConfig,
+    net: &Network,
+    optimizer: &dyn crate::optim::Optimizer,
+    (train, val, augment, size): EngineData<'a>,
+) -> Result<Box<dyn crate::train::engine::Engine + 'a>> {
+    let engine =
+        crate::cuda::CudaEngine::new(net, optimizer, train, val, (augment, size), config.tf32)?;
+    Ok(Box::new(engine))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_engine<'a>(
+    _config: &crate::train::TrainConfig,
+    _net: &Network,
+    _optimizer: &dyn crate::optim::Optimizer,
+    _data: EngineData<'a>,
+) -> Result<Box<dyn crate::train::engine::Engine + 'a>> {
     Err(Error::Config(NOT_BUILT.into()))
 }
 

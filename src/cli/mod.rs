@@ -4,6 +4,7 @@ mod bench;
 mod bench_cnn;
 mod bench_stream;
 mod cache;
+mod device;
 mod evaluate;
 mod explain;
 mod export;

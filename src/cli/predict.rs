@@ -31,10 +31,13 @@ pub struct PredictArgs {
     json: bool,
     #[command(flatten)]
     tta: super::tta::TtaArgs,
+    #[command(flatten)]
+    device: super::device::DeviceArgs,
 }
 
 pub fn run(a: PredictArgs) -> Result<ExitCode> {
     let model = a.tta.apply(model_file::load(&a.model)?.model);
+    let forward = a.device.forward(&model)?;
     // (path, named on the command line?)
     let mut files: Vec<(PathBuf, bool)> = Vec::new();
     for p in &a.paths {
@@ -78,7 +81,7 @@ pub fn run(a: PredictArgs) -> Result<ExitCode> {
             continue;
         }
         let x = Array2::from_shape_vec((ok_paths.len(), model.preprocess.features()), data)?;
-        let predictions = model.predict(x.view());
+        let predictions = model.predict_on(x.view(), forward.as_deref())?;
         for (i, path) in ok_paths.iter().enumerate() {
             match print_prediction(path, names, &predictions, i, top, a.json) {
                 // The reader went away (`deepcat predict ... | head`): stop quietly.

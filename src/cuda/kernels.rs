@@ -107,7 +107,11 @@ pub fn compile(source: &Source, arch: &str) -> std::result::Result<Ptx, String> 
     };
     compile_ptx_with_opts(source.text, options).map_err(|e| match e {
         cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-            format!("{} does not compile for {arch}:\n{}", source.file, log.to_string_lossy())
+            format!(
+                "{} does not compile for {arch}:\n{}",
+                source.file,
+                log.to_string_lossy()
+            )
         }
         other => format!("{} does not compile for {arch}: {other:?}", source.file),
     })
@@ -117,10 +121,7 @@ pub fn compile(source: &Source, arch: &str) -> std::result::Result<Ptx, String> 
 ///
 /// # Errors
 /// [`Error::Device`] when a source does not compile or a module or kernel cannot be loaded.
-pub fn load(
-    ctx: &Arc<CudaContext>,
-    arch: &str,
-) -> Result<HashMap<&'static str, CudaFunction>> {
+pub fn load(ctx: &Arc<CudaContext>, arch: &str) -> Result<HashMap<&'static str, CudaFunction>> {
     let mut functions = HashMap::new();
     for source in SOURCES {
         let ptx = compile(source, arch).map_err(Error::Device)?;

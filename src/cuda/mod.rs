@@ -22,13 +22,13 @@
 //! same GPU and library versions; dropout masks come from a counter-based generator seeded
 //! from the training stream, not from the CPU's draws.
 
-// pub mod engine;
+pub mod engine;
 pub mod kernels;
-// pub mod net;
+pub mod net;
 pub mod ops;
 
-// pub use engine::CudaEngine;
-// pub use net::Inference;
+pub use engine::CudaEngine;
+pub use net::Inference;
 
 use crate::{Error, Result};
 use cudarc::cublas::CudaBlas;
@@ -78,7 +78,9 @@ impl Gpu {
     /// # Errors
     /// As [`Gpu::open`].
     pub fn shared() -> Result<Arc<Gpu>> {
-        let mut slot = SHARED.lock().map_err(|_| unusable("the GPU lock was poisoned"))?;
+        let mut slot = SHARED
+            .lock()
+            .map_err(|_| unusable("the GPU lock was poisoned"))?;
         if let Some(gpu) = slot.as_ref() {
             return Ok(Arc::clone(gpu));
         }
@@ -125,7 +127,9 @@ impl Gpu {
         }
         let ctx = CudaContext::new(0).map_err(|e| unusable(format!("cannot open GPU 0: {e:?}")))?;
         let name = ctx.name().map_err(failed("GPU name"))?;
-        let capability = ctx.compute_capability().map_err(failed("compute capability"))?;
+        let capability = ctx
+            .compute_capability()
+            .map_err(failed("compute capability"))?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(Arc::clone(&stream)).map_err(failed("cuBLAS handle"))?;
         let arch = format!("compute_{}{}", capability.0, capability.1);

@@ -196,14 +196,30 @@ impl Gpu {
 
     /// `y (rows, cols) += bias (cols,)`.
     pub fn add_bias(&self, y: &mut Buf, bias: &Buf, rows: usize, cols: usize) -> Result<()> {
-        launch!(self, "add_bias", grid(rows * cols), y, bias, &ll(rows), &int(cols));
+        launch!(
+            self,
+            "add_bias",
+            grid(rows * cols),
+            y,
+            bias,
+            &ll(rows),
+            &int(cols)
+        );
         Ok(())
     }
 
     /// `Σ_rows x (rows, cols)` → `(cols,)`: a bias gradient.
     pub fn column_sums(&self, x: &Buf, rows: usize, cols: usize) -> Result<Buf> {
         let mut s = self.zeros(cols)?;
-        launch!(self, "column_sums", per_item(cols), x, &mut s, &ll(rows), &int(cols));
+        launch!(
+            self,
+            "column_sums",
+            per_item(cols),
+            x,
+            &mut s,
+            &ll(rows),
+            &int(cols)
+        );
         Ok(s)
     }
 
@@ -212,7 +228,17 @@ impl Gpu {
     pub fn dropout(&self, x: &Buf, p: f32, seed: u64) -> Result<(Buf, Buf)> {
         let n = x.len();
         let (mut y, mut mask) = (self.zeros(n)?, self.zeros(n)?);
-        launch!(self, "dropout_forward", grid(n), x, &mut y, &mut mask, &ll(n), &p, &seed);
+        launch!(
+            self,
+            "dropout_forward",
+            grid(n),
+            x,
+            &mut y,
+            &mut mask,
+            &ll(n),
+            &p,
+            &seed
+        );
         Ok((y, mask))
     }
 }
@@ -412,14 +438,30 @@ impl Gpu {
         };
         match which.as_mut() {
             Some(w) => launch!(
-                self, "maxpool_forward", grid(n), x, &mut y, w, &dims[0], &dims[1], &dims[2],
+                self,
+                "maxpool_forward",
+                grid(n),
+                x,
+                &mut y,
+                w,
+                &dims[0],
+                &dims[1],
+                &dims[2],
                 &dims[3]
             ),
             None => {
                 let null: u64 = 0;
                 launch!(
-                    self, "maxpool_forward", grid(n), x, &mut y, &null, &dims[0], &dims[1],
-                    &dims[2], &dims[3]
+                    self,
+                    "maxpool_forward",
+                    grid(n),
+                    x,
+                    &mut y,
+                    &null,
+                    &dims[0],
+                    &dims[1],
+                    &dims[2],
+                    &dims[3]
                 )
             }
         }
@@ -432,7 +474,15 @@ impl Gpu {
         let mut dx = self.zeros(g.len())?;
         let dims = [g.batch, g.height, g.width, g.channels].map(int);
         launch!(
-            self, "maxpool_backward", grid(n), which, dy, &mut dx, &dims[0], &dims[1], &dims[2],
+            self,
+            "maxpool_backward",
+            grid(n),
+            which,
+            dy,
+            &mut dx,
+            &dims[0],
+            &dims[1],
+            &dims[2],
             &dims[3]
         );
         Ok(dx)
@@ -442,7 +492,16 @@ impl Gpu {
     pub fn gap(&self, x: &Buf, g: Images) -> Result<Buf> {
         let mut y = self.zeros(g.batch * g.channels)?;
         let (b, p, c) = (int(g.batch), int(g.height * g.width), int(g.channels));
-        launch!(self, "gap_forward", grid(g.batch * g.channels), x, &mut y, &b, &p, &c);
+        launch!(
+            self,
+            "gap_forward",
+            grid(g.batch * g.channels),
+            x,
+            &mut y,
+            &b,
+            &p,
+            &c
+        );
         Ok(y)
     }
 
@@ -461,8 +520,20 @@ impl Gpu {
         let dims = [g.batch, g.height, g.width, g.channels].map(int);
         let win = [w.kernel, w.stride, w.pad, w.out_height, w.out_width].map(int);
         launch!(
-            self, "im2col", grid(n), x, &mut cols, &dims[0], &dims[1], &dims[2], &dims[3],
-            &win[0], &win[1], &win[2], &win[3], &win[4]
+            self,
+            "im2col",
+            grid(n),
+            x,
+            &mut cols,
+            &dims[0],
+            &dims[1],
+            &dims[2],
+            &dims[3],
+            &win[0],
+            &win[1],
+            &win[2],
+            &win[3],
+            &win[4]
         );
         Ok(cols)
     }
@@ -474,8 +545,20 @@ impl Gpu {
         let dims = [g.batch, g.height, g.width, g.channels].map(int);
         let win = [w.kernel, w.stride, w.pad, w.out_height, w.out_width].map(int);
         launch!(
-            self, "col2im", grid(n), dcols, &mut dx, &dims[0], &dims[1], &dims[2], &dims[3],
-            &win[0], &win[1], &win[2], &win[3], &win[4]
+            self,
+            "col2im",
+            grid(n),
+            dcols,
+            &mut dx,
+            &dims[0],
+            &dims[1],
+            &dims[2],
+            &dims[3],
+            &win[0],
+            &win[1],
+            &win[2],
+            &win[3],
+            &win[4]
         );
         Ok(dx)
     }
@@ -523,7 +606,17 @@ impl Gpu {
         match update {
             Update::Gd => launch!(self, "gd_update", grid(n), w, g, &ll(n), &lr),
             Update::Momentum { beta, velocity } => {
-                launch!(self, "momentum_update", grid(n), w, g, velocity, &ll(n), &beta, &lr)
+                launch!(
+                    self,
+                    "momentum_update",
+                    grid(n),
+                    w,
+                    g,
+                    velocity,
+                    &ll(n),
+                    &beta,
+                    &lr
+                )
             }
             Update::Adam {
                 beta1,
@@ -580,7 +673,17 @@ impl Gpu {
             block_dim: (TILE as u32, TILE as u32, 1),
             shared_mem_bytes: 0,
         };
-        launch!(self, "byte_gram", cfg, x, y, &mut out, &int(p), &int(m), &int(k));
+        launch!(
+            self,
+            "byte_gram",
+            cfg,
+            x,
+            y,
+            &mut out,
+            &int(p),
+            &int(m),
+            &int(k)
+        );
         Ok(out)
     }
 }

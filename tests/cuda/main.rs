@@ -65,7 +65,10 @@ fn every_kernel_file_is_listed_once() {
         .filter(|n| n.ends_with(".cu"))
         .collect();
     on_disk.sort();
-    let mut listed: Vec<String> = kernels::SOURCES.iter().map(|s| s.file.to_string()).collect();
+    let mut listed: Vec<String> = kernels::SOURCES
+        .iter()
+        .map(|s| s.file.to_string())
+        .collect();
     listed.sort();
     assert_eq!(on_disk, listed);
     for source in kernels::SOURCES {
