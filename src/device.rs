@@ -1,12 +1,12 @@
 //! Where a network computes: the CPU (always), or an NVIDIA GPU through CUDA when deepcat is
-//! built with `--features cuda` ([`crate::cuda`]).
+//! built with `--features cuda` (`crate::cuda`, compiled with the feature).
 //!
 //! This module is compiled in every build, so `--device` exists on every command whatever the
 //! build: asking for `cuda` from a build without the feature, or on a machine without a usable
 //! GPU and driver, is a configuration error ([`Error::Config`], exit status 2 on the command
 //! line) that says what to do, never a panic. It holds what is independent of CUDA: the
 //! [`Device`] choice and the [`Forward`] seam through which inference runs elsewhere than in the
-//! network's own layers. What runs on the GPU lives in [`crate::cuda`].
+//! network's own layers. What runs on the GPU lives in `crate::cuda`.
 
 use crate::nn::{Network, Rows};
 use crate::{Error, Result};

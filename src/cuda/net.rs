@@ -256,46 +256,9 @@ fn forward_layer(
 ) -> Result<Step> {
     let step = |y: Buf, saved: Saved| Ok(Step { y, saved });
     match &layer.kind {
-        Kind::Dense {
-            weight,
-            bias,
-            inputs,
-        } => {
-            let units = layer.output.len();
-            let mut y = gpu.zeros(batch * units)?;
-            gpu.matmul(
-                x,
-                false,
-                &weight.buf,
-                true,
-                &mut y,
-                (batch, units, *inputs),
-                0.0,
-            )?;
-            gpu.add_bias(&mut y, &bias.buf, batch, units)?;
-            step(y, Saved::Nothing)
-        }
-        Kind::Conv {
-            weight,
-            bias,
-            input,
-            window,
-        } => {
-            let c_out = layer.output.channels;
-            let cols = gpu.im2col(x, images(*input, batch), *window)?;
-            let rows = batch * layer.output.pixels();
-            let k = window.kernel * window.kernel * input.channels;
-            let mut y = gpu.zeros(rows * c_out)?;
-            gpu.matmul(
-                &cols,
-                false,
-                &weight.buf,
-                true,
-                &mut y,
-                (rows, c_out, k),
-                0.0,
-            )?;
-            gpu.add_bias(&mut y, &bias.buf, rows, c_out)?;
+        Kind::Dense { .. } => step(dense_forward(gpu, layer, x, batch)?, Saved::Nothing),
+        Kind::Conv { .. } => {
+            let (y, cols) = conv_forward(gpu, layer, x, batch)?;
             step(
                 y,
                 if train.is_some() {
@@ -305,25 +268,9 @@ fn forward_layer(
                 },
             )
         }
-        Kind::BatchNorm {
-            gamma,
-            beta,
-            running_mean,
-            running_var,
-            input,
-        } => {
-            let p = BnParams {
-                gamma: &gamma.buf,
-                beta: &beta.buf,
-                running_mean: &running_mean.buf,
-                running_var: &running_var.buf,
-            };
-            let c = input.channels;
-            if train.is_none() {
-                return step(gpu.bn_infer(x, c, &p, EPSILON)?, Saved::Nothing);
-            }
-            let stats = gpu.bn_statistics(x, batch * input.pixels(), c, EPSILON)?;
-            step(gpu.bn_forward(x, c, &p, &stats)?, Saved::Stats(stats))
+        Kind::BatchNorm { .. } => {
+            let (y, stats) = batchnorm_forward(gpu, layer, x, batch, train.is_some())?;
+            step(y, stats.map_or(Saved::Nothing, Saved::Stats))
         }
         Kind::Relu => step(gpu.relu(x)?, Saved::Nothing),
         Kind::MaxPool { input } => {
@@ -340,6 +287,172 @@ fn forward_layer(
         },
         Kind::Residual { body, shortcut } => residual_forward(gpu, body, shortcut, x, batch, train),
     }
+}
+
+/// Dense: `x (batch, inputs)` → `z = x·Wᵀ + b (batch, units)`.
+fn dense_forward(gpu: &Gpu, layer: &DeviceLayer, x: &Buf, batch: usize) -> Result<Buf> {
+    let Kind::Dense {
+        weight,
+        bias,
+        inputs,
+    } = &layer.kind
+    else {
+        return Err(Error::Device("not a dense layer".into()));
+    };
+    let units = layer.output.len();
+    let mut y = gpu.zeros(batch * units)?;
+    gpu.matmul(
+        x,
+        false,
+        &weight.buf,
+        true,
+        &mut y,
+        (batch, units, *inputs),
+        0.0,
+    )?;
+    gpu.add_bias(&mut y, &bias.buf, batch, units)?;
+    Ok(y)
+}
+
+/// Dense: `dW = dzᵀ·x`, `db = Σ dz` and, if asked, `dx = dz·W`.
+fn dense_backward(
+    gpu: &Gpu,
+    layer: &DeviceLayer,
+    x: &Buf,
+    dy: &Buf,
+    batch: usize,
+    need_dx: bool,
+) -> Result<Grads> {
+    let Kind::Dense { weight, inputs, .. } = &layer.kind else {
+        return Err(Error::Device("not a dense layer".into()));
+    };
+    let (units, inputs) = (layer.output.len(), *inputs);
+    let mut dw = gpu.zeros(units * inputs)?;
+    gpu.matmul(dy, true, x, false, &mut dw, (units, inputs, batch), 0.0)?;
+    let db = gpu.column_sums(dy, batch, units)?;
+    let dx = if need_dx {
+        let mut dx = gpu.zeros(batch * inputs)?;
+        let shape = (batch, inputs, units);
+        gpu.matmul(dy, false, &weight.buf, false, &mut dx, shape, 0.0)?;
+        Some(dx)
+    } else {
+        None
+    };
+    Ok((vec![dw, db], dx))
+}
+
+/// Conv: `x (batch, h·w·c_in)` → im2col's `cols (batch·pixels_out, k·k·c_in)` → `y = cols·Wᵀ
+/// + b`, `(batch, pixels_out·c_out)`. Returns the patches too (backward's other factor).
+fn conv_forward(gpu: &Gpu, layer: &DeviceLayer, x: &Buf, batch: usize) -> Result<(Buf, Buf)> {
+    let Kind::Conv {
+        weight,
+        bias,
+        input,
+        window,
+    } = &layer.kind
+    else {
+        return Err(Error::Device("not a conv layer".into()));
+    };
+    let c_out = layer.output.channels;
+    let cols = gpu.im2col(x, images(*input, batch), *window)?;
+    let rows = batch * layer.output.pixels();
+    let k = window.kernel * window.kernel * input.channels;
+    let mut y = gpu.zeros(rows * c_out)?;
+    gpu.matmul(
+        &cols,
+        false,
+        &weight.buf,
+        true,
+        &mut y,
+        (rows, c_out, k),
+        0.0,
+    )?;
+    gpu.add_bias(&mut y, &bias.buf, rows, c_out)?;
+    Ok((y, cols))
+}
+
+/// Conv: `dW = dYᵀ·cols`, `db = Σ dY` and, if asked, `dx` = col2im of `dcols = dY·W`. The
+/// patches are gathered again when the forward pass did not keep them.
+fn conv_backward(
+    gpu: &Gpu,
+    layer: &DeviceLayer,
+    (x, cols): (&Buf, Option<&Buf>),
+    dy: &Buf,
+    batch: usize,
+    need_dx: bool,
+) -> Result<Grads> {
+    let Kind::Conv {
+        weight,
+        input,
+        window,
+        ..
+    } = &layer.kind
+    else {
+        return Err(Error::Device("not a conv layer".into()));
+    };
+    let recomputed;
+    let cols = match cols {
+        Some(c) => c,
+        None => {
+            recomputed = gpu.im2col(x, images(*input, batch), *window)?;
+            &recomputed
+        }
+    };
+    let out = layer.output;
+    let (rows, c_out) = (batch * out.pixels(), out.channels);
+    let k = window.kernel * window.kernel * input.channels;
+    let mut dw = gpu.zeros(c_out * k)?;
+    gpu.matmul(dy, true, cols, false, &mut dw, (c_out, k, rows), 0.0)?;
+    let db = gpu.column_sums(dy, rows, c_out)?;
+    let dx = if need_dx {
+        let mut dcols = gpu.zeros(rows * k)?;
+        gpu.matmul(
+            dy,
+            false,
+            &weight.buf,
+            false,
+            &mut dcols,
+            (rows, k, c_out),
+            0.0,
+        )?;
+        Some(gpu.col2im(&dcols, images(*input, batch), *window)?)
+    } else {
+        None
+    };
+    Ok((vec![dw, db], dx))
+}
+
+/// Batch norm: the batch's statistics in training (returned for backward and the running
+/// statistics), the running statistics at inference.
+fn batchnorm_forward(
+    gpu: &Gpu,
+    layer: &DeviceLayer,
+    x: &Buf,
+    batch: usize,
+    train: bool,
+) -> Result<(Buf, Option<Stats>)> {
+    let Kind::BatchNorm {
+        gamma,
+        beta,
+        running_mean,
+        running_var,
+        input,
+    } = &layer.kind
+    else {
+        return Err(Error::Device("not a batch norm".into()));
+    };
+    let p = BnParams {
+        gamma: &gamma.buf,
+        beta: &beta.buf,
+        running_mean: &running_mean.buf,
+        running_var: &running_var.buf,
+    };
+    let c = input.channels;
+    if !train {
+        return Ok((gpu.bn_infer(x, c, &p, EPSILON)?, None));
+    }
+    let stats = gpu.bn_statistics(x, batch * input.pixels(), c, EPSILON)?;
+    Ok((gpu.bn_forward(x, c, &p, &stats)?, Some(stats)))
 }
 
 /// `relu(body(x) + shortcut(x))`; training keeps both passes.
@@ -427,68 +540,14 @@ fn backward_layer(
     batch: usize,
     need_dx: bool,
 ) -> Result<Grads> {
-    let out = layer.output;
     match (&layer.kind, &step.saved) {
-        (Kind::Dense { weight, inputs, .. }, _) => {
-            let (units, inputs) = (out.len(), *inputs);
-            let mut dw = gpu.zeros(units * inputs)?;
-            gpu.matmul(&dy, true, x, false, &mut dw, (units, inputs, batch), 0.0)?;
-            let db = gpu.column_sums(&dy, batch, units)?;
-            let dx = if need_dx {
-                let mut dx = gpu.zeros(batch * inputs)?;
-                gpu.matmul(
-                    &dy,
-                    false,
-                    &weight.buf,
-                    false,
-                    &mut dx,
-                    (batch, inputs, units),
-                    0.0,
-                )?;
-                Some(dx)
-            } else {
-                None
-            };
-            Ok((vec![dw, db], dx))
-        }
-        (
-            Kind::Conv {
-                weight,
-                input,
-                window,
-                ..
-            },
-            saved,
-        ) => {
-            let recomputed;
+        (Kind::Dense { .. }, _) => dense_backward(gpu, layer, x, &dy, batch, need_dx),
+        (Kind::Conv { .. }, saved) => {
             let cols = match saved {
-                Saved::Cols(c) => c,
-                _ => {
-                    recomputed = gpu.im2col(x, images(*input, batch), *window)?;
-                    &recomputed
-                }
+                Saved::Cols(c) => Some(c),
+                _ => None,
             };
-            let (rows, c_out) = (batch * out.pixels(), out.channels);
-            let k = window.kernel * window.kernel * input.channels;
-            let mut dw = gpu.zeros(c_out * k)?;
-            gpu.matmul(&dy, true, cols, false, &mut dw, (c_out, k, rows), 0.0)?;
-            let db = gpu.column_sums(&dy, rows, c_out)?;
-            let dx = if need_dx {
-                let mut dcols = gpu.zeros(rows * k)?;
-                gpu.matmul(
-                    &dy,
-                    false,
-                    &weight.buf,
-                    false,
-                    &mut dcols,
-                    (rows, k, c_out),
-                    0.0,
-                )?;
-                Some(gpu.col2im(&dcols, images(*input, batch), *window)?)
-            } else {
-                None
-            };
-            Ok((vec![dw, db], dx))
+            conv_backward(gpu, layer, (x, cols), &dy, batch, need_dx)
         }
         (Kind::BatchNorm { gamma, input, .. }, Saved::Stats(stats)) => {
             let shape = (batch * input.pixels(), input.channels);

@@ -251,3 +251,29 @@ fn a_short_training_run_on_the_gpu_learns_and_predicts_the_cpus_classes() {
     let on_gpu = model.predict_on(x, Some(forward.as_ref())).unwrap();
     assert_eq!(on_cpu.classes, on_gpu.classes);
 }
+
+#[test]
+fn the_gram_paths_integer_products_on_the_gpu_are_the_cpus_bit_for_bit() {
+    let Some(gpu) =
+        gpu_or_skip("the_gram_paths_integer_products_on_the_gpu_are_the_cpus_bit_for_bit")
+    else {
+        return;
+    };
+    // 12288 bytes a row: the kernel's 32-bit partial sums are flushed to 64 bits on the way.
+    let g = Geometry::new(64, 64, 3);
+    let (x, y) = (images(19, g, 3), images(7, g, 4));
+    let up = |a: &Array2<u8>| gpu.upload(a.as_slice().unwrap()).unwrap();
+    let k = g.len();
+    let cross = gpu.byte_gram(&up(&x), &up(&y), (19, 7, k)).unwrap();
+    let expected = deepcat::linalg::bytes::cross_gram(x.view(), y.view());
+    assert_eq!(
+        gpu.download(&cross).unwrap(),
+        expected.into_raw_vec_and_offset().0
+    );
+    let square = gpu.byte_gram(&up(&x), &up(&x), (19, 19, k)).unwrap();
+    let expected = deepcat::linalg::bytes::gram(x.view());
+    assert_eq!(
+        gpu.download(&square).unwrap(),
+        expected.into_raw_vec_and_offset().0
+    );
+}
