@@ -193,6 +193,24 @@ mod tests {
         assert_eq!(serde_json::to_string(&Device::Cuda).unwrap(), "\"cuda\"");
     }
 
+    #[test]
+    fn a_cpu_configuration_is_saved_without_a_device_so_cpu_model_bytes_do_not_change() {
+        use crate::train::TrainConfig;
+        let cpu = serde_json::to_value(TrainConfig::default()).unwrap();
+        assert!(
+            cpu.get("device").is_none() && cpu.get("tf32").is_none(),
+            "{cpu}"
+        );
+        let gpu = TrainConfig {
+            device: Device::Cuda,
+            tf32: true,
+            ..TrainConfig::default()
+        };
+        let gpu = serde_json::to_value(gpu).unwrap();
+        assert_eq!(gpu["device"], "cuda");
+        assert_eq!(gpu["tf32"], true);
+    }
+
     #[cfg(not(feature = "cuda"))]
     #[test]
     fn cuda_without_the_feature_is_a_configuration_error_that_says_how_to_rebuild() {

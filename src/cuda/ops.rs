@@ -255,9 +255,13 @@ pub struct Stats {
 
 /// A batch norm's tensors on the device, `(c,)` each.
 pub struct BnParams<'a> {
+    /// γ, the scale.
     pub gamma: &'a Buf,
+    /// β, the shift.
     pub beta: &'a Buf,
+    /// The running mean (inference).
     pub running_mean: &'a Buf,
+    /// The running (unbiased) variance (inference).
     pub running_var: &'a Buf,
 }
 
@@ -398,9 +402,13 @@ impl Gpu {
 /// A batch of channels-last images: `(batch, height, width, channels)`.
 #[derive(Debug, Clone, Copy)]
 pub struct Images {
+    /// Images.
     pub batch: usize,
+    /// Rows of pixels per image.
     pub height: usize,
+    /// Pixels per row.
     pub width: usize,
+    /// Values per pixel.
     pub channels: usize,
 }
 
@@ -413,10 +421,15 @@ impl Images {
 /// A square window: side, stride, zero padding; and the output's height and width.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
+    /// Side of the square kernel.
     pub kernel: usize,
+    /// Step between outputs.
     pub stride: usize,
+    /// Zero rows and columns on every side.
     pub pad: usize,
+    /// Output rows.
     pub out_height: usize,
+    /// Output columns.
     pub out_width: usize,
 }
 
@@ -578,16 +591,29 @@ pub enum Update<'a> {
     /// `w −= lr·g`.
     Gd,
     /// `v = β·v + g`, `w −= lr·v`.
-    Momentum { beta: f32, velocity: &'a mut Buf },
+    Momentum {
+        /// β.
+        beta: f32,
+        /// The velocity `v`, like the parameter.
+        velocity: &'a mut Buf,
+    },
     /// Adam (AdamW when `shrink < 1`), bias correction `c1`, `c2` for this step.
     Adam {
+        /// β1, the first moment's decay.
         beta1: f32,
+        /// β2, the second moment's decay.
         beta2: f32,
+        /// ε, added to the root of the second moment.
         epsilon: f32,
+        /// `1 − β1ᵗ`.
         c1: f32,
+        /// `1 − β2ᵗ`.
         c2: f32,
+        /// `1 − lr·weight_decay` for AdamW's decayed weights, else 1.
         shrink: f32,
+        /// The first moment.
         m: &'a mut Buf,
+        /// The second moment.
         v: &'a mut Buf,
     },
 }
