@@ -165,7 +165,9 @@ fn optimisers_on_the_gpu_take_the_cpus_steps() {
     let momentum = OptimizerConfig::Momentum { beta: 0.9 };
     for optimizer in [OptimizerConfig::Gd, momentum, adam, adamw] {
         let cpu = TrainConfig {
-            body: parse_body("conv4 bn relu pool dense6 relu").unwrap(),
+            // No batch norm here: the bias of a layer before one has a gradient of pure
+            // rounding noise, which Adam scales up to whole steps of either sign.
+            body: parse_body("conv4 relu pool dense6 relu").unwrap(),
             optimizer,
             learning_rate: 0.01,
             l2: 0.01,
