@@ -17,6 +17,8 @@
 //! an ONNX file that runs without deepcat, and [`explain`] draws where it looked (Grad-CAM,
 //! gradient × input). [`flow::run`] is the whole job in one call (load or stream, train,
 //! measure, save, report), as `deepcat train` runs it. All products go through [`linalg`].
+//! [`device`] says where a network computes: the CPU, or (built with `--features cuda`) an
+//! NVIDIA GPU, whose kernels, device-side network and training engine live in `cuda`.
 //!
 //! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
 //! `(units_out, units_in)`.
