@@ -1,11 +1,11 @@
 //! Training on the GPU: an [`Engine`] whose weights, gradients and optimiser state live on
 //! the device.
 //!
-//! Each step uploads the batch's image bytes (or, with augmentation, its augmented values),
-//! runs the device network's training pass, downloads only the logits (a few values per
-//! image: the loop's score and finiteness check read them, with the CPU's own [`outcome`]),
-//! computes the fused head gradient, the backward pass and the optimiser's update on the
-//! device. The host network is left as it was at the start: [`Engine::network`] and
+//! Each step uploads the batch's image bytes (or, with augmentation, its augmented values;
+//! full-batch training uploads the whole set once and keeps it), runs the device network's
+//! training pass, downloads only the logits (a few values per image: the loop's score and
+//! finiteness check read them, with the CPU's own [`outcome`]), and computes the fused head
+//! gradient, the backward pass and the optimiser's update on the device. The host network is left as it was at the start: [`Engine::network`] and
 //! [`Engine::finish`] copy the weights back, as the engine trait allows.
 //!
 //! The optimiser is the loop's choice ([`OptimizerConfig`]), run by the kernels of
@@ -46,6 +46,9 @@ pub struct CudaEngine<'a> {
     augment: Augment,
     image_size: usize,
     optimizer: DeviceOptimizer,
+    /// Full-batch training's input, uploaded at the first step and kept: the whole training
+    /// set, the same at every step.
+    resident: Option<Buf>,
 }
 
 impl<'a> CudaEngine<'a> {
@@ -92,6 +95,7 @@ impl<'a> CudaEngine<'a> {
             augment,
             image_size,
             optimizer,
+            resident: None,
         })
     }
 
@@ -225,7 +229,12 @@ impl Engine for CudaEngine<'_> {
     ) -> Result<Outcome> {
         let gpu = Arc::clone(&self.gpu);
         let n = batch.len();
-        let x = self.batch_input(batch, rng)?;
+        let whole = !self.augment.is_on()
+            && (self.train.x.in_memory()).is_some_and(|x| is_whole(batch, x.nrows()));
+        let x = match self.resident.take() {
+            Some(x) if whole => x,
+            _ => self.batch_input(batch, rng)?,
+        };
         let targets = self.train.targets.select(Axis(0), batch);
         let target_buf = upload_rows(&gpu, Rows::Values(targets.view()))?;
         let labels: Vec<usize> = batch.iter().map(|&i| self.train.labels[i]).collect();
@@ -257,6 +266,9 @@ impl Engine for CudaEngine<'_> {
             }
         }
         self.update(&grads, learning_rate)?;
+        if whole {
+            self.resident = Some(x);
+        }
         Ok(scored)
     }
 
