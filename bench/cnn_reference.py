@@ -3,6 +3,7 @@
 For speed and accuracy comparisons with `deepcat train ... --arch cnn|resnet`.
 
     python bench/cnn_reference.py speed DATA_DIR --size 64 --threads 2 --epochs 1 --warmup-batches 5
+    python bench/cnn_reference.py speed DATA_DIR --size 64 --epochs 1 --device cuda   # on a GPU
     python bench/cnn_reference.py train DATA_DIR [--test-dir DIR] --size 64 --seed 1 [--epochs 40]
     (both take --arch SPEC and --recipe cnn|resnet; train also --test-split 0.2,
     --split-json FILE and --threads N)
@@ -370,15 +371,16 @@ class Trainer:
         rows = np.clip(grid[None, :] - dy[:, None], 0, s - 1)
         cols = np.clip(grid[None, :] - dx[:, None], 0, s - 1)
         cols = np.where(flip[:, None], s - 1 - cols, cols)
-        rows, cols = torch.from_numpy(rows), torch.from_numpy(cols)
-        return x[torch.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        rows, cols = torch.from_numpy(rows).to(x.device), torch.from_numpy(cols).to(x.device)
+        n_index = torch.arange(n, device=x.device)
+        return x[n_index[:, None, None], rows[:, :, None], cols[:, None, :]]
 
     def step(self, x_all, y_all, idx, lr=None):
         """One batch; `lr` (when not None) is set first, a scheduler steps after."""
         if lr is not None:
             for g in self.opt.param_groups:
                 g["lr"] = lr
-        idx = torch.from_numpy(idx)
+        idx = torch.from_numpy(idx).to(x_all.device)
         x = self.to_input(self.augment(x_all[idx]))
         y = y_all[idx]
         self.opt.zero_grad(set_to_none=True)
@@ -492,22 +494,33 @@ def cmd_speed(args):
     trainer, resize = RECIPES[recipe]
     x, labels = load_images(files, args.size, resize)
     y = targets(labels, classes)
+    # --device cuda: the images, the network and every step on the GPU (fp32, no TF32).
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    x, y = x.to(device), y.to(device)
     outputs = 1 if len(classes) == 2 else len(classes)
     n = x.shape[0]
     total_steps = args.warmup_batches + args.epochs * math.ceil(n / BATCH)
-    tr = trainer(build_network(parse_arch(args.arch), args.size, outputs), outputs == 1,
-                 args.size, rng, args.memory_format, total_steps)
+    net = build_network(parse_arch(args.arch), args.size, outputs).to(device)
+    tr = trainer(net, outputs == 1, args.size, rng, args.memory_format, total_steps)
     tr.net.train()
     for _ in range(args.warmup_batches):
         tr.step(x, y, rng.choice(n, min(BATCH, n), replace=False), tr.lr_at(0.0))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for e in range(args.epochs):
         tr.epoch(x, y, e, args.epochs)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     print(json.dumps({"images_per_second": n * args.epochs / seconds, "seconds": seconds,
                       "images": n * args.epochs, "threads": args.threads,
                       "memory_format": args.memory_format, "size": args.size, "epochs": args.epochs,
-                      "arch": args.arch, "recipe": recipe, "torch": torch.__version__}))
+                      "arch": args.arch, "recipe": recipe, "device": args.device,
+                      "torch": torch.__version__}))
 
 
 def cmd_train(args):
@@ -573,6 +586,8 @@ def main(argv=None):
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--epochs", type=int, default=1)
     sp.add_argument("--warmup-batches", type=int, default=5)
+    sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where to train: cuda times PyTorch on the GPU (cuDNN, fp32)")
     sp.add_argument("--images", type=int, default=0,
                     help="train on this many of the images (a seeded subset; default: all)")
     sp.add_argument("--seed", type=int, default=1)

@@ -66,37 +66,46 @@ def cmd_speed(args):
         keep = sorted(rng.choice(len(files), args.images, replace=False))
         files = [files[i] for i in keep]
     x, labels = load_images(files, 128)
-    x = x.reshape(x.shape[0], -1).contiguous()
-    y = targets(labels, classes).float()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    x = x.reshape(x.shape[0], -1).contiguous().to(device)
+    y = targets(labels, classes).float().to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if y.dim() == 1:
         sys.exit("dense_reference.py renders the two-class (sigmoid) network only")
     n = x.shape[0]
     loss = nn.BCEWithLogitsLoss()
 
-    net = network(x.shape[1])
+    net = network(x.shape[1]).to(device)
     gd = torch.optim.SGD(net.parameters(), lr=GD_LR)
     for _ in range(2):
         step(net, gd, loss, x, y)
+    sync()
     start = time.perf_counter()
     for _ in range(args.iterations):
         step(net, gd, loss, x, y)
+    sync()
     direct = (time.perf_counter() - start) / args.iterations
 
-    net = network(x.shape[1])
+    net = network(x.shape[1]).to(device)
     adam = torch.optim.Adam(net.parameters(), lr=ADAM_LR, betas=(0.9, 0.999), eps=1e-8)
     for _ in range(5):
-        idx = torch.from_numpy(rng.choice(n, min(BATCH, n), replace=False))
+        idx = torch.from_numpy(rng.choice(n, min(BATCH, n), replace=False)).to(device)
         step(net, adam, loss, x[idx], y[idx])
+    sync()
     start = time.perf_counter()
-    order = torch.from_numpy(rng.permutation(n))
+    order = torch.from_numpy(rng.permutation(n)).to(device)
     for i in range(0, n, BATCH):
         idx = order[i:i + BATCH]
         step(net, adam, loss, x[idx], y[idx])
+    sync()
     epoch = time.perf_counter() - start
 
     print(json.dumps({"direct_iteration_seconds": direct, "adam_epoch_seconds": epoch,
                       "images": n, "features": x.shape[1], "threads": args.threads,
-                      "iterations": args.iterations, "torch": torch.__version__}))
+                      "iterations": args.iterations, "device": args.device,
+                      "torch": torch.__version__}))
 
 
 def main(argv=None):
@@ -109,6 +118,8 @@ def main(argv=None):
                     help="time on this many images, drawn at random (deepcat's training part)")
     sp.add_argument("--iterations", type=int, default=10)
     sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where to train: cuda times PyTorch on the GPU (fp32, no TF32)")
     args = ap.parse_args(argv)
     cmd_speed(args)
 

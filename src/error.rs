@@ -48,6 +48,11 @@ pub enum Error {
     /// A plot could not be drawn or written.
     #[error("cannot write plot {path}: {reason}")]
     Plot { path: PathBuf, reason: String },
+
+    /// The GPU failed while computing (a CUDA driver, NVRTC or cuBLAS error, out of device
+    /// memory). A GPU that cannot be used at all is [`Error::Config`] instead.
+    #[error("the GPU failed: {0}")]
+    Device(String),
 }
 
 /// `0.00075` as such, `1e29` rather than thirty digits.

@@ -18,7 +18,9 @@
 //! gradient × input). [`flow::run`] is the whole job in one call (load or stream, train,
 //! measure, save, report), as `deepcat train` runs it; under `mpirun`, [`parallel`] shares
 //! each batch among the processes and sums their gradients. All products go through
-//! [`linalg`].
+//! [`linalg`]. [`device`] says where a network computes: the CPU, or (built with
+//! `--features cuda`) an NVIDIA GPU, whose kernels, device-side network and training engine
+//! live in `cuda`.
 //!
 //! Layout: one example per row everywhere, `(batch, features)`; a dense weight is
 //! `(units_out, units_in)`.
@@ -27,7 +29,10 @@
 // few internal invariants that remain are allowed one by one, each with why it holds.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod explain;
 pub mod export;

@@ -2,6 +2,7 @@
 //! names, which class the sigmoid means, how images are preprocessed).
 
 use crate::data::{Examples, Preprocess};
+use crate::device::Forward;
 use crate::loss::Head;
 use crate::nn::{Network, Rows};
 use crate::{Error, Result};
@@ -244,33 +245,69 @@ impl Model {
     /// # Panics
     /// If `x` does not have the model's feature count.
     pub fn predict<'x>(&self, x: impl Into<Rows<'x>>) -> Predictions {
-        let x = x.into();
+        let cpu = |x: Rows<'_>| Ok::<_, std::convert::Infallible>(self.network.probabilities(x));
+        match self.predict_by(x.into(), cpu) {
+            Ok(p) => p,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`predict`](Self::predict) with the network's inference pass run by `forward` (a
+    /// copy of the network on a GPU, see [`crate::device::forward_on`]); by the network
+    /// itself when `None`, exactly as [`predict`](Self::predict).
+    ///
+    /// # Errors
+    /// When the device fails.
+    ///
+    /// # Panics
+    /// If `x` does not have the model's feature count.
+    pub fn predict_on<'x>(
+        &self,
+        x: impl Into<Rows<'x>>,
+        forward: Option<&dyn Forward>,
+    ) -> Result<Predictions> {
+        let Some(forward) = forward else {
+            return Ok(self.predict(x));
+        };
+        let head = self.network.head();
+        self.predict_by(x.into(), |x| {
+            Ok(head.probabilities(forward.logits(x)?.view()))
+        })
+    }
+
+    /// Predictions from network probabilities computed by `probabilities` (on the image and,
+    /// with test-time flips, on its mirror).
+    fn predict_by<E>(
+        &self,
+        x: Rows<'_>,
+        probabilities: impl Fn(Rows<'_>) -> std::result::Result<Array2<f32>, E>,
+    ) -> std::result::Result<Predictions, E> {
         assert_eq!(
             x.ncols(),
             self.network.input_units(),
             "model expects {} features",
             self.network.input_units()
         );
-        let mut p = self.network.probabilities(x);
+        let mut p = probabilities(x)?;
         if self.tta {
             let g = self.network.input();
             use crate::data::augment::mirrored;
             let q = match x {
                 Rows::Bytes(b) => {
                     let m = mirrored(b, g.height, g.width, g.channels);
-                    self.network.probabilities(&m)
+                    probabilities((&m).into())?
                 }
                 Rows::Values(v) => {
                     let m = mirrored(v, g.height, g.width, g.channels);
-                    self.network.probabilities(&m)
+                    probabilities((&m).into())?
                 }
             };
             p = (p + q) * 0.5;
         }
-        Predictions {
+        Ok(Predictions {
             probabilities: self.classes.class_probabilities(p.view()),
             classes: self.classes.decide(p.view()),
-        }
+        })
     }
 
     /// Predictions for every example of `data`: at once in memory, block by block for

@@ -37,6 +37,8 @@ pub struct EvaluateArgs {
     /// memory available]; a larger folder is evaluated in chunks.
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
     memory_limit: Option<u64>,
+    #[command(flatten)]
+    device: super::device::DeviceArgs,
 }
 
 /// A model's predictions on every image of a folder of class sub-folders.
@@ -58,7 +60,9 @@ pub(super) fn classify(
     max_skipped: f64,
     cache: &super::cache::CacheArgs,
     memory_limit: Option<u64>,
+    device: &super::device::DeviceArgs,
 ) -> Result<Classified> {
+    let forward = device.forward(model)?;
     let chunk = deepcat::data::memory::images_per_chunk(model.preprocess.features(), memory_limit)?;
     let mut predictions = Predictions::empty(model.classes.len());
     let (mut labels, mut paths) = (Vec::new(), Vec::new());
@@ -70,7 +74,7 @@ pub(super) fn classify(
         cache.cache().as_ref(),
         chunk,
         |data| {
-            predictions.append(model.predict(data.x.view()));
+            predictions.append(model.predict_on(data.x.view(), forward.as_deref())?);
             labels.extend(data.labels);
             paths.extend(data.paths);
             Ok(())
@@ -152,7 +156,14 @@ pub fn run(a: EvaluateArgs, group: &Group) -> Result<ExitCode> {
         paths,
         skipped,
     } = if group.is_solo() {
-        classify(&model, &a.data_dir, a.max_skipped, &a.cache, a.memory_limit)?
+        classify(
+            &model,
+            &a.data_dir,
+            a.max_skipped,
+            &a.cache,
+            a.memory_limit,
+            &a.device,
+        )?
     } else {
         classify_shared(&model, &a.data_dir, a.max_skipped, a.memory_limit, group)?
     };

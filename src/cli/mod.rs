@@ -5,6 +5,7 @@ mod bench_cnn;
 mod bench_mpi;
 mod bench_stream;
 mod cache;
+mod device;
 mod evaluate;
 mod explain;
 mod export;

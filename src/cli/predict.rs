@@ -32,10 +32,13 @@ pub struct PredictArgs {
     json: bool,
     #[command(flatten)]
     tta: super::tta::TtaArgs,
+    #[command(flatten)]
+    device: super::device::DeviceArgs,
 }
 
 pub fn run(a: PredictArgs, group: &Group) -> Result<ExitCode> {
     let model = a.tta.apply(model_file::load(&a.model)?.model);
+    let forward = a.device.forward(&model)?;
     // (path, named on the command line?)
     let mut files: Vec<(PathBuf, bool)> = Vec::new();
     for p in &a.paths {
@@ -59,7 +62,8 @@ pub fn run(a: PredictArgs, group: &Group) -> Result<ExitCode> {
     let tally = if group.is_solo() {
         // Results appear as they come.
         let mut out = std::io::stdout().lock();
-        match classify(&model, &files, line, &mut |l| out.write_all(l.as_bytes())) {
+        let write = &mut |l: String| out.write_all(l.as_bytes());
+        match classify((&model, forward.as_deref()), &files, line, write) {
             // The reader went away (`deepcat predict ... | head`): stop quietly.
             Err(e) if is_broken_pipe(&e) => return Ok(ExitCode::SUCCESS),
             other => other?,
@@ -67,7 +71,8 @@ pub fn run(a: PredictArgs, group: &Group) -> Result<ExitCode> {
     } else {
         // Each process classifies its share of the files; the first prints them all, in order.
         let mut lines = String::new();
-        let mut tally = classify(&model, &files[group.share(files.len())], line, &mut |l| {
+        let mine = &files[group.share(files.len())];
+        let mut tally = classify((&model, forward.as_deref()), mine, line, &mut |l| {
             lines.push_str(&l);
             Ok(())
         })?;
@@ -121,7 +126,10 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Decodes and classifies `files` batch by batch (so memory stays bounded on a folder of any
 /// size), handing each image's `line` to `out`; warns of files it cannot read.
 fn classify(
-    model: &deepcat::model::Model,
+    (model, forward): (
+        &deepcat::model::Model,
+        Option<&dyn deepcat::device::Forward>,
+    ),
     files: &[(PathBuf, bool)],
     line: impl Fn(&Path, &Predictions, usize) -> String,
     out: &mut dyn FnMut(String) -> std::io::Result<()>,
@@ -154,7 +162,7 @@ fn classify(
             continue;
         }
         let x = Array2::from_shape_vec((ok_paths.len(), model.preprocess.features()), data)?;
-        let predictions = model.predict(x.view());
+        let predictions = model.predict_on(x.view(), forward.as_deref())?;
         for (i, path) in ok_paths.iter().enumerate() {
             out(line(path, &predictions, i))?;
         }

@@ -35,6 +35,8 @@ pub struct ReportArgs {
     /// memory available]; a larger folder is evaluated in chunks.
     #[arg(long, value_name = "SIZE", value_parser = super::parse_size)]
     memory_limit: Option<u64>,
+    #[command(flatten)]
+    device: super::device::DeviceArgs,
 }
 
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
@@ -48,7 +50,14 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
         labels,
         paths,
         skipped,
-    } = classify(&model, &a.data_dir, a.max_skipped, &a.cache, a.memory_limit)?;
+    } = classify(
+        &model,
+        &a.data_dir,
+        a.max_skipped,
+        &a.cache,
+        a.memory_limit,
+        &a.device,
+    )?;
     let folder = a.data_dir.display().to_string();
     let mut evaluation = Evaluation::new(
         &folder,

@@ -57,6 +57,8 @@ pub struct ServeArgs {
     /// turns that off, for this model and every reload [default: what the model records].
     #[arg(long, value_enum)]
     tta: Option<super::tta::TtaName>,
+    #[command(flatten)]
+    device: super::device::DeviceArgs,
 }
 
 /// `value` seconds as a duration, or a usage error naming `flag`.
@@ -94,6 +96,7 @@ fn config(a: &ServeArgs) -> Result<ServeConfig, String> {
         budget_wait: seconds("--budget-wait", a.budget_wait)?,
         allow_reload: a.allow_reload,
         tta: a.tta.map(super::tta::TtaName::flips),
+        device: a.device.device,
         ..ServeConfig::default()
     })
 }
@@ -103,6 +106,10 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(reason) => super::usage!("{reason}"),
     };
+    if !config.device.is_cpu() {
+        // Opens the GPU now: a missing one is a usage error before anything is served.
+        config.device.describe()?;
+    }
     let served = deepcat::serve::load_checked(&a.model)?;
     purge_freed_memory_at_once();
     deepcat::serve::run(served, &config, |addr| {

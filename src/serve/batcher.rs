@@ -8,6 +8,7 @@
 //! says so at once and the caller answers "busy" rather than queueing without end.
 
 use super::metrics::Metrics;
+use crate::device::Forward;
 use crate::model::{Model, Predictions};
 use ndarray::{Array2, s};
 use std::sync::Arc;
@@ -48,7 +49,7 @@ impl Batcher {
     /// # Errors
     /// If the operating system refuses a thread.
     pub fn start(
-        model: Arc<Model>,
+        (model, forward): (Arc<Model>, Option<Box<dyn Forward>>),
         capacity: usize,
         max_batch: usize,
         metrics: Arc<Metrics>,
@@ -58,7 +59,13 @@ impl Batcher {
         let counted = Arc::clone(&metrics);
         let worker = std::thread::Builder::new()
             .name("deepcat-batcher".into())
-            .spawn(move || work(&model, jobs, max_batch.max(1), &counted))?;
+            .spawn(move || {
+                let model = Running {
+                    model: &model,
+                    forward: forward.as_deref(),
+                };
+                work(model, jobs, max_batch.max(1), &counted)
+            })?;
         let batcher = Batcher {
             queue,
             features,
@@ -87,8 +94,17 @@ impl Batcher {
     }
 }
 
+/// The model the worker runs, and where (its inference pass on a device, or `None` for the
+/// CPU).
+#[derive(Clone, Copy)]
+struct Running<'m> {
+    model: &'m Model,
+    forward: Option<&'m dyn Forward>,
+}
+
 /// The worker's loop: wait for a row, take all that wait behind it, classify, answer.
-fn work(model: &Model, mut jobs: mpsc::Receiver<Job>, max_batch: usize, metrics: &Metrics) {
+fn work(running: Running<'_>, mut jobs: mpsc::Receiver<Job>, max_batch: usize, metrics: &Metrics) {
+    let model = running.model;
     let features = model.preprocess.features();
     while let Some(first) = jobs.blocking_recv() {
         let mut batch = vec![first];
@@ -108,7 +124,14 @@ fn work(model: &Model, mut jobs: mpsc::Receiver<Job>, max_batch: usize, metrics:
         let Ok(x) = Array2::from_shape_vec((batch.len(), features), data) else {
             unreachable!("every row was checked to have {features} bytes in submit");
         };
-        let predictions = model.predict(x.view());
+        let predictions = match model.predict_on(x.view(), running.forward) {
+            Ok(p) => p,
+            Err(e) => {
+                // The requests' replies are dropped: each is answered as an internal error.
+                eprintln!("deepcat serve: cannot classify a batch of {n}: {e}");
+                continue;
+            }
+        };
         for (i, job) in batch.into_iter().enumerate() {
             let one = Predictions {
                 probabilities: predictions.probabilities.slice(s![i..=i, ..]).to_owned(),

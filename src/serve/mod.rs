@@ -76,6 +76,8 @@ pub struct ServeConfig {
     /// Test-time flips on or off for every model served, reloads included; `None` follows
     /// what each model file records.
     pub tta: Option<bool>,
+    /// Where the batch worker runs the model (a GPU copy is made for each model served).
+    pub device: crate::device::Device,
 }
 
 impl Default for ServeConfig {
@@ -93,6 +95,7 @@ impl Default for ServeConfig {
             budget_wait: Duration::from_secs(10),
             allow_reload: false,
             tta: None,
+            device: crate::device::Device::Cpu,
         }
     }
 }

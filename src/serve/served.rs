@@ -103,7 +103,7 @@ impl InService {
     /// Starts a batch worker for `served`'s model.
     ///
     /// # Errors
-    /// If the worker's thread cannot start.
+    /// If the worker's thread cannot start, or the model cannot be copied to the device.
     pub fn start(
         served: &Served,
         config: &ServeConfig,
@@ -113,10 +113,12 @@ impl InService {
         if let Some(flips) = config.tta {
             model.tta = flips;
         }
+        let forward = crate::device::forward_on(config.device, &model.network)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let model = Arc::new(model);
         // The worker stops when the last Batcher clone is dropped: no need to join it.
         let (batcher, _worker) = Batcher::start(
-            Arc::clone(&model),
+            (Arc::clone(&model), forward),
             config.queue,
             super::MAX_BATCH,
             Arc::clone(metrics),

@@ -2,6 +2,7 @@
 //! read.
 
 use crate::data::augment::Augment;
+use crate::device::Device;
 use crate::nn::Init;
 use crate::nn::spec::{LayerSpec, dense_body};
 use crate::optim::{OptimizerConfig, Schedule};
@@ -82,6 +83,14 @@ pub struct TrainConfig {
     /// (see [`crate::parallel`]). Not recorded: the model is the same.
     #[serde(skip)]
     pub group: Group,
+    /// Where training computes (`--device`): the CPU, or a GPU through CUDA. Recorded in the
+    /// model's training JSON only when it is not the CPU, so CPU model files keep their bytes.
+    #[serde(skip_serializing_if = "Device::is_cpu")]
+    pub device: Device,
+    /// Whether cuBLAS may use TF32 tensor cores for the GPU's products (`--tf32`; off: full
+    /// fp32). Recorded only when on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tf32: bool,
 }
 
 /// The document's hidden layers.
@@ -112,6 +121,8 @@ impl Default for TrainConfig {
             tta: false,
             sync_bn: false,
             group: Group::default(),
+            device: Device::Cpu,
+            tf32: false,
         }
     }
 }
@@ -123,6 +134,16 @@ impl TrainConfig {
     /// [`Error::Config`] for the first bad value.
     pub fn check(&self) -> Result<()> {
         let bad = |msg: String| Err(Error::Config(msg));
+        self.device.check_built()?;
+        if !self.device.is_cpu() && self.exact_path == ExactPath::Gram {
+            return bad(format!(
+                "--exact-path gram runs on the CPU only; with --device {} use auto or direct",
+                self.device
+            ));
+        }
+        if self.tf32 && self.device.is_cpu() {
+            return bad("--tf32 sets the GPU's matrix products: it needs --device cuda".into());
+        }
         for layer in &self.body {
             layer
                 .check()

@@ -18,7 +18,7 @@ pub mod callbacks;
 mod config;
 mod direct;
 mod early_stopping;
-mod engine;
+pub(crate) mod engine;
 pub mod gram;
 mod history;
 mod path;
@@ -33,7 +33,6 @@ pub use early_stopping::EarlyStopping;
 pub use history::{History, Record};
 pub use recipe::Recipe;
 
-use crate::data::augment::Augment;
 use crate::data::{Examples, Images};
 use crate::loss::Head;
 use crate::model::Classes;
@@ -72,7 +71,7 @@ impl<'a> Labelled<'a> {
 }
 
 /// Mean cost and number of correct decisions for a batch, from its logits.
-fn score(
+pub(crate) fn score(
     classes: &Classes,
     logits: ArrayView2<'_, f32>,
     targets: ArrayView2<'_, f32>,
@@ -86,7 +85,7 @@ fn score(
 }
 
 /// A step's [`Outcome`]: the score when `want_score`, and whether the logits are all finite.
-fn outcome(
+pub(crate) fn outcome(
     classes: &Classes,
     logits: ArrayView2<'_, f32>,
     targets: ArrayView2<'_, f32>,
@@ -101,7 +100,7 @@ fn outcome(
 
 /// Whether `batch` is all `m` training rows in order (full-batch training), so the data can be
 /// used as it is, without gathering rows.
-fn is_whole(batch: &[usize], m: usize) -> bool {
+pub(crate) fn is_whole(batch: &[usize], m: usize) -> bool {
     batch.len() == m && batch.iter().enumerate().all(|(i, &b)| i == b)
 }
 
@@ -382,16 +381,28 @@ fn starting_network(
     Ok(net)
 }
 
-/// The engine for `path`, borrowing the data.
+/// The engine for `path` (or for the configured device, when it is not the CPU), borrowing
+/// the data.
 fn build_engine<'a>(
-    config: &TrainConfig,
+    (config, optimizer): (&TrainConfig, &dyn Optimizer),
     path: &'static str,
     net: &Network,
     train: Labelled<'a>,
     val: Option<Labelled<'a>>,
-    augment: Augment,
     input: Geometry,
 ) -> Result<Box<dyn Engine + 'a>> {
+    let augment = config.augment;
+    if !config.device.is_cpu() {
+        if !config.group.is_solo() {
+            return Err(Error::Config(
+                "--device cuda does not share its steps among processes yet: under mpirun, \
+                 train on the CPU (drop --device)"
+                    .into(),
+            ));
+        }
+        let data = (train, val, augment, input.height);
+        return crate::device::engine(config, net, optimizer, data);
+    }
     Ok(match path {
         "gram" => Box::new(gram::GramEngine::new(net, train, val)?),
         _ => Box::new(direct::DirectEngine::new(
@@ -460,12 +471,11 @@ pub fn train(
     }
     let val_set = val.map(|v| Labelled::new(v, classes));
     let mut engine = build_engine(
-        config,
+        (config, optimizer.as_ref()),
         path,
         &net,
         train_set,
         val_set,
-        config.augment,
         input,
     )?;
     for cb in callbacks.iter_mut() {

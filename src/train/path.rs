@@ -20,6 +20,10 @@ pub(super) fn choose_path(
     steps: usize,
     streamed: bool,
 ) -> Result<&'static str> {
+    // The GPU computes every layer every step (its engine has no Gram form yet).
+    if !config.device.is_cpu() {
+        return Ok("direct");
+    }
     let n = net.input_units() as f64;
     let first = super::gram::first_dense(net);
     let h = first.map_or(1, |(d, _)| d.weight.nrows()) as f64;

@@ -147,3 +147,67 @@ fn a_model_folder_that_cannot_be_written_is_refused_before_training() {
         &["--model", "cannot write in folder", "locked"],
     );
 }
+
+#[test]
+fn device_cuda_without_the_feature_or_a_gpu_is_a_usage_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    synthetic(&root, 6);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let model = fixtures.join("v1.safetensors");
+    let image = fixtures.join("cat.png");
+    fails_with(
+        &mut train(&root, &["--device", "tpu"]),
+        2,
+        &["unknown device \"tpu\""],
+    );
+    fails_with(
+        &mut train(&root, &["--tf32"]),
+        2,
+        &["--tf32", "needs --device cuda"],
+    );
+    // A build with the feature on a machine with a GPU predicts; every other combination
+    // (no feature, no driver, no GPU) says why, with exit status 2, before reading an image.
+    let out = deepcat()
+        .args(["predict", "--device", "cuda"])
+        .arg(&model)
+        .arg(&image)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        let cpu = succeeds(deepcat().arg("predict").arg(&model).arg(&image));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).split(" (").next(),
+            String::from_utf8_lossy(&cpu.stdout).split(" (").next(),
+            "the GPU and the CPU predict different classes"
+        );
+        return;
+    }
+    let built = cfg!(feature = "cuda");
+    let needle = if built {
+        "--device cuda: "
+    } else {
+        "--features cuda"
+    };
+    for cmd in [
+        train(&root, &["--device", "cuda"]),
+        {
+            let mut c = deepcat();
+            c.args(["predict", "--device", "cuda"])
+                .arg(&model)
+                .arg(&image);
+            c
+        },
+        {
+            let mut c = deepcat();
+            c.args(["evaluate", "--device", "cuda"])
+                .arg(&model)
+                .arg(&root);
+            c
+        },
+    ]
+    .iter_mut()
+    {
+        fails_with(cmd, 2, &[needle, "--device cpu"]);
+    }
+}
