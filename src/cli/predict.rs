@@ -162,7 +162,7 @@ fn classify(
             continue;
         }
         let x = Array2::from_shape_vec((ok_paths.len(), model.preprocess.features()), data)?;
-        let predictions = model.predict_on(x.view(), forward.as_deref())?;
+        let predictions = model.predict_on(x.view(), forward)?;
         for (i, path) in ok_paths.iter().enumerate() {
             out(line(path, &predictions, i))?;
         }
