@@ -133,52 +133,6 @@ fn cuda_forward(_net: &Network) -> Result<Box<dyn Forward>> {
     Err(Error::Config(NOT_BUILT.into()))
 }
 
-/// The training data an engine borrows: training and validation sets, augmentation, and the
-/// side of the (square) images augmentation reads.
-pub type EngineData<'a> = (
-    crate::train::Labelled<'a>,
-    Option<crate::train::Labelled<'a>>,
-    crate::data::augment::Augment,
-    usize,
-);
-
-/// The training engine of `config.device` (not the CPU, whose engines the training loop
-/// picks itself): weights, gradients and optimiser state on the device.
-///
-/// # Errors
-/// [`Error::Config`] when the device cannot be used; a device error while copying the network.
-pub(crate) fn engine<'a>(
-    config: &crate::train::TrainConfig,
-    net: &Network,
-    optimizer: &dyn crate::optim::Optimizer,
-    data: EngineData<'a>,
-) -> Result<Box<dyn crate::train::engine::Engine + 'a>> {
-    config.device.check_built()?;
-    cuda_engine(config, net, optimizer, data)
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_engine<'a>(
-    config: &crate::train::TrainConfig,
-    net: &Network,
-    optimizer: &dyn crate::optim::Optimizer,
-    (train, val, augment, size): EngineData<'a>,
-) -> Result<Box<dyn crate::train::engine::Engine + 'a>> {
-    let engine =
-        crate::cuda::CudaEngine::new(net, optimizer, train, val, (augment, size), config.tf32)?;
-    Ok(Box::new(engine))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_engine<'a>(
-    _config: &crate::train::TrainConfig,
-    _net: &Network,
-    _optimizer: &dyn crate::optim::Optimizer,
-    _data: EngineData<'a>,
-) -> Result<Box<dyn crate::train::engine::Engine + 'a>> {
-    Err(Error::Config(NOT_BUILT.into()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,24 +145,6 @@ mod tests {
         assert!(msg.contains("use cpu or cuda"), "{msg}");
         assert_eq!(Device::default(), Device::Cpu);
         assert_eq!(serde_json::to_string(&Device::Cuda).unwrap(), "\"cuda\"");
-    }
-
-    #[test]
-    fn a_cpu_configuration_is_saved_without_a_device_so_cpu_model_bytes_do_not_change() {
-        use crate::train::TrainConfig;
-        let cpu = serde_json::to_value(TrainConfig::default()).unwrap();
-        assert!(
-            cpu.get("device").is_none() && cpu.get("tf32").is_none(),
-            "{cpu}"
-        );
-        let gpu = TrainConfig {
-            device: Device::Cuda,
-            tf32: true,
-            ..TrainConfig::default()
-        };
-        let gpu = serde_json::to_value(gpu).unwrap();
-        assert_eq!(gpu["device"], "cuda");
-        assert_eq!(gpu["tf32"], true);
     }
 
     #[cfg(not(feature = "cuda"))]

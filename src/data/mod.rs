@@ -415,9 +415,26 @@ pub fn visit_labelled(
     }
     let candidates = found.files.len() + found.skipped.len();
     let mut skipped = found.skipped;
+    let usable = visit_chunks(&found.files, pre, chunk, &mut skipped, &mut visit)?;
+    if usable == 0 {
+        return Err(no_usable_image(found.files.len(), root));
+    }
+    check_skipped(&skipped, candidates, max_skipped)?;
+    Ok((skipped, CacheReport::default()))
+}
+
+/// Decodes `files` `chunk` at a time, without the cache, handing each non-empty dataset to
+/// `visit` and adding the files it could not use to `skipped`: how many images it visited.
+fn visit_chunks(
+    files: &[LabelledFile],
+    pre: &Preprocess,
+    chunk: usize,
+    skipped: &mut Vec<SkippedFile>,
+    visit: &mut impl FnMut(Dataset) -> Result<()>,
+) -> Result<usize> {
     let mut usable = 0;
-    for files in found.files.chunks(chunk.max(1)) {
-        let (mut sets, s, _) = load_parts(&[files], pre, None);
+    for part in files.chunks(chunk.max(1)) {
+        let (mut sets, s, _) = load_parts(&[part], pre, None);
         skipped.extend(s);
         let data = sets.pop().unwrap_or_default();
         usable += data.len();
@@ -425,11 +442,7 @@ pub fn visit_labelled(
             visit(data)?;
         }
     }
-    if usable == 0 {
-        return Err(no_usable_image(found.files.len(), root));
-    }
-    check_skipped(&skipped, candidates, max_skipped)?;
-    Ok((skipped, CacheReport::default()))
+    Ok(usable)
 }
 
 /// [`visit_labelled`] for one of the processes that share the work (`mpirun`): it decodes
@@ -452,16 +465,7 @@ pub fn visit_labelled_share(
     let candidates = found.files.len() + found.skipped.len();
     let mine = &found.files[group.share(found.files.len())];
     let mut skipped = Vec::new();
-    let mut usable = 0;
-    for files in mine.chunks(chunk.max(1)) {
-        let (mut sets, s, _) = load_parts(&[files], pre, None);
-        skipped.extend(s);
-        let data = sets.pop().unwrap_or_default();
-        usable += data.len();
-        if !data.is_empty() {
-            visit(data)?;
-        }
-    }
+    let usable = visit_chunks(mine, pre, chunk, &mut skipped, &mut visit)?;
     let text = serde_json::to_string(&skipped).unwrap_or_default();
     let mut all = found.skipped;
     for part in group.gather(text.as_bytes()) {

@@ -31,6 +31,7 @@ use super::batchnorm::{BatchNorm, EPSILON as BN_EPSILON};
 use super::im2col::{Window, col2im, im2col};
 use super::layer::{Backward, BoxedLayer, Layer, Mode, Param};
 use super::recycle::Pooled;
+use super::recycle::with_scratch;
 use super::spec::{
     BatchNormSpec, Draw, Kind, LayerSpec, MaxPoolSpec, ReluSpec, TensorShapes, number,
 };
@@ -39,7 +40,6 @@ use super::{Geometry, recycle, standard};
 use crate::linalg::matmul_into_seq;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayViewMut2, ArrayViewMutD, Axis};
 use rayon::prelude::*;
-use std::cell::RefCell;
 
 /// A conv layer's settings: `conv32`, `conv32k5`, `conv32s2`, `conv32k1s2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -202,29 +202,6 @@ pub const FOLD_ERROR_BOUND: f32 = 2e-5;
 /// Patch-matrix bytes a task aims at: about half of a core's L2 cache, so a group's patches
 /// stay in cache between being gathered and being multiplied.
 const GROUP_BYTES: usize = 512 * 1024;
-
-thread_local! {
-    /// Each thread's patch buffers, kept between calls so steps do not allocate them again.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with a buffer of at least `len` values from this thread's scratch (contents
-/// unspecified). The buffer is taken out while `f` runs, so a nested call (should `f` ever
-/// run another task on this thread) gets a fresh one instead of a conflict.
-pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let result = f(&mut buf[..len]);
-    SCRATCH.with(|s| {
-        let mut slot = s.borrow_mut();
-        if slot.len() < buf.len() {
-            *slot = buf;
-        }
-    });
-    result
-}
 
 impl Conv2d {
     /// A convolution over `input` images with the given weight `(c_out, c_in, k, k)`, zero

@@ -11,6 +11,7 @@
 //! written in full.
 
 use ndarray::Array2;
+use std::cell::RefCell;
 use std::sync::Mutex;
 
 /// Arrays smaller than this many values are allocated as usual.
@@ -75,6 +76,29 @@ pub fn give(a: Array2<f32>) {
             buffers.push(buf);
         }
     }
+}
+
+thread_local! {
+    /// Each thread's patch buffers, kept between calls so steps do not allocate them again.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with a buffer of at least `len` values from this thread's scratch (contents
+/// unspecified). The buffer is taken out while `f` runs, so a nested call (should `f` ever
+/// run another task on this thread) gets a fresh one instead of a conflict.
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let result = f(&mut buf[..len]);
+    SCRATCH.with(|s| {
+        let mut slot = s.borrow_mut();
+        if slot.len() < buf.len() {
+            *slot = buf;
+        }
+    });
+    result
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@
 // never about user data.
 #![allow(clippy::expect_used)]
 
-use super::conv::with_scratch;
+use super::recycle::with_scratch;
 use super::{Geometry, recycle};
 use crate::linalg::matmul_into_seq;
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayViewMut2, Axis};

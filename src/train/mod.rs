@@ -21,6 +21,7 @@ mod early_stopping;
 pub(crate) mod engine;
 pub mod gram;
 mod history;
+mod on_device;
 mod path;
 mod prefetch;
 mod products;
@@ -401,7 +402,7 @@ fn build_engine<'a>(
             ));
         }
         let data = (train, val, augment, input.height);
-        return crate::device::engine(config, net, optimizer, data);
+        return on_device::engine(config, net, optimizer, data);
     }
     Ok(match path {
         "gram" => Box::new(gram::GramEngine::new(net, train, val)?),
