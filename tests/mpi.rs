@@ -346,6 +346,35 @@ mod under_mpirun {
     }
 
     #[test]
+    fn a_process_that_fails_ends_them_all_naming_itself() {
+        if !have_mpirun() {
+            return;
+        }
+        // Process 0 cannot write its model there; the other would train on alone.
+        let out = mpirun(
+            2,
+            &[
+                "train",
+                &bundled().to_string_lossy(),
+                "--size",
+                "8",
+                "--batch-size",
+                "8",
+                "--iterations",
+                "100000",
+                "--model",
+                "/nonexistent-folder/model.safetensors",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(2), "the usage error's status");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("error: process 0 of 2:"), "{err}");
+        assert!(err.contains("/nonexistent-folder"), "{err}");
+    }
+
+    #[test]
     fn a_killed_process_ends_them_all_and_leaves_no_model() {
         if !have_mpirun() {
             return;

@@ -428,7 +428,10 @@ fn build_preprocess(
 /// Checks every flag, the output paths and the resumed model, and builds the network once
 /// on its own to check the architecture against the image size: everything that can fail
 /// fails here, before any image is read. Returns the job and the recipe it started from.
-fn job_from_args(a: &TrainArgs) -> Result<(Job, Recipe)> {
+///
+/// `writes`: whether this process writes the outputs (under mpirun, only the first does, so
+/// only it checks that it can).
+fn job_from_args(a: &TrainArgs, writes: bool) -> Result<(Job, Recipe)> {
     let test_split = test_fraction(a.test_split)?;
     let val_split = fraction(a.val_split, "--val-split")?;
     check_max_skipped(a.max_skipped)?;
@@ -438,12 +441,14 @@ fn job_from_args(a: &TrainArgs) -> Result<(Job, Recipe)> {
     };
     let body = build_body(a, resume.as_ref())?;
     let (config, recipe) = build_config(a, body)?;
-    check_writable(&a.model, "--model")?;
-    if let Some(p) = &a.plot {
-        check_writable(p, "--plot")?;
-    }
-    if let Some(p) = &a.report {
-        check_writable(p, "--report")?;
+    if writes {
+        check_writable(&a.model, "--model")?;
+        if let Some(p) = &a.plot {
+            check_writable(p, "--plot")?;
+        }
+        if let Some(p) = &a.report {
+            check_writable(p, "--report")?;
+        }
     }
     let preprocess = build_preprocess(a, &recipe, resume.as_ref())?;
     // The layers must fit the images; the class count only changes the head.
@@ -611,10 +616,10 @@ fn stop_on_ctrl_c() -> Result<StopFlag> {
 }
 
 pub fn run(a: Box<TrainArgs>, group: &Group) -> Result<ExitCode> {
-    let (mut job, recipe) = job_from_args(&a)?;
-    job.config.group = group.clone();
     // Under mpirun, the first process prints and writes for all.
     let root = group.is_root();
+    let (mut job, recipe) = job_from_args(&a, root)?;
+    job.config.group = group.clone();
     let mut plan = Plan {
         args: &a,
         config: job.config.clone(),

@@ -2,8 +2,8 @@
 //! loop hands its step to the CUDA backend. The CPU's engines are [`super::direct`] and
 //! [`super::gram`]; [`crate::device`] says which devices there are.
 
-use crate::nn::Network;
 use crate::Result;
+use crate::nn::Network;
 
 /// The training data an engine borrows: training and validation sets, augmentation, and the
 /// side of the (square) images augmentation reads.
