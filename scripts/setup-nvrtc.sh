@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs NVIDIA's run-time CUDA compiler (NVRTC, PyPI's nvidia-cuda-nvrtc wheel: about 120 MB,
 # no GPU or driver needed) into a virtual environment at target/nvrtc-venv, and prints the folder
-# that holds libnvrtc.so*. CI points LD_LIBRARY_PATH at it so that tests/cuda.rs can compile
+# that holds libnvrtc.so*. CI points LD_LIBRARY_PATH at it so that tests/cuda/ can compile
 # every CUDA kernel of src/cuda/kernels/ for sm_90 on a machine without a GPU:
 #
 #   lib="$(bash scripts/setup-nvrtc.sh)"

@@ -4,7 +4,7 @@
 //! Each source file is one room (elementwise maps, batch norm, pooling, patches, the output
 //! head, optimisers, the Gram products) and knows nothing of networks: pointers, sizes and
 //! scalars in, values out. [`SOURCES`] lists every file with the kernels it defines; CI
-//! compiles every one for sm_90 without a GPU (tests/cuda.rs), so a kernel that does not
+//! compiles every one for sm_90 without a GPU (tests/cuda/), so a kernel that does not
 //! compile fails there, not on a user's machine.
 
 use super::failed;

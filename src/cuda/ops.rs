@@ -119,6 +119,7 @@ impl Gpu {
         (m, n, k): (usize, usize, usize),
         beta: f32,
     ) -> Result<()> {
+        let cm = ColumnMajor::of(ta, tb, (m, n, k));
         let op = |t: bool| {
             if t {
                 cublasOperation_t::CUBLAS_OP_T
@@ -126,24 +127,58 @@ impl Gpu {
                 cublasOperation_t::CUBLAS_OP_N
             }
         };
-        // Row-major C = A·B is column-major Cᵀ = Bᵀ·Aᵀ: B's buffer comes first.
         let cfg = GemmConfig {
-            transa: op(tb),
-            transb: op(ta),
-            m: int(n),
-            n: int(m),
-            k: int(k),
+            transa: op(cm.trans_first),
+            transb: op(cm.trans_second),
+            m: int(cm.m),
+            n: int(cm.n),
+            k: int(cm.k),
             alpha: 1.0f32,
-            lda: int(if tb { k } else { n }),
-            ldb: int(if ta { m } else { k }),
+            lda: int(cm.ld_first),
+            ldb: int(cm.ld_second),
             beta,
-            ldc: int(n),
+            ldc: int(cm.ldc),
         };
         // SAFETY: the buffers hold (k, n) or (n, k), (m, k) or (k, m) and (m, n) values, as
         // the callers allocate them from the same sizes.
         unsafe { self.blas.gemm(cfg, b, a, c) }.map_err(failed("cuBLAS sgemm"))
     }
+}
 
+/// The column-major product cuBLAS computes for the row-major `c (m, n) = op(a)·op(b)`: a
+/// row-major matrix read column-major is its transpose, so it is `cᵀ = op(b)ᵀ·op(a)ᵀ`, with
+/// `b`'s buffer as the first operand and `a`'s as the second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ColumnMajor {
+    /// Whether the first operand (`b`'s buffer) is transposed.
+    trans_first: bool,
+    /// Whether the second operand (`a`'s buffer) is transposed.
+    trans_second: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    /// Leading dimensions of the operands and of the result, column-major.
+    ld_first: usize,
+    ld_second: usize,
+    ldc: usize,
+}
+
+impl ColumnMajor {
+    fn of(ta: bool, tb: bool, (m, n, k): (usize, usize, usize)) -> Self {
+        ColumnMajor {
+            trans_first: tb,
+            trans_second: ta,
+            m: n,
+            n: m,
+            k,
+            ld_first: if tb { k } else { n },
+            ld_second: if ta { m } else { k },
+            ldc: n,
+        }
+    }
+}
+
+impl Gpu {
     /// `y = x / 255` for image bytes.
     ///
     /// # Errors
@@ -711,5 +746,64 @@ impl Gpu {
             &int(k)
         );
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ColumnMajor;
+
+    /// BLAS's column-major `c = op(x)·op(y)` (`sgemm` with α = 1, β = 0), written out.
+    fn column_major_gemm(cm: ColumnMajor, x: &[f32], y: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0; cm.ldc * cm.n];
+        for j in 0..cm.n {
+            for i in 0..cm.m {
+                let mut s = 0.0;
+                for l in 0..cm.k {
+                    let xv = if cm.trans_first {
+                        x[l + i * cm.ld_first]
+                    } else {
+                        x[i + l * cm.ld_first]
+                    };
+                    let yv = if cm.trans_second {
+                        y[j + l * cm.ld_second]
+                    } else {
+                        y[l + j * cm.ld_second]
+                    };
+                    s += xv * yv;
+                }
+                c[i + j * cm.ldc] = s;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn cublas_is_handed_the_transposed_problem_of_every_row_major_product() {
+        let (m, n, k) = (5, 3, 4);
+        let value = |i: usize| ((i * 7) % 11) as f32 - 5.0;
+        let a = ndarray::Array2::from_shape_fn((m, k), |(i, j)| value(i * k + j));
+        let b = ndarray::Array2::from_shape_fn((k, n), |(i, j)| value(i * n + j + 3));
+        let expected = a.dot(&b);
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            // Each operand stored as the flag says: op(a) = a is stored transposed when `ta`.
+            let a_stored = if ta {
+                a.t().as_standard_layout().into_owned()
+            } else {
+                a.clone()
+            };
+            let b_stored = if tb {
+                b.t().as_standard_layout().into_owned()
+            } else {
+                b.clone()
+            };
+            let cm = ColumnMajor::of(ta, tb, (m, n, k));
+            let c = column_major_gemm(
+                cm,
+                b_stored.as_slice().unwrap(),
+                a_stored.as_slice().unwrap(),
+            );
+            assert_eq!(c, expected.as_slice().unwrap(), "ta {ta}, tb {tb}");
+        }
     }
 }
