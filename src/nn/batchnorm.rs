@@ -211,6 +211,21 @@ impl BatchNorm {
     }
 }
 
+/// The means of `dy` and `dy·x̂` per channel over the batch a training pass saw (`Σ dy` and
+/// `Σ dy·x̂` given). Synchronised, the means are over the whole shared batch, while dγ and dβ
+/// stay this process's own sums (the step sums every gradient across the processes
+/// afterwards).
+fn gradient_means(stats: &BatchStats, sum_dy: &[f64], sum_dy_xhat: &[f64]) -> (Vec<f32>, Vec<f32>) {
+    let c = sum_dy.len();
+    let mut both: Vec<f64> = sum_dy.iter().chain(sum_dy_xhat).copied().collect();
+    if let Some(group) = &stats.synced {
+        group.sum_f64(&mut both);
+    }
+    let n = stats.count;
+    let mean = |s: &[f64]| s.iter().map(|d| (d / n) as f32).collect();
+    (mean(&both[..c]), mean(&both[c..]))
+}
+
 /// The mean and (biased) variance over the whole batch `group`'s processes share, from this
 /// process's `n` values per channel with mean `mean` and variance `var`: two sums, first of
 /// the counts and totals, then of the squared deviations from the shared mean (exact in f64
@@ -327,24 +342,8 @@ impl Layer for BatchNorm {
             .map(|(s, &i)| s * f64::from(i))
             .collect();
         let scale: Vec<f32> = (0..c).map(|ch| self.gamma[ch] * inv_std[ch]).collect();
-        let (mean_dy, mean_dy_xhat): (Vec<f32>, Vec<f32>) = match saved {
-            Some(stats) => {
-                // Synchronised: the means are over the whole shared batch, while dγ and dβ
-                // stay this process's own sums (the step sums every gradient across the
-                // processes afterwards).
-                let (mut sum_dy, mut sum_dy_xhat) = (dbeta.clone(), dgamma.clone());
-                if let Some(group) = &stats.synced {
-                    let mut both: Vec<f64> = sum_dy.iter().chain(&sum_dy_xhat).copied().collect();
-                    group.sum_f64(&mut both);
-                    sum_dy = both[..c].to_vec();
-                    sum_dy_xhat = both[c..].to_vec();
-                }
-                let n = stats.count;
-                (
-                    sum_dy.iter().map(|d| (d / n) as f32).collect(),
-                    sum_dy_xhat.iter().map(|d| (d / n) as f32).collect(),
-                )
-            }
+        let (mean_dy, mean_dy_xhat) = match saved {
+            Some(stats) => gradient_means(stats, &dbeta, &dgamma),
             None => (vec![0.0; c], vec![0.0; c]),
         };
         // dx = scale·(dy − mean_dy − x̂·mean_dy_x̂) with x̂ = (x − mean)·inv_std, written

@@ -416,6 +416,29 @@ fn build_engine<'a>(
     })
 }
 
+/// How the steps are computed (see [`path::choose_path`]), and whether processes can share
+/// that way ([`shared::path`]).
+fn step_path(
+    config: &TrainConfig,
+    optimizer: &dyn Optimizer,
+    net: &Network,
+    (train, val): (&dyn Examples, Option<&dyn Examples>),
+    plan: &Plan,
+) -> Result<&'static str> {
+    let streamed = train.images().in_memory().is_none();
+    let path = path::choose_path(
+        config,
+        optimizer,
+        net,
+        train.count(),
+        val.map_or(0, |v| v.count()),
+        plan.batch,
+        plan.total_steps,
+        streamed,
+    )?;
+    shared::path(config, path, streamed)
+}
+
 /// Trains a network on `train` (validating on `val`), from `start` or from fresh weights.
 ///
 /// `input` says how each row is read: `size × size × 3` for images (conv layers and
@@ -455,17 +478,7 @@ pub fn train(
     let mut optimizer = config.optimizer.build();
     let mut net = starting_network(config, &arch, start, optimizer.as_mut())?;
     optimizer.set_decay(net.decay_mask());
-    let path = path::choose_path(
-        config,
-        optimizer.as_ref(),
-        &net,
-        train.count(),
-        val.map_or(0, |v| v.count()),
-        plan.batch,
-        plan.total_steps,
-        train.images().in_memory().is_none(),
-    )
-    .and_then(|path| shared::path(config, path, train.images().in_memory().is_none()))?;
+    let path = step_path(config, optimizer.as_ref(), &net, (train, val), &plan)?;
     let mut train_set = Labelled::new(train, classes);
     if config.label_smoothing > 0.0 {
         crate::loss::smoothed(&mut train_set.targets, config.label_smoothing);
@@ -624,9 +637,7 @@ impl<'c> Loop<'c> {
             return Err(diverged(step + 1, config.learning_rate));
         }
         self.steps += 1;
-        if !config.group.is_solo() && self.steps.is_multiple_of(shared::CHECK_EVERY) {
-            shared::check_same_weights(&config.group, net, step + 1)?;
-        }
+        shared::check_now_and_then(&config.group, net, self.steps)?;
         let scored = outcome.score;
         if let Some(s) = scored {
             let (cost, correct, seen) = &mut self.epoch_totals;
@@ -670,15 +681,22 @@ impl<'c> Loop<'c> {
         if moment.epoch_end {
             self.epoch_totals = (0.0, 0, 0);
         }
-        if step + 1 < plan.total_steps {
-            let stop = callbacks.iter().any(|cb| cb.should_stop());
-            // Processes sharing the run stop together, at the same step.
-            let group = &config.group;
-            if stop && group.is_solo() || !group.is_solo() && group.any(stop) {
-                return Ok(Flow::Interrupted);
-            }
+        if step + 1 < plan.total_steps && self.asked_to_stop(callbacks) {
+            return Ok(Flow::Interrupted);
         }
         Ok(Flow::Continue)
+    }
+
+    /// Whether a callback asks to stop (Ctrl-C). Processes sharing the run stop together,
+    /// at the same step, when any of them is asked.
+    fn asked_to_stop(&self, callbacks: &[&mut dyn Callback]) -> bool {
+        let stop = callbacks.iter().any(|cb| cb.should_stop());
+        let group = &self.config.group;
+        if group.is_solo() {
+            stop
+        } else {
+            group.any(stop)
+        }
     }
 
     /// The training cost to report: the step's (iterations) or the epoch's mean so far

@@ -65,12 +65,23 @@ pub(super) fn sum_step(
 /// Steps between two comparisons of the weights across processes.
 pub(super) const CHECK_EVERY: usize = 200;
 
+/// Every [`CHECK_EVERY`] steps of a shared run, [`check_same_weights`].
+///
+/// # Errors
+/// As [`check_same_weights`].
+pub(super) fn check_now_and_then(group: &Group, net: &Network, steps: usize) -> Result<()> {
+    if group.is_solo() || !steps.is_multiple_of(CHECK_EVERY) {
+        return Ok(());
+    }
+    check_same_weights(group, net, steps)
+}
+
 /// Checks that every process holds the same weights and statistics (they apply the same
 /// summed update, so they must, bit for bit).
 ///
 /// # Errors
 /// [`Error::Data`] naming the step when they differ.
-pub(super) fn check_same_weights(group: &Group, net: &Network, step: usize) -> Result<()> {
+fn check_same_weights(group: &Group, net: &Network, step: usize) -> Result<()> {
     let mut bytes = Vec::new();
     for (_, p) in net.named_params().iter().chain(&net.named_buffers()) {
         for v in p.iter() {
