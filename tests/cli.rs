@@ -4,48 +4,20 @@
 //! unless DEEPCAT_REQUIRE_DATA is set (as CI sets it), when they fail,
 //! so a fresh clone's `cargo test` still works; everything else builds its own images.
 
+mod common;
+
+use common::{deepcat, repo, shared_data, stderr_of};
+
 use assert_cmd::Command;
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-fn deepcat() -> Command {
-    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
-    // The decoded cache goes under target/, not the user's home.
-    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    cmd
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `../shared/data/<name>`, or `None` (with a message) when it is not there.
-fn shared(name: &str) -> Option<PathBuf> {
-    let p = repo().join("../shared/data").join(name);
-    if p.is_dir() {
-        Some(p)
-    } else {
-        // CI sets DEEPCAT_REQUIRE_DATA: there a missing set is a failure, not a skip.
-        assert!(
-            std::env::var_os("DEEPCAT_REQUIRE_DATA").is_none(),
-            "{} not found, and DEEPCAT_REQUIRE_DATA is set",
-            p.display()
-        );
-        eprintln!("skipping: {} not found (it is present in CI)", p.display());
-        None
-    }
-}
 
 /// The last line of standard output, parsed as JSON.
 fn last_json(output: &[u8]) -> Value {
     let text = String::from_utf8_lossy(output);
     let line = text.lines().last().expect("some output");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs the command and asserts it succeeded, showing its standard error if not.
@@ -92,7 +64,7 @@ fn train_catvnoncat(root: &Path, extra: &[&str], model: &Path) -> std::process::
 
 #[test]
 fn train_then_predict_and_evaluate_agree_on_real_images() {
-    let Some(root) = shared("catvnoncat") else {
+    let Some(root) = shared_data("catvnoncat") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -181,7 +153,7 @@ fn train_then_predict_and_evaluate_agree_on_real_images() {
 /// of 0.7717493284.
 #[test]
 fn the_first_cost_is_the_one_numpy_computes_from_the_same_seed() {
-    let Some(root) = shared("catvnoncat") else {
+    let Some(root) = shared_data("catvnoncat") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -546,7 +518,7 @@ fn checkpoints_resume_and_plots_work_from_the_command_line() {
 
 #[test]
 fn many_classes_get_a_softmax_and_top_k_predictions() {
-    let Some(root) = shared("natural_images") else {
+    let Some(root) = shared_data("natural_images") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -7,38 +7,14 @@
 //! unless DEEPCAT_REQUIRE_DATA is set (as CI sets it), when they fail;
 //! the others build their own images (or use the committed ones in `tests/fixtures/`).
 
+mod common;
+
+use common::{deepcat, repo, shared_data, stderr_of};
+
 use assert_cmd::Command;
 use image::{Rgb, RgbImage};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-
-fn deepcat() -> Command {
-    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
-    // The decoded cache goes under target/, not the user's home.
-    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    cmd
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `../shared/data/<name>`, or `None` (with a message) when it is not there.
-fn shared(name: &str) -> Option<PathBuf> {
-    let p = repo().join("../shared/data").join(name);
-    if p.is_dir() {
-        Some(p)
-    } else {
-        // CI sets DEEPCAT_REQUIRE_DATA: there a missing set is a failure, not a skip.
-        assert!(
-            std::env::var_os("DEEPCAT_REQUIRE_DATA").is_none(),
-            "{} not found, and DEEPCAT_REQUIRE_DATA is set",
-            p.display()
-        );
-        eprintln!("skipping: {} not found (it is present in CI)", p.display());
-        None
-    }
-}
 
 /// Committed test files.
 fn fixture(name: &str) -> PathBuf {
@@ -58,10 +34,6 @@ fn json_lines(output: &[u8]) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs the command and asserts it succeeded, showing its standard error if not.
@@ -145,7 +117,7 @@ const TINY: &str = "conv4 bn relu pool conv8 bn relu pool gap";
 
 #[test]
 fn a_tiny_cnn_on_real_images_saves_a_v2_model_that_summary_predict_and_evaluate_agree_on() {
-    let Some(root) = shared("catvnoncat") else {
+    let Some(root) = shared_data("catvnoncat") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -277,7 +249,7 @@ fn a_tiny_cnn_on_real_images_saves_a_v2_model_that_summary_predict_and_evaluate_
 
 #[test]
 fn a_cnn_on_three_classes_gets_a_softmax_head_and_three_probabilities() {
-    let Some(root) = shared("natural_images") else {
+    let Some(root) = shared_data("natural_images") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

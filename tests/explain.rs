@@ -4,23 +4,10 @@
 
 mod common;
 
-use assert_cmd::Command;
+use common::{deepcat, repo, stderr_of};
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-fn deepcat() -> Command {
-    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
-    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    cmd
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn json_lines(output: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(output)

@@ -6,7 +6,10 @@
 //! classes) and a softmax head (three), some with test-time flips. Refusals come with clear
 //! messages.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{deepcat, repo, stderr_of};
+
 use deepcat::data::load_bytes;
 use deepcat::model::Model;
 use deepcat::model_file;
@@ -19,20 +22,6 @@ use tract_onnx::prelude::*;
 const TOLERANCE: f32 = 1e-5;
 /// Training photos per class: enough to train on, few enough to be quick.
 const PER_CLASS: usize = 24;
-
-fn deepcat() -> Command {
-    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
-    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    cmd
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// The bundled photos of `class` (`cats` or `random_images`), sorted.
 fn bundled(class: &str) -> Vec<PathBuf> {

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{deepcat, repo, stderr_of};
+
 use assert_cmd::Command;
 use image::{Rgb, RgbImage};
 use serde_json::Value;
@@ -26,21 +28,6 @@ const SECTION_IDS: [&str; 9] = [
 /// A class name that must be escaped wherever it is shown.
 const ODD_CLASS: &str = "<b>& noise";
 const ODD_CLASS_ESCAPED: &str = "&lt;b&gt;&amp; noise";
-
-fn deepcat() -> Command {
-    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
-    // The decoded cache goes under target/, not the user's home.
-    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    cmd
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn succeeds(cmd: &mut Command) -> std::process::Output {
     let out = cmd.output().unwrap();

@@ -7,15 +7,11 @@
 
 mod common;
 
+use common::deepcat;
+
 use assert_cmd::Command;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-fn deepcat() -> Command {
-    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
-    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    cmd
-}
 
 /// The bundled demo photos (cats and random images, 30×30 JPEGs).
 fn data() -> PathBuf {

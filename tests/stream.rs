@@ -5,23 +5,16 @@
 //! The bundled photos (data/) at 32 px are 5 MB of bytes: a 1 MiB limit makes every run
 //! stream, in blocks of 128 rows.
 
-use assert_cmd::Command;
+mod common;
+
+use common::{deepcat, stderr_of};
+
 use serde_json::Value;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-fn deepcat() -> Command {
-    let mut cmd = Command::cargo_bin("deepcat").expect("the deepcat binary is built");
-    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
-    cmd
-}
-
 fn data() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `deepcat train data` at 32 px with `flags`, saving to `model`: its JSON report.

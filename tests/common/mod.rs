@@ -4,6 +4,43 @@
 
 pub mod browser;
 
+use std::path::PathBuf;
+
+/// `deepcat` (as assert_cmd runs it), with the decoded cache under target/, not the user's
+/// home.
+pub fn deepcat() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("deepcat").expect("the deepcat binary is built");
+    cmd.env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"));
+    cmd
+}
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A command's standard error, as text.
+pub fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `../shared/data/<name>`, or `None` (with a message) when it is not there.
+pub fn shared_data(name: &str) -> Option<PathBuf> {
+    let p = repo().join("../shared/data").join(name);
+    if p.is_dir() {
+        Some(p)
+    } else {
+        // CI sets DEEPCAT_REQUIRE_DATA: there a missing set is a failure, not a skip.
+        assert!(
+            std::env::var_os("DEEPCAT_REQUIRE_DATA").is_none(),
+            "{} not found, and DEEPCAT_REQUIRE_DATA is set",
+            p.display()
+        );
+        eprintln!("skipping: {} not found (it is present in CI)", p.display());
+        None
+    }
+}
+
 /// Starts `deepcat serve MODEL --port 0 FLAGS` and reads the port from its first line: the
 /// child (kill it when done) and the port.
 pub fn spawn_server(model: &std::path::Path, flags: &[&str]) -> (std::process::Child, u16) {
