@@ -5,6 +5,7 @@ use crate::data::{Examples, Preprocess};
 use crate::device::Forward;
 use crate::loss::Head;
 use crate::nn::{Network, Rows};
+use crate::parallel::Group;
 use crate::{Error, Result};
 use ndarray::{Array2, ArrayView2};
 
@@ -184,6 +185,34 @@ impl Predictions {
 }
 
 impl Predictions {
+    /// Every process's predictions, in rank order, on every process (the rows each predicted
+    /// of a set they shared, back in the set's order): one gather of the decisions and
+    /// probabilities as bytes.
+    pub fn gather(self, group: &Group) -> Predictions {
+        let classes = self.probabilities.ncols();
+        let mut bytes = Vec::with_capacity(self.classes.len() * 4 * (classes + 1));
+        for (row, &class) in self.probabilities.rows().into_iter().zip(&self.classes) {
+            bytes.extend((class as u32).to_le_bytes());
+            row.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
+        }
+        let all = group.gather(&bytes).concat();
+        let words: Vec<[u8; 4]> = all
+            .chunks_exact(4)
+            .map(|w| [w[0], w[1], w[2], w[3]])
+            .collect();
+        let records: Vec<&[[u8; 4]]> = words.chunks_exact(classes + 1).collect();
+        let probabilities = Array2::from_shape_fn((records.len(), classes), |(i, c)| {
+            f32::from_le_bytes(records[i][c + 1])
+        });
+        Predictions {
+            probabilities,
+            classes: records
+                .iter()
+                .map(|r| u32::from_le_bytes(r[0]) as usize)
+                .collect(),
+        }
+    }
+
     /// Row `i`'s `top` most likely classes as `(class index, probability)`, most likely first.
     ///
     /// # Panics

@@ -8,7 +8,6 @@ use deepcat::metrics::{evaluate, most_confident_errors};
 use deepcat::model::{Model, Predictions};
 use deepcat::model_file;
 use deepcat::parallel::Group;
-use ndarray::Array2;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -102,8 +101,8 @@ fn classify_shared(
 ) -> Result<Classified> {
     let chunk = deepcat::data::memory::images_per_chunk(model.preprocess.features(), memory_limit)?
         / group.local().0.max(1);
-    let (mut probabilities, mut classes, mut labels, mut paths) =
-        (Vec::<Vec<f32>>::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut predictions = Predictions::empty(model.classes.len());
+    let (mut labels, mut paths) = (Vec::new(), Vec::new());
     let skipped = visit_labelled_share(
         data_dir,
         &model.classes.names,
@@ -112,31 +111,21 @@ fn classify_shared(
         chunk,
         group,
         |data| {
-            let p = model.predict(data.x.view());
-            probabilities.extend(p.probabilities.rows().into_iter().map(|r| r.to_vec()));
-            classes.extend(p.classes);
+            predictions.append(model.predict(data.x.view()));
             labels.extend(data.labels);
             paths.extend(data.paths);
             Ok(())
         },
     )
     .with_context(|| format!("evaluating on {}", data_dir.display()))?;
-    let mine = json!([probabilities, classes, labels, paths]).to_string();
     let mut all = Classified {
-        predictions: Predictions::empty(model.classes.len()),
+        predictions: predictions.gather(group),
         labels: Vec::new(),
         paths: Vec::new(),
         skipped,
     };
-    for part in group.gather(mine.as_bytes()) {
-        type Part = (Vec<Vec<f32>>, Vec<usize>, Vec<usize>, Vec<PathBuf>);
-        let (p, c, l, f): Part = serde_json::from_slice(&part)?;
-        let rows = p.len();
-        let flat: Vec<f32> = p.into_iter().flatten().collect();
-        all.predictions.append(Predictions {
-            probabilities: Array2::from_shape_vec((rows, model.classes.len()), flat)?,
-            classes: c,
-        });
+    for part in group.gather(json!([labels, paths]).to_string().as_bytes()) {
+        let (l, f): (Vec<usize>, Vec<PathBuf>) = serde_json::from_slice(&part)?;
         all.labels.extend(l);
         all.paths.extend(f);
     }

@@ -159,19 +159,34 @@ impl<'a> Images<'a> {
     /// A read error, or the first error `visit` returns.
     pub fn for_each_block<E: From<std::io::Error>>(
         &self,
+        visit: impl FnMut(usize, ArrayView2<'_, u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.for_each_block_in(0..self.nrows(), visit)
+    }
+
+    /// [`for_each_block`](Self::for_each_block) over the rows `range` only (one process's
+    /// share of a set, say): `visit(start, rows)` with `start` counted from the set's first
+    /// row. In memory the range is one view; in a pack, blocks of
+    /// [`PackedRows::block_rows`] read one after the other.
+    ///
+    /// # Errors
+    /// A read error, or the first error `visit` returns.
+    pub fn for_each_block_in<E: From<std::io::Error>>(
+        &self,
+        range: std::ops::Range<usize>,
         mut visit: impl FnMut(usize, ArrayView2<'_, u8>) -> Result<(), E>,
     ) -> Result<(), E> {
         match self {
-            Images::Memory(x) => visit(0, *x),
+            Images::Memory(x) => visit(range.start, x.slice(ndarray::s![range, ..])),
             Images::Packed(p) => {
                 let mut buf = Vec::new();
-                let rows: Vec<usize> = (0..p.len()).collect();
+                let rows: Vec<usize> = range.clone().collect();
                 for (i, batch) in rows.chunks(p.block_rows()).enumerate() {
                     buf.resize(batch.len() * p.features(), 0);
                     p.gather(batch, &mut buf)?;
                     let view = ArrayView2::from_shape((batch.len(), p.features()), &buf)
                         .map_err(std::io::Error::other)?;
-                    visit(i * p.block_rows(), view)?;
+                    visit(range.start + i * p.block_rows(), view)?;
                 }
                 Ok(())
             }

@@ -6,7 +6,6 @@ use crate::data::{Examples, SplitFiles};
 use crate::model::{Model, Predictions};
 use crate::parallel::{Group, fingerprint};
 use crate::{Error, Result};
-use ndarray::Array2;
 
 /// Refuses a job whose flags or data differ between the processes: each hashes its
 /// configuration and its file list (names, classes and sizes), and every process compares
@@ -113,41 +112,14 @@ pub(crate) fn predict_all(
     if group.is_solo() {
         return model.predict_all(data);
     }
-    let mine: Vec<usize> = group.share(data.count()).collect();
-    let classes = model.classes.len();
-    let mut bytes = Vec::new();
-    if !mine.is_empty() {
-        let x = data
-            .images()
-            .select(&mine)
-            .map_err(|e| Error::io("cannot read images from the decoded cache", e))?;
-        let p = model.predict(x.view());
-        for (row, &class) in p.probabilities.rows().into_iter().zip(&p.classes) {
-            bytes.extend((class as u32).to_le_bytes());
-            row.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
-        }
-    }
-    let width = 4 * (classes + 1);
-    let all: Vec<u8> = group.gather(&bytes).concat();
-    let rows = all.len() / width;
-    let mut probabilities = Array2::zeros((rows, classes));
-    let mut decided = Vec::with_capacity(rows);
-    for (i, record) in all.chunks_exact(width).enumerate() {
-        let word = |k: usize| {
-            [
-                record[4 * k],
-                record[4 * k + 1],
-                record[4 * k + 2],
-                record[4 * k + 3],
-            ]
-        };
-        decided.push(u32::from_le_bytes(word(0)) as usize);
-        for c in 0..classes {
-            probabilities[(i, c)] = f32::from_le_bytes(word(c + 1));
-        }
-    }
-    Ok(Predictions {
-        probabilities,
-        classes: decided,
-    })
+    let mut mine = Predictions::empty(model.classes.len());
+    data.images()
+        .for_each_block_in(group.share(data.count()), |_, rows| {
+            if rows.nrows() > 0 {
+                mine.append(model.predict(rows));
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .map_err(|e| Error::io("cannot read images from the decoded cache", e))?;
+    Ok(mine.gather(group))
 }

@@ -11,7 +11,7 @@ use super::{Labelled, score};
 use crate::nn::Network;
 use crate::parallel::{Group, fingerprint};
 use crate::{Error, Result};
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 
 /// Sums the step across `group`: `grads` become the whole batch's gradients, `net`'s
 /// buffers become rank 0's, and the outcome is the whole batch's (`rows` of `whole` were
@@ -106,23 +106,24 @@ fn check_same_weights(group: &Group, net: &Network, step: usize) -> Result<()> {
 /// # Errors
 /// When streamed validation images cannot be read.
 pub(super) fn validate(group: &Group, net: &Network, val: &Labelled<'_>) -> Result<(f64, f64)> {
-    let total = val.labels.len();
-    let mine: Vec<usize> = group.share(total).collect();
     let (mut cost, mut correct) = (0.0, 0.0);
-    if !mine.is_empty() {
-        let x = val
-            .x
-            .select(&mine)
-            .map_err(|e| Error::io("cannot read validation images from the decoded cache", e))?;
-        let logits = net.logits(x.view());
-        let targets = val.targets.select(Axis(0), &mine);
-        let labels = &val.labels[mine[0]..mine[0] + mine.len()];
-        let s = score(val.classes, logits.view(), targets.view(), labels);
-        (cost, correct) = (s.cost * mine.len() as f64, s.correct as f64);
-    }
+    val.x
+        .for_each_block_in(group.share(val.labels.len()), |start, rows| {
+            if rows.nrows() == 0 {
+                return Ok(()); // fewer rows than processes: this one has none
+            }
+            let logits = net.logits(rows);
+            let end = start + rows.nrows();
+            let targets = val.targets.slice(ndarray::s![start..end, ..]);
+            let s = score(val.classes, logits.view(), targets, &val.labels[start..end]);
+            cost += s.cost * rows.nrows() as f64;
+            correct += s.correct as f64;
+            Ok::<(), std::io::Error>(())
+        })
+        .map_err(|e| Error::io("cannot read validation images from the decoded cache", e))?;
     let mut sums = [cost, correct];
     group.sum_f64(&mut sums);
-    let n = total.max(1) as f64;
+    let n = val.labels.len().max(1) as f64;
     Ok((sums[0] / n, sums[1] / n))
 }
 
