@@ -60,6 +60,18 @@ fn figures(out: &Value, epochs: usize) -> Result<(f64, f64, f64)> {
     ))
 }
 
+/// One `deepcat --threads N train DATA FLAGS --json` run of `epochs` epochs: its figures.
+fn one_process(
+    a: &MpiBench,
+    flags: &[String],
+    epochs: usize,
+    model: &Path,
+) -> Result<(f64, f64, f64)> {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut cmd = deepcat_train_with(&a.data, &flags, Some(a.processes), model)?;
+    figures(&last_json(&mut cmd, "one deepcat process")?.0, epochs)
+}
+
 /// `mpirun -n N deepcat --threads 1 train DATA FLAGS --json`, as root too.
 fn mpirun(a: &MpiBench, flags: &[String], model: &Path) -> Result<Command> {
     let exe = std::env::current_exe().context("cannot find the deepcat program to run")?;
@@ -93,31 +105,17 @@ pub fn run(a: &MpiBench) -> Result<ExitCode> {
     }
     let dir = tempfile::tempdir()?;
     let model = dir.path().join("bench.safetensors");
-    let epochs = a.epochs.to_string();
-    let cnn = flags("cnn", &epochs);
+    let cnn = flags("cnn", &a.epochs.to_string());
     let (mut one, mut many) = ((0.0f64, 0.0, 0.0), (0.0f64, f64::INFINITY, 0.0));
     for _ in 0..a.repeats.max(1) {
-        let mut cmd = deepcat_train_with(
-            &a.data,
-            &cnn.iter().map(String::as_str).collect::<Vec<_>>(),
-            Some(a.processes),
-            &model,
-        )?;
-        let f = figures(&last_json(&mut cmd, "one deepcat process")?.0, a.epochs)?;
+        let f = one_process(a, &cnn, a.epochs, &model)?;
         one = if f.0 > one.0 { f } else { one };
         let (out, _) = last_json(&mut mpirun(a, &cnn, &model)?, "mpirun deepcat")?;
         let f = figures(&out, a.epochs)?;
         many = if f.0 > many.0 { f } else { many };
     }
     // The resnet preset's single-process throughput and size, for its row of the model.
-    let resnet = flags("resnet", "1");
-    let mut cmd = deepcat_train_with(
-        &a.data,
-        &resnet.iter().map(String::as_str).collect::<Vec<_>>(),
-        Some(a.processes),
-        &model,
-    )?;
-    let res = figures(&last_json(&mut cmd, "one deepcat process (resnet)")?.0, 1)?;
+    let res = one_process(a, &flags("resnet", "1"), 1, &model)?;
     let report = json!({
         "cpu": cpu_model(),
         "processes": a.processes,
