@@ -64,9 +64,10 @@ augmentation): compare means over seeds. The split with --split-json is deepcat'
 it or --test-dir the split is shuffled and holds out ceil(test_split * n) images, as deepcat's,
 but not the same ones.
 
-`speed` prints {"images_per_second", "seconds", "images", "threads", "memory_format", ...}, the
-timed epochs using the recipe's optimiser, schedule and loss (its one-cycle spans the warm-up
-batches and the timed epochs); `train` prints {"test_accuracy", "test_accuracy_tta",
+`speed` prints {"images_per_second", "seconds", "images", "threads", "memory_format",
+"inference_images_per_second", ...}, the timed epochs using the recipe's optimiser, schedule and
+loss (its one-cycle spans the warm-up batches and the timed epochs), then the trained network's
+eval-mode forward over the same images (best of three passes, batches of 256); `train` prints {"test_accuracy", "test_accuracy_tta",
 "test_accuracy_no_tta", "train_accuracy", "seconds", ...} (seconds: training only).
 Needs torch, numpy and Pillow (scripts/setup-reference.sh --torch). Not part of the tests.
 """
@@ -516,7 +517,18 @@ def cmd_speed(args):
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    # Inference: the trained network in eval mode over the same images, batches of 256, under
+    # inference_mode (Trainer.probabilities); one untimed pass, then the best of three.
+    tr.probabilities(x)
+    passes = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        tr.probabilities(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        passes.append(time.perf_counter() - t0)
     print(json.dumps({"images_per_second": n * args.epochs / seconds, "seconds": seconds,
+                      "inference_images_per_second": n / min(passes),
                       "images": n * args.epochs, "threads": args.threads,
                       "memory_format": args.memory_format, "size": args.size, "epochs": args.epochs,
                       "arch": args.arch, "recipe": recipe, "device": args.device,

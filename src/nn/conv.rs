@@ -30,6 +30,7 @@
 use super::batchnorm::{BatchNorm, EPSILON as BN_EPSILON};
 use super::im2col::{Window, col2im, im2col};
 use super::layer::{Backward, BoxedLayer, Layer, Mode, Param};
+use super::pool::{MaxPool2d, per_image};
 use super::recycle::Pooled;
 use super::recycle::with_scratch;
 use super::spec::{
@@ -338,6 +339,56 @@ impl Conv2d {
         folded
     }
 
+    /// Inference: `x (batch, h·w·c_in)` → this conv's output with `then` applied to each
+    /// group of images while it is still in cache. When `then` pools, the conv's own output is
+    /// never written for the whole batch. The values are exactly those of the layers run one
+    /// by one: the same product per group, then the same elementwise steps in the same order.
+    pub fn infer(&self, x: ArrayView2<'_, f32>, then: Epilogue) -> Array2<f32> {
+        if self.winograd().is_some() {
+            let (y, _) = Layer::forward(self, x, &mut Mode::Infer);
+            return then.apply(y);
+        }
+        let x = x.as_standard_layout();
+        let out = self.output();
+        let width = then.pool.map_or(out.len(), |p| p.output().len());
+        let (wmat, group) = (self.kernel_matrix(), self.group());
+        let patch = self.window.patch_len(self.input.channels);
+        let product = |cols: ArrayView2<'_, f32>, z: ArrayViewMut2<'_, f32>| {
+            let mut z = per_pixel_mut(z, out.channels);
+            matmul_into_seq(z.view_mut(), cols, wmat.t(), 1.0, false);
+            then.bias_relu(z, &self.bias);
+        };
+        let mut y = recycle::scratch((x.nrows(), width));
+        y.axis_chunks_iter_mut(Axis(0), group)
+            .into_par_iter()
+            .zip(x.axis_chunks_iter(Axis(0), group).into_par_iter())
+            .for_each(|(mut y, x)| {
+                let n = x.nrows();
+                let cols_len = if self.is_pointwise() {
+                    0
+                } else {
+                    n * out.pixels() * patch
+                };
+                let z_len = then.pool.map_or(0, |_| n * out.len());
+                with_scratch(cols_len + z_len, |buf| {
+                    let (cols, z) = buf.split_at_mut(cols_len);
+                    let cols = self.patches(x, cols);
+                    let Some(pool) = then.pool else {
+                        return product(cols, y.view_mut());
+                    };
+                    let mut z = ArrayViewMut2::from_shape((n, out.len()), z)
+                        .expect("conv: scratch holds the group's outputs");
+                    product(cols, z.view_mut());
+                    for (z, mut y) in z.rows().into_iter().zip(y.rows_mut()) {
+                        let z = z.to_slice().expect("conv: scratch rows are contiguous");
+                        let y = y.as_slice_mut().expect("conv: output rows are contiguous");
+                        pool.pool_image(z, y, None);
+                    }
+                });
+            });
+        y
+    }
+
     /// Whether the patch matrix of an image is the image itself (a 1×1 kernel, stride 1).
     fn is_pointwise(&self) -> bool {
         self.window.kernel == 1 && self.window.stride == 1
@@ -402,6 +453,51 @@ fn per_pixel_mut(a: ArrayViewMut2<'_, f32>, channels: usize) -> ArrayViewMut2<'_
     let rows = a.len() / channels;
     a.into_shape_with_order((rows, channels))
         .expect("conv: activations are contiguous")
+}
+
+/// What an inference pass applies to a conv's output while a group of images is still in
+/// cache ([`Conv2d::infer`]): the bias always, then ReLU if asked, then a 2×2 max-pool if
+/// asked: what `conv relu pool` (or `conv bn relu pool` with batch norm folded into the conv)
+/// does layer by layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue {
+    /// `max(·, 0)` after the bias.
+    pub relu: bool,
+    /// Max-pooling of the result.
+    pub pool: Option<MaxPool2d>,
+}
+
+impl Epilogue {
+    /// Adds `bias` to each pixel's row of `z (pixels, c_out)`, then ReLU if asked.
+    fn bias_relu(&self, mut z: ArrayViewMut2<'_, f32>, bias: &Array1<f32>) {
+        let bias = bias.as_slice().expect("conv: the bias is contiguous");
+        let z = z.as_slice_mut().expect("conv: outputs are contiguous");
+        for pixel in z.chunks_exact_mut(bias.len()) {
+            for (v, &b) in pixel.iter_mut().zip(bias) {
+                *v += b;
+            }
+            if self.relu {
+                for v in pixel.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+        }
+    }
+
+    /// The ReLU and pooling steps on a conv output `y` that already has its bias.
+    fn apply(&self, mut y: Array2<f32>) -> Array2<f32> {
+        if self.relu {
+            y.par_mapv_inplace(|v| v.max(0.0));
+        }
+        let Some(pool) = self.pool else {
+            return y;
+        };
+        let pooled = per_image(y.view(), pool.output().len(), |x, o| {
+            pool.pool_image(x, o, None);
+        });
+        recycle::give(y);
+        pooled
+    }
 }
 
 /// What a training pass keeps: the weight gradient's other factor.

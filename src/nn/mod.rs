@@ -23,12 +23,18 @@
 //! update its running statistics. [`Network::split_first`] is the seam for training code that
 //! computes the first layer its own way (the exact Gram path): it gets the first layer and
 //! the rest as a sequence.
+//!
+//! **Inference.** [`Network::logits`] runs the layers as [`fused`] rewrites them once (and
+//! again after any change to the weights): batch norm folded into the conv before it, and
+//! each conv's bias, ReLU and max-pool applied while its output is still in cache. The
+//! layer-by-layer pass ([`sequence::infer`]) is its oracle.
 
 pub mod activation;
 pub mod batchnorm;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
+pub mod fused;
 pub mod gap;
 mod geometry;
 #[cfg(test)]
@@ -68,8 +74,10 @@ pub use summary::{Summary, SummaryRow, thousands};
 
 use crate::Result;
 use crate::loss::Head;
+use fused::Fused;
 use ndarray::{Array2, ArrayD, ArrayViewMutD};
 use spec::{Draw, numbered};
+use std::sync::OnceLock;
 
 /// `a` in standard layout: itself when it already is, else a copy.
 fn standard(a: Array2<f32>) -> Array2<f32> {
@@ -90,6 +98,9 @@ pub struct Network {
     input: Geometry,
     layers: Vec<BoxedLayer>,
     head: Head,
+    /// The layers rewritten for inference ([`fused`]), made on first use and dropped by every
+    /// method that can change a weight or a running statistic.
+    fused: OnceLock<Option<Fused>>,
 }
 
 impl Network {
@@ -108,11 +119,7 @@ impl Network {
             .zip(inputs)
             .map(|(spec, input)| spec.build(input, &mut draw))
             .collect();
-        Ok(Network {
-            input: arch.input,
-            layers,
-            head: arch.head(),
-        })
+        Ok(Network::assemble(arch.input, layers, arch.head()))
     }
 
     /// A network of `arch` with every tensor taken from `fetch(name, shape)` (names as in
@@ -155,11 +162,7 @@ impl Network {
             }
             layers.push(layer);
         }
-        Ok(Network {
-            input: arch.input,
-            layers,
-            head: arch.head(),
-        })
+        Ok(Network::assemble(arch.input, layers, arch.head()))
     }
 
     /// A network from trained dense layers (input layer first), ReLU between them: what a
@@ -186,11 +189,22 @@ impl Network {
                 layers.push(Box::new(Relu::new(Geometry::flat(units))));
             }
         }
+        Network::assemble(Geometry::flat(input_units), layers, head)
+    }
+
+    fn assemble(input: Geometry, layers: Vec<BoxedLayer>, head: Head) -> Self {
         Network {
-            input: Geometry::flat(input_units),
+            input,
             layers,
             head,
+            fused: OnceLock::new(),
         }
+    }
+
+    /// The layers rewritten for inference, made now if they have not been since the last
+    /// change; `None` when there is nothing to fuse.
+    fn fused(&self) -> Option<&Fused> {
+        self.fused.get_or_init(|| Fused::new(&self.layers)).as_ref()
     }
 
     /// The same network reading its input as `input` (which must have as many values): a
@@ -237,6 +251,7 @@ impl Network {
 
     /// The same, mutable.
     pub fn split_first_mut(&mut self) -> Option<(&mut dyn AnyLayer, &mut sequence::Layers)> {
+        self.fused.take();
         let (first, rest) = self.layers.split_first_mut()?;
         Some((first.as_mut(), rest))
     }
@@ -321,7 +336,8 @@ impl Network {
     }
 
     /// Inference logits for `x (batch, features)`, keeping only the current layer's output
-    /// (no [`Pass`]), in passes of as many rows as keep the largest activation within
+    /// (no [`Pass`]), with batch norm folded into the convs and each conv's bias, ReLU and
+    /// max-pool in one step ([`fused`]), in passes of as many rows as keep the largest activation within
     /// [`INFERENCE_VALUES`].
     pub fn logits<'x>(&self, x: impl Into<Rows<'x>>) -> Array2<f32> {
         let x = x.into();
@@ -339,7 +355,11 @@ impl Network {
             .enumerate()
             .map(|(i, out)| (i * rows, out))
         {
-            let part = sequence::infer(&self.layers, x.slice(start, start + out.nrows()));
+            let rows = x.slice(start, start + out.nrows());
+            let part = match self.fused() {
+                Some(fused) => fused.infer(rows),
+                None => sequence::infer(&self.layers, rows),
+            };
             out.assign(&part);
             recycle::give(part);
         }
@@ -355,6 +375,7 @@ impl Network {
     /// Hands a training pass back to the layers it ran, so those with state outside the
     /// gradients (batch norm's running statistics) can update it.
     pub fn absorb(&mut self, pass: &Pass) {
+        self.fused.take();
         sequence::absorb(&mut self.layers, pass);
     }
 
@@ -366,6 +387,7 @@ impl Network {
 
     /// Every trainable parameter, mutable, in [`params`](Network::params) order.
     pub fn params_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        self.fused.take();
         sequence::params_mut(&mut self.layers)
     }
 
@@ -390,6 +412,7 @@ impl Network {
 
     /// Every buffer, mutable, in [`named_buffers`](Network::named_buffers) order.
     pub fn buffers_mut(&mut self) -> Vec<ArrayViewMutD<'_, f32>> {
+        self.fused.take();
         sequence::buffers_mut(&mut self.layers)
     }
 

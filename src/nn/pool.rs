@@ -77,7 +77,7 @@ impl MaxPool2d {
 
     /// One image: `y` gets each window's maximum, `which` (when given) which of the four
     /// inputs held it.
-    fn pool_image(&self, x: &[f32], y: &mut [f32], which: Option<&mut [u8]>) {
+    pub(super) fn pool_image(&self, x: &[f32], y: &mut [f32], which: Option<&mut [u8]>) {
         let (c, row_len) = (self.input.channels, self.row_len());
         let out_row = self.output().width * c;
         let mut which = which.map(|w| w.chunks_exact_mut(c));

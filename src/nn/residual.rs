@@ -232,6 +232,16 @@ impl Residual {
         self.input
     }
 
+    /// The body's layers.
+    pub fn body(&self) -> &[BoxedLayer] {
+        &self.body
+    }
+
+    /// The shortcut's layers; empty for the identity.
+    pub fn shortcut(&self) -> &[BoxedLayer] {
+        &self.shortcut
+    }
+
     /// Both branches' passes over `x`.
     fn branches(&self, x: ArrayView2<'_, f32>, mode: &mut Mode<'_>) -> Branches {
         let body = sequence::forward(&self.body, Rows::Values(x), mode);
@@ -242,7 +252,7 @@ impl Residual {
 }
 
 /// `relu(a + b)` in one sweep, in a recycled buffer.
-fn add_relu(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
+pub(super) fn add_relu(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
     let mut y = recycle::scratch(a.dim());
     Zip::from(&mut y)
         .and(&a)
