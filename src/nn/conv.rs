@@ -472,13 +472,18 @@ impl Epilogue {
     fn bias_relu(&self, mut z: ArrayViewMut2<'_, f32>, bias: &Array1<f32>) {
         let bias = bias.as_slice().expect("conv: the bias is contiguous");
         let z = z.as_slice_mut().expect("conv: outputs are contiguous");
-        for pixel in z.chunks_exact_mut(bias.len()) {
-            for (v, &b) in pixel.iter_mut().zip(bias) {
-                *v += b;
+        // One sweep: the sum, then the ReLU of that same f32 sum.
+        let pixels = z.chunks_exact_mut(bias.len());
+        if self.relu {
+            for pixel in pixels {
+                for (v, &b) in pixel.iter_mut().zip(bias) {
+                    *v = (*v + b).max(0.0);
+                }
             }
-            if self.relu {
-                for v in pixel.iter_mut() {
-                    *v = v.max(0.0);
+        } else {
+            for pixel in pixels {
+                for (v, &b) in pixel.iter_mut().zip(bias) {
+                    *v += b;
                 }
             }
         }
