@@ -369,8 +369,12 @@ impl Layer for BatchNorm {
                     .zip(x.chunks_exact(c))
                     .zip(dy.chunks_exact(c))
                 {
-                    for ch in 0..c {
-                        dx[ch] = scale[ch] * dy[ch] + x[ch] * k[ch] + m[ch];
+                    // Zipped, not indexed: no bounds checks, so the loop vectorises.
+                    let per_channel = scale.iter().zip(&k).zip(&m);
+                    for (((dx, &x), &dy), ((&s, &k), &m)) in
+                        dx.iter_mut().zip(x).zip(dy).zip(per_channel)
+                    {
+                        *dx = s * dy + x * k + m;
                     }
                 }
             });
