@@ -107,7 +107,10 @@ pub fn im2col(x: &[f32], input: Geometry, win: Window, cols: &mut [f32]) {
 /// `memcpy` for 36 bytes costs more than the copy.
 #[inline]
 fn copy_row(dst: &mut [f32], src: &[f32]) {
-    match (<&mut [f32; 9]>::try_from(&mut *dst), <&[f32; 9]>::try_from(src)) {
+    match (
+        <&mut [f32; 9]>::try_from(&mut *dst),
+        <&[f32; 9]>::try_from(src),
+    ) {
         (Ok(d), Ok(s)) => *d = *s,
         _ => dst.copy_from_slice(src),
     }
