@@ -19,7 +19,7 @@ use super::batchnorm::BatchNorm;
 use super::conv::{Conv2d, Epilogue};
 use super::layer::{BoxedLayer, Mode};
 use super::pool::MaxPool2d;
-use super::residual::{Residual, add_relu};
+use super::residual::{Residual, join};
 use super::{Rows, recycle};
 use ndarray::{Array2, ArrayView2};
 
@@ -121,16 +121,8 @@ impl Step {
             Step::Layer(layer) => layer.forward(x, &mut Mode::Infer).0,
             Step::Residual { body, shortcut } => {
                 let body = run(body, Rows::Values(x));
-                let y = if shortcut.is_empty() {
-                    add_relu(body.view(), x)
-                } else {
-                    let shortcut = run(shortcut, Rows::Values(x));
-                    let y = add_relu(body.view(), shortcut.view());
-                    recycle::give(shortcut);
-                    y
-                };
-                recycle::give(body);
-                y
+                let shortcut = (!shortcut.is_empty()).then(|| run(shortcut, Rows::Values(x)));
+                join(body, shortcut, x)
             }
         }
     }

@@ -251,8 +251,23 @@ impl Residual {
     }
 }
 
+/// An inference pass's block output from its branches' outputs: `relu(body + shortcut)`, with
+/// `x` itself when the shortcut is the identity (`None`). Both outputs go back to the pool.
+pub(super) fn join(
+    body: Array2<f32>,
+    shortcut: Option<Array2<f32>>,
+    x: ArrayView2<'_, f32>,
+) -> Array2<f32> {
+    let y = add_relu(body.view(), shortcut.as_ref().map_or(x, |s| s.view()));
+    recycle::give(body);
+    if let Some(shortcut) = shortcut {
+        recycle::give(shortcut);
+    }
+    y
+}
+
 /// `relu(a + b)` in one sweep, in a recycled buffer.
-pub(super) fn add_relu(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
+fn add_relu(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
     let mut y = recycle::scratch(a.dim());
     Zip::from(&mut y)
         .and(&a)
@@ -285,16 +300,9 @@ impl Layer for Residual {
     ) -> (Array2<f32>, Option<Branches>) {
         if !mode.is_train() {
             let body = sequence::infer(&self.body, Rows::Values(x));
-            let y = if self.shortcut.is_empty() {
-                add_relu(body.view(), x)
-            } else {
-                let shortcut = sequence::infer(&self.shortcut, Rows::Values(x));
-                let y = add_relu(body.view(), shortcut.view());
-                recycle::give(shortcut);
-                y
-            };
-            recycle::give(body);
-            return (y, None);
+            let shortcut = (!self.shortcut.is_empty())
+                .then(|| sequence::infer(&self.shortcut, Rows::Values(x)));
+            return (join(body, shortcut, x), None);
         }
         let passes = self.branches(x, mode);
         let shortcut = passes.shortcut.as_ref().map_or(x, Pass::last);
