@@ -38,7 +38,7 @@ use super::spec::{
 };
 use super::winograd::{Tile, Winograd};
 use super::{Geometry, recycle, standard};
-use crate::linalg::matmul_into_seq;
+use crate::linalg::{matmul_into, matmul_into_seq};
 use ndarray::{Array1, Array2, Array4, ArrayView2, ArrayViewMut2, ArrayViewMutD, Axis};
 use rayon::prelude::*;
 
@@ -293,7 +293,7 @@ impl Conv2d {
 
     /// The weight as the product needs it: `(c_out, k·k·c_in)`, columns in patch order
     /// (kernel row, kernel column, input channel).
-    fn kernel_matrix(&self) -> Array2<f32> {
+    pub(super) fn kernel_matrix(&self) -> Array2<f32> {
         let (c_out, c_in, k, _) = self.weight.dim();
         // (c_out, c_in, ky, kx) → (c_out, ky, kx, c_in), then flattened.
         let patch_order = self.weight.view().permuted_axes([0, 2, 3, 1]);
@@ -340,10 +340,18 @@ impl Conv2d {
     }
 
     /// Inference: `x (batch, h·w·c_in)` → this conv's output with `then` applied to each
-    /// group of images while it is still in cache. When `then` pools, the conv's own output is
-    /// never written for the whole batch. The values are exactly those of the layers run one
-    /// by one: the same product per group, then the same elementwise steps in the same order.
-    pub fn infer(&self, x: ArrayView2<'_, f32>, then: Epilogue) -> Array2<f32> {
+    /// group of images while it is still in cache. `kernel` is this conv's
+    /// [`kernel_matrix`](Conv2d::kernel_matrix), made once by the caller. When `then` pools,
+    /// the conv's own output is never written for the whole batch, and the pooling runs on
+    /// the raw products, before the bias and ReLU, on a quarter of the values: a window's
+    /// `max` of `relu(z + b)` is `relu(max(z) + b)` exactly, since rounding `z + b` never
+    /// reverses an order. So the values are exactly those of the layers run one by one.
+    pub fn infer(
+        &self,
+        x: ArrayView2<'_, f32>,
+        then: Epilogue,
+        kernel: ArrayView2<'_, f32>,
+    ) -> Array2<f32> {
         if self.winograd().is_some() {
             let (y, _) = Layer::forward(self, x, &mut Mode::Infer);
             return then.apply(y);
@@ -351,12 +359,15 @@ impl Conv2d {
         let x = x.as_standard_layout();
         let out = self.output();
         let width = then.pool.map_or(out.len(), |p| p.output().len());
-        let (wmat, group) = (self.kernel_matrix(), self.group());
+        let group = self.group();
         let patch = self.window.patch_len(self.input.channels);
+        assert_eq!(
+            kernel.dim(),
+            (out.channels, patch),
+            "conv: kernel matrix shape"
+        );
         let product = |cols: ArrayView2<'_, f32>, z: ArrayViewMut2<'_, f32>| {
-            let mut z = per_pixel_mut(z, out.channels);
-            matmul_into_seq(z.view_mut(), cols, wmat.t(), 1.0, false);
-            then.bias_relu(z, &self.bias);
+            matmul_into_seq(per_pixel_mut(z, out.channels), cols, kernel.t(), 1.0, false);
         };
         let mut y = recycle::scratch((x.nrows(), width));
         y.axis_chunks_iter_mut(Axis(0), group)
@@ -373,17 +384,19 @@ impl Conv2d {
                 with_scratch(cols_len + z_len, |buf| {
                     let (cols, z) = buf.split_at_mut(cols_len);
                     let cols = self.patches(x, cols);
-                    let Some(pool) = then.pool else {
-                        return product(cols, y.view_mut());
-                    };
-                    let mut z = ArrayViewMut2::from_shape((n, out.len()), z)
-                        .expect("conv: scratch holds the group's outputs");
-                    product(cols, z.view_mut());
-                    for (z, mut y) in z.rows().into_iter().zip(y.rows_mut()) {
-                        let z = z.to_slice().expect("conv: scratch rows are contiguous");
-                        let y = y.as_slice_mut().expect("conv: output rows are contiguous");
-                        pool.pool_image(z, y, None);
+                    if let Some(pool) = then.pool {
+                        let mut z = ArrayViewMut2::from_shape((n, out.len()), z)
+                            .expect("conv: scratch holds the group's outputs");
+                        product(cols, z.view_mut());
+                        for (z, mut y) in z.rows().into_iter().zip(y.rows_mut()) {
+                            let z = z.to_slice().expect("conv: scratch rows are contiguous");
+                            let y = y.as_slice_mut().expect("conv: output rows are contiguous");
+                            pool.pool_image(z, y, None);
+                        }
+                    } else {
+                        product(cols, y.view_mut());
                     }
+                    then.bias_relu(y.view_mut(), &self.bias);
                 });
             });
         y
@@ -600,55 +613,19 @@ impl Layer for Conv2d {
                 grads: vec![dw.into_dyn(), db.into_dyn()],
             };
         }
-        let kept: Vec<Option<ArrayView2<'_, f32>>> = match saved {
-            Some(Kept::Patches(cols)) => cols
-                .axis_chunks_iter(Axis(0), self.group() * self.output().pixels())
-                .map(Some)
-                .collect(),
-            _ => (0..x.nrows().div_ceil(self.group()))
-                .map(|_| None)
-                .collect(),
-        };
-        let out = self.output();
         let wmat = self.kernel_matrix();
-        let group = self.group();
-        let patch = self.window.patch_len(self.input.channels);
         let mut dx = need_dx.then(|| recycle::zeros(x.dim()));
-        let mut dx_groups: Vec<Option<ArrayViewMut2<'_, f32>>> = match dx.as_mut() {
-            Some(dx) => dx.axis_chunks_iter_mut(Axis(0), group).map(Some).collect(),
-            None => (0..x.nrows().div_ceil(group)).map(|_| None).collect(),
+        let (dw, db) = match saved {
+            Some(Kept::Patches(cols)) => {
+                let (dw, db) = self.weight_grads(dy.view(), cols.view());
+                if let Some(dx) = dx.as_mut() {
+                    self.input_grads(dy.view(), &wmat, dx.view_mut());
+                }
+                (dw, db)
+            }
+            _ => self.grads_per_group(x.view(), dy.view(), &wmat, dx.as_mut()),
         };
-        // Each group's share of dW and db, added up below in group order.
-        let parts: Vec<(Array2<f32>, Array1<f32>)> = dx_groups
-            .par_iter_mut()
-            .zip(x.axis_chunks_iter(Axis(0), group).into_par_iter())
-            .zip(dy.axis_chunks_iter(Axis(0), group).into_par_iter())
-            .zip(kept.into_par_iter())
-            .map(|(((dx, x), dy), kept)| {
-                let rows = x.nrows() * out.pixels();
-                let dy = per_pixel(dy, out.channels);
-                let mut dw = Array2::<f32>::zeros(wmat.dim());
-                let len = rows * patch * if dx.is_some() { 2 } else { 1 };
-                with_scratch(len, |buf| {
-                    let (cols_buf, dcols_buf) = buf.split_at_mut(rows * patch);
-                    // The patches the training pass kept, or gathered again.
-                    let cols = kept.unwrap_or_else(|| self.patches(x, cols_buf));
-                    matmul_into_seq(dw.view_mut(), dy.t(), cols, 1.0, false);
-                    if let Some(dx) = dx {
-                        backward_input(self, dy, &wmat, dx.view_mut(), dcols_buf);
-                    }
-                });
-                (dw, dy.sum_axis(Axis(0)))
-            })
-            .collect();
-        drop(dx_groups);
         recycle::give(dy);
-        let mut dw = Array2::<f32>::zeros(wmat.dim());
-        let mut db = Array1::<f32>::zeros(out.channels);
-        for (w, b) in &parts {
-            dw += w;
-            db += b;
-        }
         Backward {
             dx,
             grads: vec![
@@ -670,6 +647,89 @@ impl Layer for Conv2d {
             self.weight.view_mut().into_dyn(),
             self.bias.view_mut().into_dyn(),
         ]
+    }
+}
+
+impl Conv2d {
+    /// `dW = dYᵀ·cols` and `db = Σ dY` over the whole batch from the patches a training pass
+    /// kept: one product with the batch's pixels as its long reduction, split across threads
+    /// by output columns (so the same bytes for any thread count), rather than one partial
+    /// `dW` per group of images to write, read and add up.
+    fn weight_grads(
+        &self,
+        dy: ArrayView2<'_, f32>,
+        cols: ArrayView2<'_, f32>,
+    ) -> (Array2<f32>, Array1<f32>) {
+        let c_out = self.output().channels;
+        let dy = per_pixel(dy, c_out);
+        let mut dw = Array2::<f32>::zeros((c_out, cols.ncols()));
+        matmul_into(dw.view_mut(), dy.t(), cols, 1.0, false);
+        (dw, dy.sum_axis(Axis(0)))
+    }
+
+    /// `dx = col2im(dY·W)`, per group of images in parallel (`dx` starts at zero).
+    fn input_grads(
+        &self,
+        dy: ArrayView2<'_, f32>,
+        wmat: &Array2<f32>,
+        mut dx: ArrayViewMut2<'_, f32>,
+    ) {
+        let (group, out) = (self.group(), self.output());
+        let patch = self.window.patch_len(self.input.channels);
+        dx.axis_chunks_iter_mut(Axis(0), group)
+            .into_par_iter()
+            .zip(dy.axis_chunks_iter(Axis(0), group).into_par_iter())
+            .for_each(|(dx, dy)| {
+                let rows = dy.nrows() * out.pixels();
+                with_scratch(rows * patch, |dcols| {
+                    backward_input(self, per_pixel(dy, out.channels), wmat, dx, dcols);
+                });
+            });
+    }
+
+    /// `dW`, `db` and (when given) `dx` when no patches were kept: each group of images
+    /// gathers its patches again and adds its share of `dW` and `db` (summed in group order,
+    /// so the same bytes for any thread count).
+    fn grads_per_group(
+        &self,
+        x: ArrayView2<'_, f32>,
+        dy: ArrayView2<'_, f32>,
+        wmat: &Array2<f32>,
+        dx: Option<&mut Array2<f32>>,
+    ) -> (Array2<f32>, Array1<f32>) {
+        let (group, out) = (self.group(), self.output());
+        let patch = self.window.patch_len(self.input.channels);
+        let mut dx_groups: Vec<Option<ArrayViewMut2<'_, f32>>> = match dx {
+            Some(dx) => dx.axis_chunks_iter_mut(Axis(0), group).map(Some).collect(),
+            None => (0..x.nrows().div_ceil(group)).map(|_| None).collect(),
+        };
+        let parts: Vec<(Array2<f32>, Array1<f32>)> = dx_groups
+            .par_iter_mut()
+            .zip(x.axis_chunks_iter(Axis(0), group).into_par_iter())
+            .zip(dy.axis_chunks_iter(Axis(0), group).into_par_iter())
+            .map(|((dx, x), dy)| {
+                let rows = x.nrows() * out.pixels();
+                let dy = per_pixel(dy, out.channels);
+                let mut dw = Array2::<f32>::zeros(wmat.dim());
+                let len = rows * patch * if dx.is_some() { 2 } else { 1 };
+                with_scratch(len, |buf| {
+                    let (cols_buf, dcols_buf) = buf.split_at_mut(rows * patch);
+                    let cols = self.patches(x, cols_buf);
+                    matmul_into_seq(dw.view_mut(), dy.t(), cols, 1.0, false);
+                    if let Some(dx) = dx {
+                        backward_input(self, dy, wmat, dx.view_mut(), dcols_buf);
+                    }
+                });
+                (dw, dy.sum_axis(Axis(0)))
+            })
+            .collect();
+        let mut dw = Array2::<f32>::zeros(wmat.dim());
+        let mut db = Array1::<f32>::zeros(out.channels);
+        for (w, b) in &parts {
+            dw += w;
+            db += b;
+        }
+        (dw, db)
     }
 }
 
@@ -862,9 +922,14 @@ mod tests {
             let (y_train, kept) = layer.forward(x.view(), &mut Mode::Train(&mut rng));
             assert_eq!(y_train, y);
             assert_eq!(kept.is_some(), !layer.is_pointwise());
+            // dx the same bytes; dW and db as one product over the batch rather than summed
+            // per group, so the same values up to rounding.
             let from_kept = layer.backward(x.view(), y.view(), &kept, dy, true);
-            assert_eq!(from_kept.grads, back.grads);
             assert_eq!(from_kept.dx, back.dx);
+            for (a, b) in from_kept.grads.iter().zip(&back.grads) {
+                let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                assert_abs_diff_eq!(a, b, epsilon = 1e-5 * scale.max(1.0));
+            }
         }
     }
 

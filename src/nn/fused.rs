@@ -21,6 +21,7 @@ use super::layer::{BoxedLayer, Mode};
 use super::pool::MaxPool2d;
 use super::residual::{Residual, join};
 use super::{Rows, recycle};
+use crate::linalg::bytes;
 use ndarray::{Array2, ArrayView2};
 
 /// A network's layers, rewritten for inference.
@@ -31,8 +32,8 @@ pub struct Fused {
 
 #[derive(Debug, Clone)]
 enum Step {
-    /// A conv with any batch norm folded in, then its epilogue.
-    Conv(Conv2d, Epilogue),
+    /// A conv with any batch norm folded in, its kernel matrix, then its epilogue.
+    Conv(Conv2d, Array2<f32>, Epilogue),
     /// A residual block's branches, each rewritten; an empty shortcut is the identity.
     Residual {
         body: Vec<Step>,
@@ -75,7 +76,8 @@ fn plan(layers: &[BoxedLayer]) -> Vec<Step> {
             }
             let relu = next::<Relu>(&mut rest).is_some();
             let pool = next::<MaxPool2d>(&mut rest).copied();
-            steps.push(Step::Conv(conv, Epilogue { relu, pool }));
+            let kernel = conv.kernel_matrix();
+            steps.push(Step::Conv(conv, kernel, Epilogue { relu, pool }));
         } else if let Some(block) = any.downcast_ref::<Residual>() {
             steps.push(Step::Residual {
                 body: plan(block.body()),
@@ -102,9 +104,17 @@ fn run(steps: &[Step], x: Rows<'_>) -> Array2<f32> {
     for step in steps {
         let y = match &a {
             Some(input) => step.infer(input.view()),
-            None => match step {
-                Step::Layer(layer) => layer.forward_rows(x, &mut Mode::Infer).0,
-                _ => step.infer(x.values().view()),
+            None => match (step, x) {
+                (Step::Layer(layer), _) => layer.forward_rows(x, &mut Mode::Infer).0,
+                (_, Rows::Values(v)) => step.infer(v),
+                (_, Rows::Bytes(b)) => {
+                    // Scaled into a recycled buffer: a fresh one per batch is faulted in anew.
+                    let mut v = recycle::scratch(b.dim());
+                    bytes::to_unit_into(b, v.view_mut());
+                    let y = step.infer(v.view());
+                    recycle::give(v);
+                    y
+                }
             },
         };
         if let Some(old) = a.replace(y) {
@@ -117,7 +127,7 @@ fn run(steps: &[Step], x: Rows<'_>) -> Array2<f32> {
 impl Step {
     fn infer(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
         match self {
-            Step::Conv(conv, then) => conv.infer(x, *then),
+            Step::Conv(conv, kernel, then) => conv.infer(x, *then, kernel.view()),
             Step::Layer(layer) => layer.forward(x, &mut Mode::Infer).0,
             Step::Residual { body, shortcut } => {
                 let body = run(body, Rows::Values(x));
