@@ -33,7 +33,7 @@ pub struct Fused {
 #[derive(Debug, Clone)]
 enum Step {
     /// A conv with any batch norm folded in, its kernel matrix, then its epilogue.
-    Conv(Conv2d, Array2<f32>, Epilogue),
+    Conv(Box<(Conv2d, Array2<f32>, Epilogue)>),
     /// A residual block's branches, each rewritten; an empty shortcut is the identity.
     Residual {
         body: Vec<Step>,
@@ -77,7 +77,11 @@ fn plan(layers: &[BoxedLayer]) -> Vec<Step> {
             let relu = next::<Relu>(&mut rest).is_some();
             let pool = next::<MaxPool2d>(&mut rest).copied();
             let kernel = conv.kernel_matrix();
-            steps.push(Step::Conv(conv, kernel, Epilogue { relu, pool }));
+            steps.push(Step::Conv(Box::new((
+                conv,
+                kernel,
+                Epilogue { relu, pool },
+            ))));
         } else if let Some(block) = any.downcast_ref::<Residual>() {
             steps.push(Step::Residual {
                 body: plan(block.body()),
@@ -127,7 +131,10 @@ fn run(steps: &[Step], x: Rows<'_>) -> Array2<f32> {
 impl Step {
     fn infer(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
         match self {
-            Step::Conv(conv, kernel, then) => conv.infer(x, *then, kernel.view()),
+            Step::Conv(step) => {
+                let (conv, kernel, then) = &**step;
+                conv.infer(x, *then, kernel.view())
+            }
             Step::Layer(layer) => layer.forward(x, &mut Mode::Infer).0,
             Step::Residual { body, shortcut } => {
                 let body = run(body, Rows::Values(x));
