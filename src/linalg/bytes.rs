@@ -227,57 +227,40 @@ pub fn cross_gram(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>) -> Array2<f32> {
     exact_products(x, Some(y))
 }
 
-/// Integer sums of `x · yᵀ` (`y = x` when `None`, lower triangle only), 256 columns at a
-/// time in f32, added in f64, then scaled by `1/255²`.
+/// Side of the output tiles of the exact products: a tile's f64 sums, its f32 block products
+/// and its two blocks of converted rows stay in a core's cache while every block of columns
+/// is added in, so the sums are never streamed through memory once per block.
+const EXACT_TILE: usize = 128;
+
+/// Integer sums of `x · yᵀ` (`y = x` when `None`, lower triangle only, then mirrored),
+/// scaled by `1/255²`. The output is cut into tiles, computed in parallel; each tile adds up
+/// blocks of 256 columns, exact in f32, in f64. Every sum is an exact integer, so the result
+/// does not depend on the order of the sums, the tiling or the thread count.
 fn exact_products(x: ArrayView2<'_, u8>, y: Option<ArrayView2<'_, u8>>) -> Array2<f32> {
-    let (p, k) = x.dim();
-    let m = y.map_or(p, |y| y.nrows());
-    let mut total = Array2::<f64>::zeros((p, m));
-    let mut part = Array2::<f32>::zeros((p, m));
-    let mut xs = Array2::<f32>::zeros((p, EXACT_COLS.min(k)));
-    let mut ys = Array2::<f32>::zeros((m, EXACT_COLS.min(k)));
-    let threads = rayon::current_num_threads();
-    for start in (0..k).step_by(EXACT_COLS) {
-        let end = (start + EXACT_COLS).min(k);
-        let whole = |v: &mut f32, &b: &u8| *v = f32::from(b);
-        let mut xb = xs.slice_mut(s![.., ..end - start]);
-        Zip::from(&mut xb)
-            .and(x.slice(s![.., start..end]))
-            .par_for_each(whole);
-        let structure = match y {
-            None => BlockStructure::TriangularLower,
-            Some(y) => {
-                let mut yb = ys.slice_mut(s![.., ..end - start]);
-                Zip::from(&mut yb)
-                    .and(y.slice(s![.., start..end]))
-                    .par_for_each(whole);
-                BlockStructure::Rectangular
-            }
-        };
-        let xb = xs.slice(s![.., ..end - start]);
-        let yb = if y.is_some() {
-            ys.slice(s![.., ..end - start])
-        } else {
-            xb
-        };
-        faer::linalg::matmul::triangular::matmul(
-            super::as_faer_mut(part.view_mut()),
-            structure,
-            Accum::Replace,
-            super::as_faer(xb),
-            BlockStructure::Rectangular,
-            super::as_faer(yb.t()),
-            BlockStructure::Rectangular,
-            1.0,
-            Par::rayon(threads),
-        );
-        Zip::from(&mut total)
-            .and(&part)
-            .par_for_each(|t, &v| *t += f64::from(v));
-    }
+    let triangle = y.is_none();
+    let y = y.unwrap_or(x);
+    let (p, m) = (x.nrows(), y.nrows());
+    let tiles: Vec<(usize, usize)> = (0..p)
+        .step_by(EXACT_TILE)
+        .flat_map(|i| {
+            (0..m)
+                .step_by(EXACT_TILE)
+                .filter(move |&j| !triangle || j <= i)
+                .map(move |j| (i, j))
+        })
+        .collect();
+    let sums: Vec<Array2<f64>> = tiles
+        .par_iter()
+        .map(|&(i, j)| tile_sums(tile_rows(x, i), tile_rows(y, j), triangle && i == j))
+        .collect();
     let scale = 1.0 / (255.0f64 * 255.0);
-    let mut out = total.mapv(|t| (t * scale) as f32);
-    if y.is_none() {
+    let mut out = Array2::<f32>::zeros((p, m));
+    for (&(i, j), t) in tiles.iter().zip(&sums) {
+        let (a, b) = t.dim();
+        out.slice_mut(s![i..i + a, j..j + b])
+            .zip_mut_with(t, |o, &t| *o = (t * scale) as f32);
+    }
+    if triangle {
         for i in 0..p {
             for j in 0..i {
                 out[[j, i]] = out[[i, j]];
@@ -285,6 +268,56 @@ fn exact_products(x: ArrayView2<'_, u8>, y: Option<ArrayView2<'_, u8>>) -> Array
         }
     }
     out
+}
+
+/// The rows of the tile starting at row `start`.
+fn tile_rows(a: ArrayView2<'_, u8>, start: usize) -> ArrayView2<'_, u8> {
+    let end = (start + EXACT_TILE).min(a.nrows());
+    a.slice_move(s![start..end, ..])
+}
+
+/// One tile's integer sums `x · yᵀ` in f64 (`x (a, k)`, `y (b, k)` bytes), 256 columns at a
+/// time; on the diagonal of a Gram matrix (`y` is `x`), the lower triangle only.
+fn tile_sums(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>, diagonal: bool) -> Array2<f64> {
+    let ((a, k), b) = (x.dim(), y.nrows());
+    let mut total = Array2::<f64>::zeros((a, b));
+    let mut part = Array2::<f32>::zeros((a, b));
+    let mut xs = Array2::<f32>::zeros((a, EXACT_COLS.min(k)));
+    let mut ys = Array2::<f32>::zeros((b, EXACT_COLS.min(k)));
+    let whole = |v: &mut f32, &b: &u8| *v = f32::from(b);
+    for start in (0..k).step_by(EXACT_COLS) {
+        let end = (start + EXACT_COLS).min(k);
+        let mut xb = xs.slice_mut(s![.., ..end - start]);
+        xb.zip_mut_with(&x.slice(s![.., start..end]), whole);
+        if !diagonal {
+            let mut yb = ys.slice_mut(s![.., ..end - start]);
+            yb.zip_mut_with(&y.slice(s![.., start..end]), whole);
+        }
+        let xb = xs.slice(s![.., ..end - start]);
+        let yb = if diagonal {
+            xb
+        } else {
+            ys.slice(s![.., ..end - start])
+        };
+        // On the diagonal only the lower triangle is written; the rest of `part` stays 0.
+        faer::linalg::matmul::triangular::matmul(
+            super::as_faer_mut(part.view_mut()),
+            if diagonal {
+                BlockStructure::TriangularLower
+            } else {
+                BlockStructure::Rectangular
+            },
+            Accum::Replace,
+            super::as_faer(xb),
+            BlockStructure::Rectangular,
+            super::as_faer(yb.t()),
+            BlockStructure::Rectangular,
+            1.0,
+            Par::Seq,
+        );
+        total.zip_mut_with(&part, |t, &v| *t += f64::from(v));
+    }
+    total
 }
 
 #[cfg(test)]

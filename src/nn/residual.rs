@@ -328,13 +328,11 @@ impl Layer for Residual {
             }
         };
         let dsum = relu_backward(y, dy);
-        let (mut grads, dx_body) = sequence::backward(
-            &self.body,
-            Rows::Values(x),
-            &passes.body,
-            dsum.clone(),
-            need_dx,
-        );
+        // Each branch's backward consumes its own copy; the body's is a recycled buffer.
+        let mut body_dy = recycle::scratch(dsum.dim());
+        body_dy.assign(&dsum);
+        let (mut grads, dx_body) =
+            sequence::backward(&self.body, Rows::Values(x), &passes.body, body_dy, need_dx);
         let dx_shortcut = match &passes.shortcut {
             None => need_dx.then_some(dsum),
             Some(pass) => {
@@ -347,6 +345,7 @@ impl Layer for Residual {
         let dx = match (dx_body, dx_shortcut) {
             (Some(mut a), Some(b)) => {
                 a += &b;
+                recycle::give(b);
                 Some(a)
             }
             _ => None,
