@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release --example train_resnet -- [DATA_DIR] [EPOCHS] [SIZE]` (default: the
 //! bundled `data` folder, 2 epochs, 32 px). For full-size photos,
-//! `cargo run --release --example train_resnet -- ../shared/data/cats-vs-dogs 40 64` is the
+//! `cargo run --release --example train_resnet -- ../shared/data/cats-vs-dogs 80 64` is the
 //! README's cats-vs-dogs run.
 
 use deepcat::data::{Preprocess, SplitSpec};
