@@ -471,7 +471,8 @@ fn per_pixel_mut(a: ArrayViewMut2<'_, f32>, channels: usize) -> ArrayViewMut2<'_
 /// What an inference pass applies to a conv's output while a group of images is still in
 /// cache ([`Conv2d::infer`]): the bias always, then ReLU if asked, then a 2×2 max-pool if
 /// asked: what `conv relu pool` (or `conv bn relu pool` with batch norm folded into the conv)
-/// does layer by layer.
+/// does layer by layer. `infer` pools first and adds the bias and ReLU to the pooled values,
+/// which gives exactly the same values with a quarter of the work.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue {
     /// `max(·, 0)` after the bias.
