@@ -616,15 +616,22 @@ impl Layer for Conv2d {
         }
         let wmat = self.kernel_matrix();
         let mut dx = need_dx.then(|| recycle::zeros(x.dim()));
-        let (dw, db) = match saved {
-            Some(Kept::Patches(cols)) => {
-                let (dw, db) = self.weight_grads(dy.view(), cols.view());
+        // The whole batch's patch matrix: what a training pass kept, or for a 1×1 stride-1
+        // kernel the images themselves.
+        let cols = match saved {
+            Some(Kept::Patches(cols)) => Some(cols.view()),
+            _ if self.is_pointwise() => Some(self.patches(x.view(), &mut [])),
+            _ => None,
+        };
+        let (dw, db) = match cols {
+            Some(cols) => {
+                let (dw, db) = self.weight_grads(dy.view(), cols);
                 if let Some(dx) = dx.as_mut() {
                     self.input_grads(dy.view(), &wmat, dx.view_mut());
                 }
                 (dw, db)
             }
-            _ => self.grads_per_group(x.view(), dy.view(), &wmat, dx.as_mut()),
+            None => self.grads_per_group(x.view(), dy.view(), &wmat, dx.as_mut()),
         };
         recycle::give(dy);
         Backward {
@@ -688,7 +695,8 @@ impl Conv2d {
             });
     }
 
-    /// `dW`, `db` and (when given) `dx` when no patches were kept: each group of images
+    /// `dW`, `db` and (when given) `dx` when no patches were kept (a pass outside training):
+    /// each group of images
     /// gathers its patches again and adds its share of `dW` and `db` (summed in group order,
     /// so the same bytes for any thread count).
     fn grads_per_group(
