@@ -12,6 +12,7 @@
 //! Engines and thread counts differ by rounding: compare across them with tolerances.
 
 pub mod bytes;
+mod vnni;
 
 use faer::linalg::matmul::triangular::BlockStructure;
 use faer::{Accum, MatMut, MatRef, Par};
