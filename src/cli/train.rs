@@ -182,7 +182,7 @@ pub struct TrainArgs {
     /// Continue training a saved model, with its optimiser state when the optimiser matches.
     #[arg(long, value_name = "MODEL")]
     resume: Option<PathBuf>,
-    /// Augment training images on the fly: any of flip,crop,jitter, or none [default: none,
+    /// Augment training images on the fly: any of flip,crop,jitter,cutout, or none [default: none,
     /// or the recipe's].
     #[arg(long)]
     augment: Option<String>,

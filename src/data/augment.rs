@@ -15,6 +15,11 @@ const MAX_SHIFT_FRACTION: f32 = 0.125;
 const BRIGHTNESS: f32 = 0.1;
 /// Contrast jitter: scale deviations from the image mean by `U(1-c, 1+c)`.
 const CONTRAST: f32 = 0.2;
+/// Side of `cutout`'s square, as a fraction of the image side (DeVries & Taylor 2017 used
+/// half of CIFAR's 32 px).
+const CUTOUT_FRACTION: f32 = 0.5;
+/// What `cutout` fills with: mid-grey.
+const CUTOUT_FILL: f32 = 0.5;
 
 /// Which augmentations are on. All off is the document's (and the default) behaviour.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -26,6 +31,10 @@ pub struct Augment {
     pub crop: bool,
     /// Random brightness and contrast change, clamped to `[0, 1]`.
     pub jitter: bool,
+    /// Cutout: a square of half the image side, centred anywhere in the image (so partly
+    /// outside it at the edges), painted mid-grey. Files from before it read as off.
+    #[serde(default)]
+    pub cutout: bool,
 }
 
 impl Augment {
@@ -40,10 +49,11 @@ impl Augment {
                 "flip" => a.flip = true,
                 "crop" | "shift" => a.crop = true,
                 "jitter" => a.jitter = true,
+                "cutout" => a.cutout = true,
                 "none" => {}
                 other => {
                     return Err(Error::Config(format!(
-                        "--augment: unknown augmentation {other:?}; choose from flip, crop, jitter"
+                        "--augment: unknown augmentation {other:?}; choose from flip, crop, jitter, cutout"
                     )));
                 }
             }
@@ -53,7 +63,7 @@ impl Augment {
 
     /// Whether any augmentation is on.
     pub fn is_on(&self) -> bool {
-        self.flip || self.crop || self.jitter
+        self.flip || self.crop || self.jitter || self.cutout
     }
 
     /// The list form accepted by [`parse`](Augment::parse).
@@ -67,6 +77,9 @@ impl Augment {
         }
         if self.jitter {
             items.push("jitter");
+        }
+        if self.cutout {
+            items.push("cutout");
         }
         if items.is_empty() {
             "none".into()
@@ -100,6 +113,11 @@ impl Augment {
                 let brightness = rng.random_range(-BRIGHTNESS..=BRIGHTNESS);
                 let contrast = rng.random_range(1.0 - CONTRAST..=1.0 + CONTRAST);
                 jitter(&mut row, brightness, contrast);
+            }
+            if self.cutout {
+                let cy = rng.random_range(0..size);
+                let cx = rng.random_range(0..size);
+                cutout(&mut row, size, cy, cx);
             }
         }
     }
@@ -161,6 +179,18 @@ fn shift(row: &mut ArrayViewMut1<'_, f32>, size: usize, dx: i64, dy: i64, scratc
     }
 }
 
+/// Paints the square of side `size · CUTOUT_FRACTION` centred on pixel `(cy, cx)` (clipped
+/// to the image) with [`CUTOUT_FILL`].
+fn cutout(row: &mut ArrayViewMut1<'_, f32>, size: usize, cy: usize, cx: usize) {
+    let half = ((size as f32 * CUTOUT_FRACTION) / 2.0).round() as usize;
+    let span = |c: usize| c.saturating_sub(half)..(c + half).min(size);
+    for y in span(cy) {
+        let start = (y * size + span(cx).start) * CHANNELS;
+        let end = (y * size + span(cx).end) * CHANNELS;
+        row.slice_mut(ndarray::s![start..end]).fill(CUTOUT_FILL);
+    }
+}
+
 /// `v ← clamp((v − mean)·contrast + mean + brightness, 0, 1)`.
 fn jitter(row: &mut ArrayViewMut1<'_, f32>, brightness: f32, contrast: f32) {
     let mean = row.mean().unwrap_or(0.0);
@@ -176,6 +206,29 @@ mod tests {
         Array2::from_shape_fn((1, size * size * CHANNELS), |(_, i)| {
             i as f32 / (size * size * CHANNELS) as f32
         })
+    }
+
+    #[test]
+    fn cutout_paints_a_clipped_square_grey_and_nothing_else() {
+        let size = 8;
+        let mut img = image(size);
+        let orig = img.clone();
+        // Centre (1, 6): half-side 2, so rows 0..3 and columns 4..8.
+        cutout(&mut img.row_mut(0), size, 1, 6);
+        for y in 0..size {
+            for x in 0..size {
+                for c in 0..CHANNELS {
+                    let i = (y * size + x) * CHANNELS + c;
+                    let inside = y < 3 && (4..8).contains(&x);
+                    let want = if inside { CUTOUT_FILL } else { orig[[0, i]] };
+                    assert_eq!(img[[0, i]], want, "pixel ({y}, {x}) channel {c}");
+                }
+            }
+        }
+        assert_eq!(
+            Augment::parse("flip,cutout").unwrap().describe(),
+            "flip,cutout"
+        );
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl Recipe {
                 flip: true,
                 crop: true,
                 jitter: false,
+                cutout: false,
             },
             schedule: Schedule::Cosine { min_factor: 0.0 },
             init: Init::He,
