@@ -1,5 +1,6 @@
 //! Command-line flags and dispatch. Each subcommand has its own file.
 
+mod allocator;
 mod bench;
 mod bench_cnn;
 mod bench_mpi;
@@ -93,6 +94,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if cli.threads == Some(0) {
         usage!("--threads must be at least 1");
     }
+    allocator::keep_freed_memory_between_steps();
     // One process, unless mpirun started several: then train, predict and evaluate share
     // the work, and any failure ends them all.
     let group = deepcat::parallel::join()?;

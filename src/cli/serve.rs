@@ -111,7 +111,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         config.device.describe()?;
     }
     let served = deepcat::serve::load_checked(&a.model)?;
-    purge_freed_memory_at_once();
+    super::allocator::purge_freed_memory_at_once();
     deepcat::serve::run(served, &config, |addr| {
         // Tests and scripts read this line for the port: print it whole, at once.
         let mut out = std::io::stdout().lock();
@@ -119,16 +119,4 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
         let _ = out.flush();
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// mimalloc's `purge_delay` option (its index in `mi_option_t`, the same in mimalloc 2 and 3).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Tells the binary's allocator to give freed memory back to the system at once instead of
-/// 10 ms later: a server decoding one 150 MB image after another would otherwise hold two at
-/// a time, and the decode budget's memory ceiling would be twice what it says (measured with
-/// scripts/hostile_load.py: peak 245 MB, 205 MB with this).
-fn purge_freed_memory_at_once() {
-    // SAFETY: sets one integer option; mimalloc allows it at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
 }
