@@ -215,7 +215,23 @@ const EXACT_COLS: usize = 256;
 /// The Gram matrix of the scaled rows, `(x/255) · (x/255)ᵀ`, from the exact integer sums:
 /// `x (m, k)` bytes → `(m, m)`, symmetric. Half of it is computed, then mirrored.
 pub fn gram(x: ArrayView2<'_, u8>) -> Array2<f32> {
-    exact_products(x, None)
+    exact_products(x, None, TileForm::Fastest)
+}
+
+/// How the exact integer sums of [`gram`] and [`cross_gram`] are computed. Every form gives
+/// the same integers; `cargo bench --bench matmul` times them side by side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileForm {
+    /// The fastest form this processor has: byte products with AVX-512 VNNI, else 16-bit
+    /// products with AVX2, else f32.
+    Fastest,
+    /// f32 products of 256 columns at a time, added in f64: the oracle.
+    F32,
+}
+
+/// [`gram`] computed in the given form.
+pub fn gram_in(x: ArrayView2<'_, u8>, form: TileForm) -> Array2<f32> {
+    exact_products(x, None, form)
 }
 
 /// `(x/255) · (y/255)ᵀ` from the exact integer sums: `x (p, k)`, `y (m, k)` bytes → `(p, m)`.
@@ -224,7 +240,7 @@ pub fn gram(x: ArrayView2<'_, u8>) -> Array2<f32> {
 /// If the rows differ in length.
 pub fn cross_gram(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>) -> Array2<f32> {
     assert_eq!(x.ncols(), y.ncols(), "cross_gram: rows differ in length");
-    exact_products(x, Some(y))
+    exact_products(x, Some(y), TileForm::Fastest)
 }
 
 /// Side of the output tiles of the exact products: a tile's f64 sums, its f32 block products
@@ -236,7 +252,11 @@ const EXACT_TILE: usize = 128;
 /// scaled by `1/255²`. The output is cut into tiles, computed in parallel; each tile adds up
 /// blocks of 256 columns, exact in f32, in f64. Every sum is an exact integer, so the result
 /// does not depend on the order of the sums, the tiling or the thread count.
-fn exact_products(x: ArrayView2<'_, u8>, y: Option<ArrayView2<'_, u8>>) -> Array2<f32> {
+fn exact_products(
+    x: ArrayView2<'_, u8>,
+    y: Option<ArrayView2<'_, u8>>,
+    form: TileForm,
+) -> Array2<f32> {
     let triangle = y.is_none();
     let y = y.unwrap_or(x);
     let (p, m) = (x.nrows(), y.nrows());
@@ -251,7 +271,13 @@ fn exact_products(x: ArrayView2<'_, u8>, y: Option<ArrayView2<'_, u8>>) -> Array
         .collect();
     let sums: Vec<Array2<f64>> = tiles
         .par_iter()
-        .map(|&(i, j)| tile_sums(tile_rows(x, i), tile_rows(y, j), triangle && i == j))
+        .map(|&(i, j)| {
+            let (xi, yj, diagonal) = (tile_rows(x, i), tile_rows(y, j), triangle && i == j);
+            match form {
+                TileForm::Fastest => tile_sums(xi, yj, diagonal),
+                TileForm::F32 => tile_sums_f32(xi, yj, diagonal),
+            }
+        })
         .collect();
     let scale = 1.0 / (255.0f64 * 255.0);
     let mut out = Array2::<f32>::zeros((p, m));
@@ -278,18 +304,21 @@ fn tile_rows(a: ArrayView2<'_, u8>, start: usize) -> ArrayView2<'_, u8> {
 
 /// One tile's integer sums `x · yᵀ` in f64 (`x (a, k)`, `y (b, k)` bytes); on the diagonal of
 /// a Gram matrix (`y` is `x`), the lower triangle only. With AVX-512 VNNI in byte products
-/// ([`vnni`](super::vnni), 4× the multiply-adds per instruction), else in f32
-/// ([`tile_sums_f32`]): the same exact integers either way.
+/// ([`vnni`](super::vnni), 4× the multiply-adds per instruction of an f32 product), else with
+/// AVX2 in 16-bit products ([`madd16`](super::madd16), 2×), else in f32 ([`tile_sums_f32`]):
+/// the same exact integers every way.
 fn tile_sums(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>, diagonal: bool) -> Array2<f64> {
     if super::vnni::usable(x, y) {
         super::vnni::tile_sums(x, y, diagonal)
+    } else if super::madd16::usable(x, y) {
+        super::madd16::tile_sums(x, y, diagonal)
     } else {
         tile_sums_f32(x, y, diagonal)
     }
 }
 
-/// [`tile_sums`] in f32 products, 256 columns at a time, added in f64: the oracle of the VNNI
-/// form, and the form on processors without it.
+/// [`tile_sums`] in f32 products, 256 columns at a time, added in f64: the oracle of the
+/// integer forms, and the form on processors with neither.
 fn tile_sums_f32(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>, diagonal: bool) -> Array2<f64> {
     let ((a, k), b) = (x.dim(), y.nrows());
     let mut total = Array2::<f64>::zeros((a, b));
@@ -366,8 +395,8 @@ mod tests {
         assert_eq!(tile_sums(x.view(), y.view(), false), f32_form);
         let diag = tile_sums_f32(x.view(), x.view(), true);
         assert_eq!(tile_sums(x.view(), x.view(), true), diag);
-        if !super::super::vnni::available() {
-            eprintln!("no AVX-512 VNNI here: both calls ran the f32 form");
+        if !super::super::vnni::available() && !super::super::madd16::available() {
+            eprintln!("neither AVX-512 VNNI nor AVX2 here: both calls ran the f32 form");
         }
     }
 

@@ -12,6 +12,7 @@
 //! Engines and thread counts differ by rounding: compare across them with tolerances.
 
 pub mod bytes;
+mod madd16;
 mod vnni;
 
 use faer::linalg::matmul::triangular::BlockStructure;
