@@ -303,18 +303,59 @@ fn tile_rows(a: ArrayView2<'_, u8>, start: usize) -> ArrayView2<'_, u8> {
 }
 
 /// One tile's integer sums `x · yᵀ` in f64 (`x (a, k)`, `y (b, k)` bytes); on the diagonal of
-/// a Gram matrix (`y` is `x`), the lower triangle only. With AVX-512 VNNI in byte products
-/// ([`vnni`](super::vnni), 4× the multiply-adds per instruction of an f32 product), else with
-/// AVX2 in 16-bit products ([`madd16`](super::madd16), 2×), else in f32 ([`tile_sums_f32`]):
-/// the same exact integers every way.
+/// a Gram matrix (`y` is `x`), the lower triangle only. In the [`integer_form`] this processor
+/// has where the rows are contiguous, else in f32 ([`tile_sums_f32`]): the same exact
+/// integers every way.
 fn tile_sums(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>, diagonal: bool) -> Array2<f64> {
-    if super::vnni::usable(x, y) {
-        super::vnni::tile_sums(x, y, diagonal)
-    } else if super::madd16::usable(x, y) {
-        super::madd16::tile_sums(x, y, diagonal)
+    integer_form()
+        .and_then(|form| integer_tile(form, x, y, diagonal))
+        .unwrap_or_else(|| tile_sums_f32(x, y, diagonal))
+}
+
+/// An integer form of the tile sums: byte rows `x` and `y` and their length `k` → `x · yᵀ` in
+/// i64, on a diagonal tile (`y` is `x`) at least the lower triangle.
+pub(super) type IntegerSums = fn(&[&[u8]], &[&[u8]], usize, bool) -> Array2<i64>;
+
+/// The integer form this processor has: byte products with AVX-512 VNNI
+/// ([`vnni`](super::vnni), 4× the multiply-adds per instruction of an f32 product), else
+/// 16-bit products with AVX2 ([`madd16`](super::madd16), 2×); none without AVX2.
+fn integer_form() -> Option<IntegerSums> {
+    if super::vnni::available() {
+        Some(super::vnni::sums)
+    } else if super::madd16::available() {
+        Some(super::madd16::sums)
     } else {
-        tile_sums_f32(x, y, diagonal)
+        None
     }
+}
+
+/// `form` on one tile, as [`tile_sums`] gives it (zeros above a diagonal tile's diagonal);
+/// `None` if a view's rows are not contiguous.
+pub(super) fn integer_tile(
+    form: IntegerSums,
+    x: ArrayView2<'_, u8>,
+    y: ArrayView2<'_, u8>,
+    diagonal: bool,
+) -> Option<Array2<f64>> {
+    let mut total = form(
+        &contiguous_rows(x)?,
+        &contiguous_rows(y)?,
+        x.ncols(),
+        diagonal,
+    );
+    if diagonal {
+        for ((i, j), t) in total.indexed_iter_mut() {
+            if j > i {
+                *t = 0;
+            }
+        }
+    }
+    Some(total.mapv(|v| v as f64))
+}
+
+/// The rows of `m` as slices, if each is contiguous.
+fn contiguous_rows<'a>(m: ArrayView2<'a, u8>) -> Option<Vec<&'a [u8]>> {
+    m.into_outer_iter().map(|r| r.to_slice()).collect()
 }
 
 /// [`tile_sums`] in f32 products, 256 columns at a time, added in f64: the oracle of the
@@ -395,7 +436,7 @@ mod tests {
         assert_eq!(tile_sums(x.view(), y.view(), false), f32_form);
         let diag = tile_sums_f32(x.view(), x.view(), true);
         assert_eq!(tile_sums(x.view(), x.view(), true), diag);
-        if !super::super::vnni::available() && !super::super::madd16::available() {
+        if integer_form().is_none() {
             eprintln!("neither AVX-512 VNNI nor AVX2 here: both calls ran the f32 form");
         }
     }

@@ -10,11 +10,7 @@
 //! Every sum is an exact integer, so the result is the f32 path's, bit for bit (a test
 //! compares the two on awkward shapes).
 
-// Indices into slices this module sizes itself; `expect`s state layout facts checked by
-// `usable` before any kernel runs.
-#![allow(clippy::expect_used)]
-
-use ndarray::{Array2, ArrayView2};
+use ndarray::Array2;
 
 /// Columns per block: long, because each register tile's sums are gathered across lanes
 /// once per block (summed lane by lane, 512 columns ran at 0.97× the f32 form, 2048 at 1.10×;
@@ -43,37 +39,34 @@ pub fn available() -> bool {
     }
 }
 
-/// Whether [`tile_sums`] can run on these rows: the instructions are there and every row is
-/// contiguous.
-pub fn usable(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>) -> bool {
-    let contiguous = |a: &ArrayView2<'_, u8>| a.ncols() <= 1 || a.strides()[1] == 1;
-    available() && contiguous(&x) && contiguous(&y)
-}
-
-/// The integer sums `x · yᵀ` (`x (a, k)`, `y (b, k)` bytes) in f64; on the diagonal of a Gram
-/// matrix (`diagonal`: `y` is `x`) the lower triangle only, zeros above, as the f32 form.
+/// The integer sums `x · yᵀ` over `k` columns of byte rows `x` and `y`; on the diagonal of a
+/// Gram matrix (`diagonal`: `y` is `x`) the lower triangle at least. The shape of
+/// [`IntegerSums`](super::bytes::IntegerSums), which `bytes` wraps.
 ///
 /// # Panics
-/// If [`usable`] is false for these rows.
-pub fn tile_sums(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>, diagonal: bool) -> Array2<f64> {
+/// If [`available`] is false, or a row is shorter than `k`.
+pub fn sums(x: &[&[u8]], y: &[&[u8]], k: usize, diagonal: bool) -> Array2<i64> {
     assert!(
-        usable(x, y),
-        "madd16::tile_sums on a processor or layout it cannot use"
+        available(),
+        "madd16::sums on a processor without its instructions"
     );
-    let ((a, k), b) = (x.dim(), y.nrows());
+    assert!(
+        x.iter().chain(y).all(|r| r.len() >= k),
+        "madd16::sums: a row is short"
+    );
+    let (a, b) = (x.len(), y.len());
     let mut total = Array2::<i64>::zeros((a, b));
     if a == 0 || b == 0 {
-        return total.mapv(|v| v as f64);
+        return total;
     }
-    let (x_rows, y_rows) = (rows(x), rows(y));
     let mut xw = vec![0i16; a * K_BLOCK];
     let mut yw = vec![0i16; if diagonal { 0 } else { b * K_BLOCK }];
     for k0 in (0..k).step_by(K_BLOCK) {
         let len = K_BLOCK.min(k - k0);
         let width = len.div_ceil(STEP) * STEP;
-        widen(&x_rows, k0, len, width, &mut xw);
+        widen(x, k0, len, width, &mut xw);
         if !diagonal {
-            widen(&y_rows, k0, len, width, &mut yw);
+            widen(y, k0, len, width, &mut yw);
         }
         let ys_all: &[i16] = if diagonal { &xw } else { &yw };
         for i0 in (0..a).step_by(RX) {
@@ -91,21 +84,7 @@ pub fn tile_sums(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>, diagonal: bool) -
             }
         }
     }
-    if diagonal {
-        for i in 0..a {
-            for j in i + 1..b {
-                total[[i, j]] = 0;
-            }
-        }
-    }
-    total.mapv(|v| v as f64)
-}
-
-/// The rows of a view whose columns are contiguous (checked by [`usable`]).
-fn rows<'a>(m: ArrayView2<'a, u8>) -> Vec<&'a [u8]> {
-    m.into_outer_iter()
-        .map(|r| r.to_slice().expect("contiguous row"))
-        .collect()
+    total
 }
 
 /// Row `i` of widened rows `width` long.
@@ -129,14 +108,14 @@ fn widen(rows: &[&[u8]], k0: usize, len: usize, width: usize, out: &mut [i16]) {
 fn block(xs: &[&[i16]; RX], ys: &[&[i16]; RY], width: usize) -> [[i32; RY]; RX] {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: callers reach this only after `usable` saw AVX2, the feature `block_avx2`
+        // SAFETY: callers reach this only after `sums` saw AVX2, the feature `block_avx2`
         // is compiled for; every slice holds `width` values.
         unsafe { block_avx2(xs, ys, width) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (xs, ys, width);
-        unreachable!("madd16::usable is false off x86_64")
+        unreachable!("madd16::available is false off x86_64")
     }
 }
 
@@ -181,52 +160,12 @@ unsafe fn block_avx2(xs: &[&[i16]; RX], ys: &[&[i16]; RY], width: usize) -> [[i3
 mod tests {
     use super::*;
 
-    fn bytes(rows: usize, cols: usize, seed: u64) -> Array2<u8> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        Array2::from_shape_fn((rows, cols), |_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 32) as u8
-        })
-    }
-
-    fn plain(x: &Array2<u8>, y: &Array2<u8>, diagonal: bool) -> Array2<f64> {
-        Array2::from_shape_fn((x.nrows(), y.nrows()), |(i, j)| {
-            if diagonal && j > i {
-                return 0.0;
-            }
-            x.row(i)
-                .iter()
-                .zip(y.row(j))
-                .map(|(&a, &b)| i64::from(a) * i64::from(b))
-                .sum::<i64>() as f64
-        })
-    }
-
     #[test]
     fn madd16_sums_are_the_exact_integer_sums() {
         if !available() {
             eprintln!("no AVX2 on this processor: the f32 form runs, nothing to compare");
             return;
         }
-        // Row counts off the register tile, columns off the 16-column step and past a block.
-        for &(a, b, k) in &[(1, 1, 1), (7, 5, 15), (9, 13, 200), (6, 3, K_BLOCK + 17)] {
-            let x = bytes(a, k, 1);
-            let y = bytes(b, k, 2);
-            assert_eq!(
-                tile_sums(x.view(), y.view(), false),
-                plain(&x, &y, false),
-                "{a}x{b}x{k}"
-            );
-            assert_eq!(
-                tile_sums(x.view(), x.view(), true),
-                plain(&x, &x, true),
-                "{a}x{k}"
-            );
-        }
-        // The largest sums: all bytes 255, over many blocks.
-        let x = Array2::from_elem((5, 3 * K_BLOCK + 1), 255u8);
-        assert_eq!(tile_sums(x.view(), x.view(), false), plain(&x, &x, false));
+        super::super::tile_check::check(sums, STEP, K_BLOCK);
     }
 }

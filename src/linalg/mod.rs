@@ -13,6 +13,8 @@
 
 pub mod bytes;
 mod madd16;
+#[cfg(test)]
+mod tile_check;
 mod vnni;
 
 use faer::linalg::matmul::triangular::BlockStructure;

@@ -14,11 +14,7 @@
 //! length; the blocks' sums are added in i64. Every sum is an exact integer, so the result is
 //! the f32 path's, bit for bit (a test compares the two on awkward shapes).
 
-// Indices into slices this module sizes itself; `expect`s state layout facts checked by
-// `usable` before any kernel runs.
-#![allow(clippy::expect_used)]
-
-use ndarray::{Array2, ArrayView2};
+use ndarray::Array2;
 
 /// Columns per block: a lane adds `K_BLOCK / 16` products of at most `255 · 128` (≈ 2²⁴ for
 /// 4096 columns, far below 2³¹), and a tile's `128` rows of `y` over it (512 KiB) stay in a
@@ -42,37 +38,33 @@ pub fn available() -> bool {
     }
 }
 
-/// Whether [`tile_sums`] can run on these rows: the instructions are there and every row is
-/// contiguous.
-pub fn usable(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>) -> bool {
-    let contiguous = |a: &ArrayView2<'_, u8>| a.ncols() <= 1 || a.strides()[1] == 1;
-    available() && contiguous(&x) && contiguous(&y)
-}
-
-/// The integer sums `x · yᵀ` (`x (a, k)`, `y (b, k)` bytes) in f64; on the diagonal of a Gram
-/// matrix (`diagonal`: `y` is `x`) the lower triangle only, zeros above, as the f32 form.
+/// The integer sums `x · yᵀ` over `k` columns of byte rows `x` and `y`; on the diagonal of a
+/// Gram matrix (`diagonal`: `y` is `x`) the lower triangle at least. The shape of
+/// [`IntegerSums`](super::bytes::IntegerSums), which `bytes` wraps.
 ///
 /// # Panics
-/// If [`usable`] is false for these rows.
-pub fn tile_sums(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>, diagonal: bool) -> Array2<f64> {
+/// If [`available`] is false, or a row is shorter than `k`.
+pub fn sums(x: &[&[u8]], y: &[&[u8]], k: usize, diagonal: bool) -> Array2<i64> {
     assert!(
-        usable(x, y),
-        "vnni::tile_sums on a processor or layout it cannot use"
+        available(),
+        "vnni::sums on a processor without its instructions"
     );
-    let ((a, k), b) = (x.dim(), y.nrows());
+    assert!(
+        x.iter().chain(y).all(|r| r.len() >= k),
+        "vnni::sums: a row is short"
+    );
+    let (a, b) = (x.len(), y.len());
     let mut total = Array2::<i64>::zeros((a, b));
     if a == 0 || b == 0 {
-        return total.mapv(|v| v as f64);
+        return total;
     }
-    let x_rows = rows(x);
-    let y_rows = rows(y);
     for k0 in (0..k).step_by(K_BLOCK) {
         let len = K_BLOCK.min(k - k0);
         for i0 in (0..a).step_by(R) {
-            let xs: [&[u8]; R] = std::array::from_fn(|r| &x_rows[(i0 + r).min(a - 1)][k0..]);
+            let xs: [&[u8]; R] = std::array::from_fn(|r| &x[(i0 + r).min(a - 1)][k0..]);
             let j_end = if diagonal { (i0 + R).min(b) } else { b };
             for j0 in (0..j_end).step_by(R) {
-                let ys: [&[u8]; R] = std::array::from_fn(|s| &y_rows[(j0 + s).min(b - 1)][k0..]);
+                let ys: [&[u8]; R] = std::array::from_fn(|s| &y[(j0 + s).min(b - 1)][k0..]);
                 let sums = block(&xs, &ys, len);
                 for (r, sums) in sums.iter().enumerate().take(a - i0) {
                     for (s, &v) in sums.iter().enumerate().take(b - j0) {
@@ -83,32 +75,18 @@ pub fn tile_sums(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>, diagonal: bool) -
         }
     }
     // Σ x·y = Σ x·(y − 128) + 128·Σ x.
-    for (i, x) in x_rows.iter().enumerate() {
+    for (i, x) in x.iter().enumerate() {
         let sx = row_sum(x);
         total.row_mut(i).iter_mut().for_each(|t| *t += 128 * sx);
     }
-    if diagonal {
-        for i in 0..a {
-            for j in i + 1..b {
-                total[[i, j]] = 0;
-            }
-        }
-    }
-    total.mapv(|v| v as f64)
-}
-
-/// The rows of a view whose columns are contiguous (checked by [`usable`]).
-fn rows<'a>(m: ArrayView2<'a, u8>) -> Vec<&'a [u8]> {
-    m.into_outer_iter()
-        .map(|r| r.to_slice().expect("contiguous row"))
-        .collect()
+    total
 }
 
 /// `Σ x` over a row of bytes.
 fn row_sum(x: &[u8]) -> i64 {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: reached only after `usable` saw AVX-512 F and BW, which `row_sum_avx512`
+        // SAFETY: reached only after `sums` checked `available` (AVX-512 F and BW among it), which `row_sum_avx512`
         // is compiled for.
         unsafe { row_sum_avx512(x) }
     }
@@ -139,14 +117,14 @@ unsafe fn row_sum_avx512(x: &[u8]) -> i64 {
 fn block(xs: &[&[u8]; R], ys: &[&[u8]; R], len: usize) -> [[i32; R]; R] {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: callers reach this only after `usable` saw AVX-512 F, BW and VNNI, the
+        // SAFETY: callers reach this only after `sums` saw AVX-512 F, BW and VNNI, the
         // features `block_vnni` is compiled for; every slice holds at least `len` bytes.
         unsafe { block_vnni(xs, ys, len) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (xs, ys, len);
-        unreachable!("vnni::usable is false off x86_64")
+        unreachable!("vnni::available is false off x86_64")
     }
 }
 
@@ -196,52 +174,12 @@ unsafe fn block_vnni(xs: &[&[u8]; R], ys: &[&[u8]; R], len: usize) -> [[i32; R];
 mod tests {
     use super::*;
 
-    fn bytes(rows: usize, cols: usize, seed: u64) -> Array2<u8> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        Array2::from_shape_fn((rows, cols), |_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 32) as u8
-        })
-    }
-
-    fn plain(x: &Array2<u8>, y: &Array2<u8>, diagonal: bool) -> Array2<f64> {
-        Array2::from_shape_fn((x.nrows(), y.nrows()), |(i, j)| {
-            if diagonal && j > i {
-                return 0.0;
-            }
-            x.row(i)
-                .iter()
-                .zip(y.row(j))
-                .map(|(&a, &b)| i64::from(a) * i64::from(b))
-                .sum::<i64>() as f64
-        })
-    }
-
     #[test]
     fn vnni_sums_are_the_exact_integer_sums() {
         if !available() {
             eprintln!("no AVX-512 VNNI on this processor: the f32 form runs, nothing to compare");
             return;
         }
-        // Row counts off the register tile, columns off the 64-byte step and past a block.
-        for &(a, b, k) in &[(1, 1, 1), (7, 5, 63), (9, 13, 200), (6, 3, K_BLOCK + 65)] {
-            let x = bytes(a, k, 1);
-            let y = bytes(b, k, 2);
-            assert_eq!(
-                tile_sums(x.view(), y.view(), false),
-                plain(&x, &y, false),
-                "{a}x{b}x{k}"
-            );
-            assert_eq!(
-                tile_sums(x.view(), x.view(), true),
-                plain(&x, &x, true),
-                "{a}x{k}"
-            );
-        }
-        // The largest sums: all bytes 255.
-        let x = Array2::from_elem((5, 3 * K_BLOCK), 255u8);
-        assert_eq!(tile_sums(x.view(), x.view(), false), plain(&x, &x, false));
+        super::super::tile_check::check(sums, 64, K_BLOCK);
     }
 }
