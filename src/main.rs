@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            cli::print_error(&format!("error: {err:#}"));
             ExitCode::from(cli::exit_code(&err))
         }
     }

@@ -125,14 +125,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
     let result = dispatch(cli.command, cli.threads, &group);
     if let Err(err) = &result {
-        eprintln!(
+        print_error(&format!(
             "error: process {} of {}: {err:#}",
             group.rank(),
             group.size()
-        );
+        ));
         group.abort(i32::from(exit_code(err)));
     }
     result
+}
+
+/// Writes `line` and a newline to standard error in one write, so that under `mpirun`, which
+/// forwards each write as it comes, its own messages cannot land in the middle of the line
+/// (`eprintln!` writes each piece of the format on its own).
+pub fn print_error(line: &str) {
+    use std::io::Write;
+    // Nothing better can be done if standard error itself fails.
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{line}\n").as_bytes());
 }
 
 /// Runs one command.
