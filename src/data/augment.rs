@@ -184,9 +184,10 @@ fn shift(row: &mut ArrayViewMut1<'_, f32>, size: usize, dx: i64, dy: i64, scratc
 fn cutout(row: &mut ArrayViewMut1<'_, f32>, size: usize, cy: usize, cx: usize) {
     let half = ((size as f32 * CUTOUT_FRACTION) / 2.0).round() as usize;
     let span = |c: usize| c.saturating_sub(half)..(c + half).min(size);
+    let columns = span(cx);
     for y in span(cy) {
-        let start = (y * size + span(cx).start) * CHANNELS;
-        let end = (y * size + span(cx).end) * CHANNELS;
+        let start = (y * size + columns.start) * CHANNELS;
+        let end = (y * size + columns.end) * CHANNELS;
         row.slice_mut(ndarray::s![start..end]).fill(CUTOUT_FILL);
     }
 }

@@ -249,8 +249,8 @@ pub fn cross_gram(x: ArrayView2<'_, u8>, y: ArrayView2<'_, u8>) -> Array2<f32> {
 const EXACT_TILE: usize = 128;
 
 /// Integer sums of `x · yᵀ` (`y = x` when `None`, lower triangle only, then mirrored),
-/// scaled by `1/255²`. The output is cut into tiles, computed in parallel; each tile adds up
-/// blocks of 256 columns, exact in f32, in f64. Every sum is an exact integer, so the result
+/// scaled by `1/255²`. The output is cut into tiles, computed in parallel, each in `form`
+/// ([`tile_sums`] or its f32 oracle). Every sum is an exact integer, so the result
 /// does not depend on the order of the sums, the tiling or the thread count.
 fn exact_products(
     x: ArrayView2<'_, u8>,

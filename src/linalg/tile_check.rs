@@ -5,7 +5,7 @@ use super::bytes::{IntegerSums, integer_tile};
 use ndarray::Array2;
 
 /// Pseudo-random bytes (xorshift), the same for the same seed.
-pub fn bytes(rows: usize, cols: usize, seed: u64) -> Array2<u8> {
+fn bytes(rows: usize, cols: usize, seed: u64) -> Array2<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     Array2::from_shape_fn((rows, cols), |_| {
         state ^= state << 13;
